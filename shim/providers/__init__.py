@@ -1,0 +1,36 @@
+"""Registry of secret stores: one line per provider, imported only when used.
+
+An image that resolves only files and placeholders never imports hvac,
+boto3 or the Azure SDK, and does not need them installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from shim.errors import ConfigError
+
+# provider name -> (module, class, pip extra that installs its SDK)
+REGISTRY = {
+    "file": ("shim.providers.files", "FileProvider", None),
+    "vault": ("shim.providers.vault", "VaultProvider", "vault"),
+    "awssecrets": ("shim.providers.aws", "SecretsManagerProvider", "aws"),
+    "awsssm": ("shim.providers.aws", "ParameterStoreProvider", "aws"),
+    "azurekeyvault": ("shim.providers.azure", "KeyVaultProvider", "azure"),
+}
+
+
+def load_provider(name: str, context):
+    """Instantiate the provider `name`, or say which extra to install."""
+    module_name, class_name, extra = REGISTRY[name]
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, class_name)
+    except (ImportError, AttributeError) as error:
+        # A missing SDK (or a provider not built yet) is a configuration
+        # problem of the image, not a crash.
+        missing = getattr(error, "name", None) or module_name
+        remedy = f"install shim[{extra}]" if extra else "reinstall shim"
+        raise ConfigError(f"provider {name} is not available: {remedy}",
+                          hint=f"{missing} cannot be imported") from None
+    return factory(context)

@@ -1,0 +1,68 @@
+"""Log lines and audit events: the only place that prints about secrets.
+
+Text format is for people (warnings and errors by default, events with -v);
+JSON format is one object per line with an `event` field, for machines.
+Callers pass names, canonical references, versions and times; there is no
+parameter through which a value could arrive, and messages are built from
+ShimError.line(), which never holds one either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class Log:
+    def __init__(self, log_format: str = "text", level: str | None = None,
+                 stream=None, audit_file: str | None = None):
+        self.format = log_format
+        default = "info" if log_format == "json" else "warning"
+        self.threshold = LEVELS[level or default]
+        self.stream = stream if stream is not None else sys.stderr
+        self._audit = _open_audit_file(audit_file) if audit_file else None
+
+    def event(self, event: str, level: str = "info", message: str | None = None, **fields) -> None:
+        record = {"time": _now(), "level": level, "event": event}
+        if message is not None:
+            record["message"] = message
+        record.update({k: v for k, v in fields.items() if v is not None})
+        if self._audit is not None:
+            self._audit.write(json.dumps(record, default=str) + "\n")
+            self._audit.flush()
+        if LEVELS[level] < self.threshold:
+            return
+        if self.format == "json":
+            line = json.dumps(record, default=str)
+        else:
+            line = "shim: " + (f"{level}: " if level in ("warning", "error") else "")
+            line += message if message is not None else _describe(event, fields)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def error(self, error, event: str = "error") -> None:
+        self.event(event, "error", error.line(), variable=error.variable,
+                   reference=error.reference, exit_code=error.exit_code, failure=error.kind)
+
+    def warning(self, message: str, event: str = "warning", **fields) -> None:
+        self.event(event, "warning", message, **fields)
+
+    def debug(self, message: str, event: str = "debug", **fields) -> None:
+        self.event(event, "debug", message, **fields)
+
+
+def _describe(event: str, fields) -> str:
+    return event + " " + " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _open_audit_file(path: str):
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    return open(descriptor, "a", encoding="utf-8")

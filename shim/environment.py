@@ -1,0 +1,53 @@
+"""The child's environment: resolved values in, shim's own and Vault's variables out."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from shim.plan import SHIM_PREFIX, Plan
+from shim.resolve import Resolution
+
+# Vault credentials are for the shim, not the program (bank-vaults does the same).
+SCRUBBED_PREFIXES = (SHIM_PREFIX, "VAULT_")
+
+
+def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: bool = False,
+                      passthrough: Iterable[str] = ()) -> dict[str, str]:
+    env = dict(plan.environ)
+    for name, entry in plan.entries.items():
+        result = resolution.variables.get(name)
+        if result is None:
+            continue
+        if result.value is None:
+            env.pop(name, None)
+        else:
+            env[name] = result.value
+        if not keep_file_vars:
+            for removed in entry.remove:
+                env.pop(removed, None)
+    kept = set(passthrough)
+    for name in list(env):
+        if name.startswith(SCRUBBED_PREFIXES) and name not in kept:
+            del env[name]
+    return env
+
+
+def starting_environment() -> dict[str, str]:
+    """The environment exactly as the shim was started with it.
+
+    CPython may add variables of its own at start-up (LC_CTYPE=C.UTF-8 when it
+    coerces the C locale, PEP 538); the program must not inherit them. The
+    kernel keeps the original block in /proc/self/environ.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as stream:
+            block = stream.read()
+    except OSError:
+        return dict(os.environ)
+    environ = {}
+    for item in block.split(b"\0"):
+        name, sep, value = item.partition(b"=")
+        if sep and name:
+            environ[os.fsdecode(name)] = os.fsdecode(value)
+    return environ

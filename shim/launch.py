@@ -1,0 +1,66 @@
+"""Start the real program: replace the shim with it, as gosu and tini's exec do.
+
+The program keeps the shim's PID (so it is PID 1 in a container and gets
+`docker stop`'s SIGTERM directly). Before execve: stdio is flushed, every
+signal disposition the interpreter changed (Python ignores SIGPIPE and
+SIGXFSZ) is reset to its default and the signal mask is cleared, because
+ignored signals and the mask survive execve. Descriptors the shim opened are
+close-on-exec (PEP 446), so only inherited ones reach the program.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from typing import Mapping, Sequence
+
+from shim.errors import CommandNotExecutable, CommandNotFound
+
+_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
+
+
+def reset_signals() -> None:
+    for signum in signal.valid_signals():
+        if signum in _UNCATCHABLE:
+            continue
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # real-time signals the C library reserves
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def candidate_paths(program: str, env: Mapping[str, str]) -> list[str]:
+    """Where execvp would look: the program itself if it has a /, else the child's PATH."""
+    if "/" in program:
+        return [program]
+    return [os.path.join(directory or ".", program) for directory in os.get_exec_path(dict(env))]
+
+
+def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """execve argv[0] (PATH searched in the child's env); raises 126/127 errors on failure."""
+    program = argv[0]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    denied = None
+    for path in candidate_paths(program, env):
+        if "/" not in program and not os.path.isfile(path):
+            continue
+        reset_signals()
+        try:
+            os.execve(path, list(argv), dict(env))
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            # Like execvp: remember a permission problem, keep searching.
+            denied = (path, error)
+    if denied is not None:
+        path, error = denied
+        raise CommandNotExecutable(f"cannot execute {path}: {error.strerror}",
+                                   hint="check that it is a program and executable by the target user")
+    if "/" in program:
+        raise CommandNotFound(f"command {program} not found", hint="check the path")
+    raise CommandNotFound(f"command {program!r} not found in PATH",
+                          hint="install it in the image or give its absolute path")

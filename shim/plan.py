@@ -1,0 +1,321 @@
+"""Classify the environment into a Plan: what each variable needs, nothing fetched.
+
+Order (interface.md, "What gets resolved"): env files fill gaps, NAME_FILE
+becomes NAME, references and inline ${...} pieces become secrets, CHANGEME
+placeholders are looked up. Every variable's value becomes a template of
+literal text and secret parts; the resolver fills the parts in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence, Union
+
+from shim.envfiles import EnvFileEntry, load_env_files
+from shim.errors import ConfigError, ShimError, UsageError
+from shim.placeholders import find_placeholders, has_placeholder, secrets_dir_candidates
+from shim.refs import Reference, looks_like_reference, parse_reference
+
+# *_FILE variables that hold paths programs read themselves: never replaced
+# by the file's content, whatever --file-vars or the secrets dirs say.
+NEVER_TOUCH_FILE_VARS = frozenset({
+    "AWS_WEB_IDENTITY_TOKEN_FILE", "AZURE_FEDERATED_TOKEN_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+    "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE_FILE", "CURL_CA_BUNDLE_FILE",
+    "NODE_EXTRA_CA_CERTS_FILE", "GOOGLE_APPLICATION_CREDENTIALS_FILE",
+    "KUBECONFIG_FILE", "PGPASSFILE", "PGSSLCERT_FILE", "PGSSLKEY_FILE",
+    "VAULT_TOKEN_FILE", "VAULT_ROLE_ID_FILE", "VAULT_SECRET_ID_FILE",
+    "VAULT_CACERT_FILE", "VAULT_CLIENT_CERT_FILE", "VAULT_CLIENT_KEY_FILE",
+    "KRB5_CONFIG_FILE", "KRB5CCNAME_FILE", "DOCKER_CERT_PATH_FILE",
+    "HISTFILE", "ENV_FILE", "COMPOSE_FILE", "DOCKER_CONFIG_FILE",
+})
+
+SHIM_PREFIX = "SHIM_"
+
+
+@dataclass(frozen=True)
+class SecretPart:
+    reference: Reference
+    in_userinfo: bool = False              # percent-encode: it sits in scheme://user:HERE@host
+    placeholder: str | None = None         # the CHANGEME token this part replaces, if any
+
+
+Part = Union[str, SecretPart]
+
+
+@dataclass
+class Entry:
+    """One variable of the child's environment that the shim produces or changes."""
+    name: str
+    source: str                            # env-file, file-var, reference, inline, placeholder, literal
+    parts: tuple[Part, ...]
+    origin: str | None = None              # NAME_FILE, or env file path:line
+    remove: tuple[str, ...] = ()           # variables to drop from the child (NAME_FILE)
+    whole: bool = False                    # the value is exactly one secret part
+    kept_placeholders: tuple[str, ...] = ()  # --allow-placeholders left these in place
+
+    @property
+    def secret_parts(self) -> list[SecretPart]:
+        return [part for part in self.parts if isinstance(part, SecretPart)]
+
+
+@dataclass
+class Settings:
+    env_files: Sequence[str] = ()
+    secrets_dirs: Sequence[str] = ("/run/secrets",)
+    file_vars: frozenset = frozenset()
+    placeholder_source: Reference | None = None
+    allow_placeholders: bool = False
+    skip: frozenset = frozenset()
+
+
+@dataclass
+class Plan:
+    environ: dict[str, str]                 # the starting environment after env files
+    entries: dict[str, Entry] = field(default_factory=dict)
+    errors: list[ShimError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    env_file_entries: Mapping[str, EnvFileEntry] = field(default_factory=dict)
+
+    def references(self) -> list[Reference]:
+        return [part.reference for entry in self.entries.values()
+                for part in entry.secret_parts]
+
+
+def build_plan(environ: Mapping[str, str], settings: Settings) -> Plan:
+    environ = dict(environ)
+    plan = Plan(environ=environ)
+    try:
+        plan.env_file_entries = load_env_files(settings.env_files)
+    except ShimError as error:
+        plan.errors.append(error)
+        return plan
+    _apply_env_files(plan, settings)
+    _plan_file_vars(plan, settings)
+    for name in sorted(environ):
+        if name in plan.entries or _exempt(name, settings):
+            continue
+        try:
+            entry = _plan_value(plan, settings, name, environ[name])
+        except ShimError as error:
+            plan.errors.append(error.with_context(variable=name))
+            continue
+        if entry is not None:
+            plan.entries[name] = entry
+    return plan
+
+
+def _exempt(name: str, settings: Settings) -> bool:
+    return name.startswith(SHIM_PREFIX) or name in settings.skip
+
+
+def _apply_env_files(plan: Plan, settings: Settings) -> None:
+    """An env file fills a variable that is unset, empty or a placeholder (docker's -e wins)."""
+    for name, entry in plan.env_file_entries.items():
+        current = plan.environ.get(name)
+        if current and not has_placeholder(current):
+            continue
+        plan.environ[name] = entry.value
+        if _exempt(name, settings):
+            continue
+        try:
+            planned = _plan_value(plan, settings, name, entry.value)
+        except ShimError as error:
+            plan.errors.append(error.with_context(variable=name))
+            continue
+        if planned is None:
+            planned = Entry(name, "env-file", (entry.value,))
+        planned.origin = f"{entry.path}:{entry.line}"
+        if planned.source == "literal":
+            planned.source = "env-file"
+        plan.entries[name] = planned
+
+
+def _file_var_target(name: str) -> str | None:
+    """NAME for NAME_FILE and Grafana's NAME__FILE; None for anything else."""
+    for suffix in ("__FILE", "_FILE"):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _under_secrets_dir(path: str, secrets_dirs: Sequence[str]) -> bool:
+    # Lexical check (no realpath): Kubernetes lays secrets out as symlinks into
+    # ..data/ inside the same directory, and the path as written is what the
+    # operator chose to trust.
+    if not os.path.isabs(path):
+        return False
+    normal = os.path.normpath(path)
+    for directory in secrets_dirs:
+        base = os.path.normpath(directory)
+        if normal.startswith(base.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _plan_file_vars(plan: Plan, settings: Settings) -> None:
+    environ = plan.environ
+    for file_var in sorted(environ):
+        target = _file_var_target(file_var)
+        if target is None or file_var in NEVER_TOUCH_FILE_VARS or _exempt(file_var, settings):
+            continue
+        path = environ[file_var]
+        wanted = target in settings.file_vars or "*" in settings.file_vars
+        if not (wanted or _under_secrets_dir(path, settings.secrets_dirs)):
+            continue
+        if environ.get(target) and path:
+            plan.errors.append(ConfigError(
+                f"both {target} and {file_var} are set (but are exclusive)",
+                variable=target, hint=f"unset one of {target} or {file_var}"))
+            plan.entries[target] = Entry(target, "file-var", (), origin=file_var,
+                                         remove=(file_var,))
+            continue
+        if not path:
+            # docker-library file_env: an empty NAME_FILE leaves NAME as it is.
+            plan.entries.setdefault(target, Entry(
+                target, "literal", (environ.get(target, ""),), remove=(file_var,)))
+            plan.entries[target].remove = (file_var,)
+            continue
+        reference = parse_reference("file:" + path)
+        plan.entries[target] = Entry(target, "file-var", (SecretPart(reference),),
+                                     origin=file_var, remove=(file_var,), whole=True)
+
+
+_INLINE_OPEN = "${"
+
+
+def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry | None:
+    """The Entry for one variable, or None when it is a plain literal."""
+    if looks_like_reference(value):
+        reference = parse_reference(value)
+        return Entry(name, "reference", (SecretPart(reference),), whole=True)
+    pieces = _split_inline(value)
+    has_inline = any(isinstance(piece, SecretPart) for piece in pieces)
+    parts: list[Part] = []
+    kept: list[str] = []
+    saw_placeholder = False
+    whole_placeholder = len(pieces) == 1 and isinstance(pieces[0], str) \
+        and find_placeholders(name, pieces[0]) and \
+        find_placeholders(name, pieces[0])[0].token == pieces[0]
+    for piece in pieces:
+        if isinstance(piece, SecretPart):
+            parts.append(piece)
+            continue
+        cursor = 0
+        for placeholder in find_placeholders(name, piece):
+            saw_placeholder = True
+            parts.append(piece[cursor:placeholder.start])
+            source = _placeholder_source(plan, settings, name, placeholder, bool(whole_placeholder))
+            if source is None:
+                if settings.allow_placeholders:
+                    kept.append(placeholder.token)
+                    parts.append(placeholder.token)
+                else:
+                    raise _unresolved(plan, settings, name, placeholder, bool(whole_placeholder))
+            else:
+                parts.append(source)
+            cursor = placeholder.end
+        parts.append(piece[cursor:])
+    if not has_inline and not saw_placeholder:
+        unescaped = "".join(p for p in parts if isinstance(p, str))
+        if unescaped == value:
+            return None
+        return Entry(name, "literal", (unescaped,))
+    parts = _mark_userinfo([p for p in parts if p != ""])
+    source = "placeholder" if saw_placeholder and not has_inline else "inline"
+    if saw_placeholder and has_inline:
+        source = "inline+placeholder"
+    whole = len(parts) == 1 and isinstance(parts[0], SecretPart)
+    return Entry(name, source, tuple(parts), whole=whole, kept_placeholders=tuple(kept))
+
+
+def _split_inline(value: str) -> list[Part]:
+    """Literal text and ${REFERENCE} pieces; $${ is a literal ${ everywhere."""
+    pieces: list[Part] = []
+    literal: list[str] = []
+    index = 0
+    while index < len(value):
+        if value.startswith("$${", index):
+            literal.append("${")
+            index += 3
+            continue
+        if value.startswith(_INLINE_OPEN, index):
+            close = value.find("}", index + 2)
+            inner = value[index + 2: close] if close != -1 else value[index + 2:]
+            if looks_like_reference(inner):
+                if close == -1:
+                    raise UsageError("an inline ${ reference has no closing }",
+                                     hint="close it with } or escape a literal ${ as $${")
+                pieces.append("".join(literal))
+                literal = []
+                pieces.append(SecretPart(parse_reference(inner)))
+                index = close + 1
+                continue
+        literal.append(value[index])
+        index += 1
+    pieces.append("".join(literal))
+    return [piece for piece in pieces if piece != ""] or [""]
+
+
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*)@")
+
+
+def _mark_userinfo(parts: list[Part]) -> list[Part]:
+    """Flag the secret parts that sit inside a URL's user-info (they get percent-encoded)."""
+    skeleton = "".join(part if isinstance(part, str) else "\0" for part in parts)
+    match = _USERINFO.match(skeleton)
+    if not match:
+        return parts
+    start, end = match.span(1)
+    marked: list[Part] = []
+    offset = 0
+    for part in parts:
+        if isinstance(part, SecretPart):
+            if start <= offset < end:
+                part = SecretPart(part.reference, True, part.placeholder)
+            offset += 1
+        else:
+            offset += len(part)
+        marked.append(part)
+    return marked
+
+
+def _placeholder_source(plan: Plan, settings: Settings, name: str, placeholder,
+                        whole: bool) -> SecretPart | None:
+    """Where this placeholder's value comes from, in interface.md's order."""
+    entries = plan.env_file_entries
+    candidates = ([name] if whole else []) + [placeholder.key]
+    for candidate in candidates:
+        entry = entries.get(candidate)
+        if entry is not None and entry.value and not has_placeholder(entry.value):
+            # An env-file value is literal text here; it becomes a constant part.
+            return SecretPart(_literal_reference(entry), placeholder=placeholder.token)
+    for path in secrets_dir_candidates(settings.secrets_dirs, name, placeholder.key, whole):
+        if os.path.exists(path):
+            return SecretPart(parse_reference("file:" + path), placeholder=placeholder.token)
+    if settings.placeholder_source is not None:
+        return SecretPart(settings.placeholder_source.with_selector((placeholder.key,)),
+                          placeholder=placeholder.token)
+    return None
+
+
+def _literal_reference(entry: EnvFileEntry) -> Reference:
+    """An env-file value used for a placeholder, carried as a pseudo-reference."""
+    return Reference("envfile", entry.name, (), None, (), "envfile",
+                     f"envfile:{entry.path}#{entry.name}")
+
+
+def _unresolved(plan: Plan, settings: Settings, name: str, placeholder, whole: bool) -> ConfigError:
+    looked = []
+    if plan.env_file_entries or settings.env_files:
+        looked.append("env files")
+    looked.extend(secrets_dir_candidates(settings.secrets_dirs, name, placeholder.key, whole)[:3])
+    where = ", ".join(looked) if looked else "nowhere (no secrets dir, env file or source)"
+    first_dir = settings.secrets_dirs[0] if settings.secrets_dirs else "/run/secrets"
+    return ConfigError(
+        f"unresolved placeholder {placeholder.token} (looked in {where})",
+        variable=name,
+        hint=f"provide {os.path.join(first_dir, placeholder.key.lower())}, an env-file entry "
+             f"{placeholder.key}=..., or --placeholder-source")

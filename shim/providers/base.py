@@ -1,0 +1,62 @@
+"""The one small interface every secret store implements.
+
+A provider receives every reference that points into its store, reads each
+distinct `Reference.fetch_key` once (batched and concurrent where the store
+allows), and returns, per fetch key, either the secret or the ShimError that
+explains why not. Selecting a key inside the secret is not its job: the
+resolver does that the same way for every store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+
+from shim.deadline import Deadline
+from shim.errors import ShimError
+from shim.refs import Reference
+
+
+@dataclass(frozen=True)
+class SecretMeta:
+    """What the store says about a secret (never its value)."""
+    version: str | None = None
+    created: datetime | None = None      # timezone-aware
+    updated: datetime | None = None
+    expires: datetime | None = None
+    not_before: datetime | None = None
+    content_type: str | None = None
+    lease_id: str | None = None
+    lease_duration: int | None = None
+    renewable: bool = False
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A secret as read: text, bytes, or a key/value map (Vault KV, parsed JSON)."""
+    value: Union[str, bytes, Mapping[str, Any]]
+    meta: SecretMeta = field(default_factory=SecretMeta)
+
+
+Outcome = Union[Fetched, ShimError]
+
+
+@dataclass
+class ProviderContext:
+    """What a provider may use: the starting environment, the logger, settings."""
+    environ: Mapping[str, str]
+    log: Any                                     # shim.audit.Log
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+
+    def fetch_all(self, references: Sequence[Reference],
+                  deadline: Deadline) -> dict[tuple, Outcome]:
+        """One Outcome per distinct fetch_key among `references`."""
+        ...
+
+
+ProviderFactory = Callable[[ProviderContext], Provider]

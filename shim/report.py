@@ -1,0 +1,70 @@
+"""`shim check` output: one row per variable the shim produces, never a value."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from shim.resolve import age_seconds
+
+
+def plan_rows(plan, resolution) -> list[dict]:
+    rows = []
+    for name in sorted(plan.entries):
+        entry = plan.entries[name]
+        result = resolution.variables.get(name)
+        references = [part.reference.canonical for part in entry.secret_parts]
+        row = {"variable": name, "source": entry.source,
+               "references": references, "origin": entry.origin}
+        if result is None:
+            row["status"] = "error"
+        elif result.error is not None:
+            row["status"] = result.error.kind
+            row["exit_code"] = result.error.exit_code
+            row["message"] = result.error.message
+        elif result.value is None:
+            row["status"] = "unset (optional, missing)"
+        elif entry.kept_placeholders:
+            row["status"] = "placeholder kept"
+        else:
+            row["status"] = "ok"
+        metas = result.metas if result is not None else []
+        versions = [m.version for _, m in metas if m.version]
+        ages = [a for a in (age_seconds(m) for _, m in metas) if a is not None]
+        row["version"] = ",".join(versions) or None
+        row["age_seconds"] = int(max(ages)) if ages else None
+        rows.append(row)
+    for error in plan.errors:
+        if error.variable and error.variable not in plan.entries:
+            rows.append({"variable": error.variable, "source": "-", "references": [],
+                         "origin": None, "status": error.kind, "exit_code": error.exit_code,
+                         "message": error.message, "version": None, "age_seconds": None})
+    rows.sort(key=lambda row: row["variable"])
+    return rows
+
+
+def print_json(rows, errors) -> None:
+    document = {"ok": not errors, "variables": rows,
+                "errors": [{"variable": e.variable, "reference": e.reference,
+                            "exit_code": e.exit_code, "message": e.line()} for e in errors]}
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+def print_table(rows) -> None:
+    header = ("VARIABLE", "SOURCE", "REFERENCE", "STATUS", "VERSION", "AGE")
+    table = [header]
+    for row in rows:
+        table.append((row["variable"], row["source"], " ".join(row["references"]) or "-",
+                      row["status"], row["version"] or "-", _age(row["age_seconds"])))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
+
+
+def _age(seconds) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,190 @@
+"""Resolution: fetch every reference of a Plan once, then fill in each variable.
+
+References are grouped by provider; each provider reads each distinct
+fetch key once. Providers run concurrently when there is more than one
+(a local-only run never starts a thread). All or nothing: the caller execs
+only when `Resolution.errors` is empty.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Mapping
+from urllib.parse import quote
+
+from shim.deadline import Deadline
+from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
+from shim.plan import Entry, Plan, SecretPart
+from shim.providers import load_provider
+from shim.providers.base import Fetched, Outcome, ProviderContext, SecretMeta
+from shim.refs import Reference
+
+# One env string ("NAME=value\0") may be at most MAX_ARG_STRLEN (32 pages).
+MAX_ENV_STRING = 131072
+
+
+@dataclass
+class VariableResult:
+    name: str
+    value: str | None                     # None: left unset (optional and missing)
+    entry: Entry
+    metas: list[tuple[Reference, SecretMeta]] = field(default_factory=list)
+    error: ShimError | None = None
+
+
+@dataclass
+class Resolution:
+    variables: dict[str, VariableResult] = field(default_factory=dict)
+    errors: list[ShimError] = field(default_factory=list)
+
+
+class ProviderPool:
+    """Providers created on first use and kept, so long-running modes reuse auth."""
+
+    def __init__(self, context: ProviderContext):
+        self.context = context
+        self._providers: dict[str, object] = {}
+
+    def get(self, name: str):
+        if name not in self._providers:
+            self._providers[name] = load_provider(name, self.context)
+        return self._providers[name]
+
+    def loaded(self):
+        return dict(self._providers)
+
+
+def fetch_references(references: list[Reference], pool: ProviderPool,
+                     deadline: Deadline, env_file_entries: Mapping) -> dict[tuple, Outcome]:
+    """One Outcome per fetch key, every provider asked once."""
+    by_provider: dict[str, list[Reference]] = {}
+    outcomes: dict[tuple, Outcome] = {}
+    for reference in references:
+        if reference.provider == "envfile":
+            outcomes[reference.fetch_key] = Fetched(env_file_entries[reference.locator].value)
+            continue
+        by_provider.setdefault(reference.provider, []).append(reference)
+
+    def run(name: str, refs: list[Reference]) -> dict[tuple, Outcome]:
+        try:
+            return pool.get(name).fetch_all(refs, deadline)
+        except ShimError as error:
+            return {ref.fetch_key: error for ref in refs}
+
+    if len(by_provider) <= 1:
+        for name, refs in by_provider.items():
+            outcomes.update(run(name, refs))
+        return outcomes
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=len(by_provider)) as executor:
+        futures = [executor.submit(run, name, refs) for name, refs in by_provider.items()]
+        for future in futures:
+            outcomes.update(future.result())
+    return outcomes
+
+
+def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline) -> Resolution:
+    resolution = Resolution()
+    outcomes = fetch_references(plan.references(), pool, deadline, plan.env_file_entries)
+    for name in sorted(plan.entries):
+        entry = plan.entries[name]
+        result = _fill(entry, outcomes)
+        resolution.variables[name] = result
+        if result.error is not None:
+            resolution.errors.append(result.error)
+    return resolution
+
+
+def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
+    result = VariableResult(entry.name, None, entry)
+    pieces: list[str] = []
+    for part in entry.parts:
+        if isinstance(part, str):
+            pieces.append(part)
+            continue
+        reference = part.reference
+        outcome = outcomes.get(reference.fetch_key)
+        if outcome is None:
+            outcome = NotFound("nothing was fetched for this reference")
+        try:
+            if isinstance(outcome, ShimError):
+                raise outcome
+            text = select(reference, outcome)
+        except ShimError as error:
+            if reference.optional and isinstance(error, NotFound):
+                if entry.whole:
+                    return result  # optional and missing: leave the variable unset
+                text = ""
+            else:
+                if part.placeholder and isinstance(error, NotFound):
+                    error = ConfigError(f"unresolved placeholder {part.placeholder}: {error.message}",
+                                        hint="add the key to the placeholder source")
+                result.error = error.with_context(variable=entry.name,
+                                                  reference=reference.canonical)
+                return result
+        else:
+            result.metas.append((reference, outcome.meta))
+        pieces.append(quote(text, safe="") if part.in_userinfo else text)
+    result.value = "".join(pieces)
+    size = len(entry.name.encode()) + 1 + len(result.value.encode()) + 1
+    if size > MAX_ENV_STRING:
+        result.error = UnusableValue(
+            f"the value is {size} bytes, more than one environment string may hold (128 KiB)",
+            variable=entry.name, hint="deliver it as a file (shim render --dir) instead")
+        result.value = None
+    return result
+
+
+def select(reference: Reference, fetched: Fetched) -> str:
+    """The text a reference asks for: the whole secret, or one key inside it."""
+    value = fetched.value
+    if not reference.selector:
+        if isinstance(value, Mapping):
+            return json.dumps(value, sort_keys=True)
+        return _as_text(value)
+    if not isinstance(value, Mapping):
+        text = _as_text(value)
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise UnusableValue("the secret is not JSON, but a key was asked",
+                                hint="drop the #key selector or store the secret as JSON") from None
+    for depth, key in enumerate(reference.selector):
+        if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        elif isinstance(value, Mapping) and key in value:
+            value = value[key]
+        else:
+            path = "/" + "/".join(reference.selector[: depth + 1])
+            raise NotFound(f"key {path} does not exist in the secret",
+                           hint="check the key name (keys are case-sensitive)")
+    if isinstance(value, str):
+        return _check_text(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def _as_text(value) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnusableValue("the secret is not valid UTF-8 text",
+                                hint="store text, or base64-encode binary secrets") from None
+    return _check_text(value)
+
+
+def _check_text(text: str) -> str:
+    if "\0" in text:
+        raise UnusableValue("the secret contains a NUL byte, which no environment variable can hold",
+                            hint="deliver it as a file (shim render --dir) instead")
+    return text
+
+
+def age_seconds(meta: SecretMeta, now: datetime | None = None) -> float | None:
+    moment = meta.updated or meta.created
+    if moment is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (now - moment).total_seconds())
