@@ -1,0 +1,1056 @@
+"""A faithful Azure Key Vault (secrets) double, with the token services the real SDK needs.
+
+The real `azure.keyvault.secrets.SecretClient` and the real `azure.identity` credentials talk to it
+over real sockets: Key Vault and the Entra ID ("login") endpoints over HTTPS with a CA made at test
+time (tests/doubles/tls.py), the App Service managed-identity endpoint over plain HTTP, as in
+App Service itself. Nothing is mocked inside the SDK.
+
+    with AzureKeyVaultDouble(tmp_path) as kv:
+        version = kv.add_secret("db-password", canary)
+        monkeypatch.setenv("IDENTITY_ENDPOINT", kv.identity_endpoint)   # or kv.app_service_env()
+        monkeypatch.setenv("IDENTITY_HEADER", kv.identity_header)
+        client = SecretClient(credential=ManagedIdentityCredential(), **kv.secret_client_kwargs())
+        client.get_secret("db-password").value == canary
+
+Three servers, one per real service, each on 127.0.0.1 with an ephemeral port:
+
+- `kv.url`        https  Key Vault data plane   (service name "vault" in the request log)
+- `kv.authority`  https  Entra ID / AAD         ("login"); give it to ClientSecretCredential
+- `kv.identity_endpoint`  http  App Service MI   ("identity"); the value of IDENTITY_ENDPOINT
+
+How a client must be configured (all of it is in `secret_client_kwargs()` /
+`client_secret_credential_kwargs()`):
+
+- `SecretClient(vault_url=kv.url, credential=..., verify_challenge_resource=False,
+  connection_verify=str(kv.ca_path))`. `verify_challenge_resource` (default True) demands that the
+  vault host end with "." + the challenge resource's host (`vault.azure.net`); 127.0.0.1 does not.
+  Turn it off only for tests and private endpoints. `connection_verify` trusts the test CA
+  (`REQUESTS_CA_BUNDLE` works too). The SDK refuses bearer tokens over http (ServiceRequestError,
+  no opt-out), hence HTTPS.
+- `ClientSecretCredential(tenant_id=kv.tenant_id, client_id=kv.client_id,
+  client_secret=kv.client_secret, authority=kv.authority, disable_instance_discovery=True,
+  connection_verify=str(kv.ca_path))`. Without `disable_instance_discovery` msal first asks
+  https://login.microsoftonline.com/common/discovery/instance about our host (real network).
+  azure-identity rejects a non-https authority.
+- `ManagedIdentityCredential()` with IDENTITY_ENDPOINT + IDENTITY_HEADER in the environment (read at
+  construction; see `app_service_env()`).
+
+The challenge cache is PROCESS-GLOBAL: `azure.keyvault.secrets._shared.http_challenge_cache` keys
+the 401 challenge by host:port (":443" dropped) and shares it between every SecretClient in the
+process. A second client for the same double skips the challenge round trip; a new double that
+happened to get a recycled port would inherit a stale challenge. The double therefore forgets the
+cache entry for its own host:port when it starts and when it stops (nothing else is touched).
+
+Wire facts this double reproduces (docs/wire-facts.md and the SDK sources: azure-keyvault-secrets
+4.12.0, azure-core 1.41.0, azure-identity 1.27.0, msal 1.39.0; plus the sources named inline):
+
+Key Vault
+- `get_secret(name)` sends `GET /secrets/<name>/?api-version=2026-04-01`: the empty version leaves a
+  trailing slash. `GET /secrets/<name>` (no slash) is also latest; `GET /secrets/<name>/<version>`
+  one version. Any api-version is accepted (none is required either). Names and versions are
+  case-insensitive; ids keep the stored spelling.
+- Bundle: `{"value", "id": "https://127.0.0.1:PORT/secrets/<name>/<version>", "attributes":
+  {"enabled", "created", "updated", "recoveryLevel", "recoverableDays", "exp"?, "nbf"?},
+  "contentType"?, "tags"?}`, times as unix seconds. `id` must parse as
+  scheme://host[:port]/secrets/<name>[/<version>] (parse_key_vault_id) or the SDK raises.
+  Versions are 32 lowercase hex characters.
+- Expired (`exp` past) or not-yet-valid (`nbf` future) secrets are still returned, 200 with the
+  value and the attributes: the service does not enforce them on get (Azure/AzureKeyVault#19:
+  "Response status: 200" after expiry; Altinn/altinn-studio#5029 closed as expected behaviour; the
+  about-secrets page: the get operation works for not-yet-valid and expired secrets).
+- Disabled version (latest or explicit) → 403 `{"error":{"code":"Forbidden","message":"Operation get
+  is not allowed on a disabled secret.","innererror":{"code":"SecretDisabled"}}}`. Disabled
+  versions still appear in version lists (nagyesta/lowkey-vault#467).
+- Missing secret or version → 404 code SecretNotFound ("A secret with (name/id) <name>[/<version>]
+  was not found in this key vault. ..."), which the SDK maps to ResourceNotFoundError. Listing the
+  versions of a missing secret is also a 404.
+- `GET /secrets/<name>/versions?maxresults=N` → `{"value": [SecretItem], "nextLink": str|null}`;
+  SecretItem = `{"id", "attributes", "contentType"?, "tags"?}` (no value). Page size 1..25, default
+  25 (out of range → 400 BadParameter). Versions are listed in ascending version-id order, as the
+  real service does (nagyesta/lowkey-vault#428/#467). `nextLink` is absolute:
+  `https://127.0.0.1:PORT/secrets/<name>/versions?api-version=..&$skiptoken=..&maxresults=N`; the SDK
+  follows it with its own api-version.
+- `PUT /secrets/<name>` `{"value", "contentType"?, "tags"?, "attributes"?: {"enabled","nbf","exp"}}`
+  creates a new version and answers 200 with the bundle (set_secret). Missing value → 400.
+- Headers on every answer: `Content-Type: application/json; charset=utf-8`, `Cache-Control:
+  no-cache`, `Pragma: no-cache`, `Expires: -1`, `x-ms-request-id`, `x-ms-keyvault-region`,
+  `x-ms-keyvault-service-version`, `x-ms-keyvault-network-info`, `X-Content-Type-Options`,
+  `Strict-Transport-Security`, and `x-ms-client-request-id` echoed (as in real throttling reports,
+  e.g. vcsjones/AzureSignTool#219).
+
+Challenge authentication
+- No Authorization → 401 `{"error":{"code":"Unauthorized","message":"AKV10000: Request is missing a
+  Bearer or PoP token."}}` + `WWW-Authenticate: Bearer
+  authorization="https://login.windows.net/<tenant>", resource="https://vault.azure.net"`. The SDK
+  sends that first request without body (a bodiless copy of a PUT), caches the challenge, gets a
+  token for `https://vault.azure.net/.default` for tenant <tenant> and resends. Every 401 carries
+  the challenge header, so a rejected token ends the flow with a second 401 →
+  ClientAuthenticationError (the policy retries a KV challenge only once).
+- Tokens are checked against the tokens this double issued (JWT-shaped, HS256 with a per-double
+  key; real Key Vault validates an Entra-signed JWT). Audience other than https://vault.azure.net
+  → 401 "AKV10022: Invalid audience. Expected https://vault.azure.net, found: <aud>." and a token
+  from another tenant → 401 "AKV10032: Invalid issuer. Expected one of
+  https://sts.windows.net/<tenant>/, found https://sts.windows.net/<other>/." (both formats as
+  reported from the real service). A token the double never issued gets the AKV10032 form with
+  "found (unknown issuer)": that text is an approximation. Token expiry is not enforced.
+- A principal the double denies (`forbid`) → 403 `{"error":{"code":"Forbidden","message":"Caller is
+  not authorized to perform action on resource.\\r\\n...Action: 'Microsoft.KeyVault/vaults/secrets/
+  getSecret/action'...DecisionReason: 'DeniedWithNoValidRBAC' ...","innererror":{"code":
+  "ForbiddenByRbac"}}}` (message layout from real RBAC denials). The RBAC check precedes the
+  existence check, so a denied caller cannot probe which names exist.
+- Retries: azure-core's RetryPolicy sits outside the challenge policy, so a retried request redoes
+  the challenge if none is cached yet. Defaults: 3 status retries, backoff 0 s then 0.8 s x 2^n
+  (tests pass `retry_backoff_factor` to stay fast); Retry-After (float seconds) replaces the backoff.
+- Throttling: 429 `{"error":{"code":"Throttled","message":"Request was not processed because too many
+  requests were received. Reason: VaultRequestTypeLimitReached"}}` (verbatim) + Retry-After.
+  500/502/503/504 bodies use the same envelope with codes InternalServerError / BadGateway /
+  ServiceUnavailable / GatewayTimeout (codes approximate).
+
+App Service managed identity (azure-identity 1.27 delegates to msal.ManagedIdentityClient:
+msal.managed_identity._obtain_token_on_app_service; the env is read when the credential is built,
+and the token is cached per credential instance)
+- `GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=https://vault.azure.net` with headers
+  `X-IDENTITY-HEADER: {IDENTITY_HEADER}` and `Metadata: true`; user-assigned identities add
+  `client_id` / `mi_res_id` / `object_id`. The resource is the scope minus "/.default".
+- Answer `{"access_token", "expires_on": "<epoch seconds as a string>", "resource", "token_type":
+  "Bearer", "client_id"}` (App Service documents expires_on as a string; msal does
+  int(expires_on) - now, so string or int both work, and needs only access_token + expires_on).
+- Errors are `{"statusCode": N, "message": "..."}`; msal turns any answer without access_token into
+  `invalid_scope` and azure-identity into CredentialUnavailableError. Status codes and messages of
+  the double's 400/401 answers are approximations.
+
+Entra ID client credentials (msal authority.py, oauth2cli/oauth2.py, application.py)
+- msal reads `GET {authority}/{tenant}/v2.0/.well-known/openid-configuration` (needs
+  `authorization_endpoint` and `token_endpoint`; the port is kept) when the credential first needs
+  a token, then `POST {token_endpoint}` form-encoded: grant_type=client_credentials, client_id,
+  client_secret (in the body; HTTP Basic is accepted too), scope=".../.default", client_info=1,
+  and for CAE (the Key Vault policy always asks) claims={"access_token":{"xms_cc":{"values":
+  ["CP1"]}}}. Observed on the wire with msal 1.39.
+- Answer `{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token"}`.
+- Errors (AADSTS format): unknown tenant → 400 invalid_tenant AADSTS90002; unknown client → 400
+  unauthorized_client AADSTS700016; wrong secret → 401 invalid_client AADSTS7000215; scope without
+  /.default → 400 invalid_scope AADSTS1002012. The tenant in the token request must be the
+  credential's own tenant: azure-identity refuses the challenge's tenant otherwise unless it is in
+  `additionally_allowed_tenants`.
+
+The request log records, per request: service, method, path, query, whether an Authorization
+header was present (never its value), status. No body is ever logged (a token POST carries the
+client secret).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import ssl
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+
+from .tls import make_test_pki
+
+VAULT_RESOURCE = "https://vault.azure.net"
+SERVICES = ("vault", "login", "identity")
+MAX_PAGE_SIZE = 25
+_NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+_RETRYABLE_CODES = {
+    429: "Throttled",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+}
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request as the double saw it. Never holds a token, a secret value or a body."""
+
+    service: str
+    method: str
+    path: str
+    query: dict[str, str]
+    authorized: bool
+    status: int
+
+
+@dataclass
+class SecretVersion:
+    """One stored version; the test's view of what the vault holds."""
+
+    name: str
+    version: str
+    value: str
+    enabled: bool = True
+    created: int = 0
+    updated: int = 0
+    not_before: Optional[int] = None
+    expires_on: Optional[int] = None
+    content_type: Optional[str] = None
+    tags: Optional[dict[str, str]] = None
+
+
+@dataclass(frozen=True)
+class _IssuedToken:
+    principal: str
+    tenant_id: str
+    audience: str
+
+
+@dataclass
+class _Failure:
+    status: int
+    retry_after: Optional[float]
+
+
+@dataclass
+class _App:
+    client_secret: str
+    tenant_id: str
+
+
+@dataclass
+class _Controls:
+    latency: float = 0.0
+    failures: deque = field(default_factory=deque)
+
+
+class _Reply(Exception):
+    """Raised inside a handler to answer with `status` and a JSON `payload`."""
+
+    def __init__(self, status: int, payload: Any, headers: Optional[dict[str, str]] = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.payload = payload
+        self.headers = headers or {}
+
+
+def _unix(value: Any) -> Optional[int]:
+    """Accept None, an int/float epoch or an aware datetime; store whole seconds like the service."""
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return int(value.timestamp())
+    return int(value)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class AzureKeyVaultDouble:
+    """Key Vault secrets + App Service managed identity + Entra ID client credentials, in-process.
+
+    Constructor arguments (all optional except `directory`, where the test CA is written):
+      tenant_id        the vault's tenant (default: a fresh GUID); the challenge names it
+      vault_name       appears in RBAC denial messages only
+      client_id, client_secret   the one registered app (defaults generated; more: `register_app`)
+      managed_identity_client_id the App Service identity's client id (default generated)
+      token_lifetime   seconds until issued tokens expire (reported to clients, not enforced)
+      recovery_level, recoverable_days   copied into every secret's attributes
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tenant_id: Optional[str] = None,
+        vault_name: str = "shim-test-vault",
+        client_id: Optional[str] = None,
+        client_secret: Optional[str] = None,
+        managed_identity_client_id: Optional[str] = None,
+        token_lifetime: int = 3599,
+        recovery_level: str = "Recoverable+Purgeable",
+        recoverable_days: int = 90,
+    ) -> None:
+        self.directory = Path(directory)
+        self.tenant_id = tenant_id or str(uuid.uuid4())
+        self.vault_name = vault_name
+        self.client_id = client_id or str(uuid.uuid4())
+        self.client_secret = client_secret or "cs-" + secrets.token_urlsafe(24)
+        self.managed_identity_client_id = managed_identity_client_id or str(uuid.uuid4())
+        self.identity_header = "ih-" + secrets.token_urlsafe(24)
+        self.token_lifetime = token_lifetime
+        self.recovery_level = recovery_level
+        self.recoverable_days = recoverable_days
+
+        self._lock = threading.Lock()
+        self._signing_key = secrets.token_bytes(32)
+        self._secrets: dict[str, list[SecretVersion]] = {}
+        self._tokens: dict[str, _IssuedToken] = {}
+        self._apps: dict[str, _App] = {self.client_id: _App(self.client_secret, self.tenant_id)}
+        self._forbidden: dict[str, set[str]] = {}  # principal -> lower-case names; empty = whole vault
+        self._controls = {service: _Controls() for service in SERVICES}
+        self._log: list[LoggedRequest] = []
+        self._servers: dict[str, ThreadingHTTPServer] = {}
+        self._threads: list[threading.Thread] = []
+        self.ca_path: Optional[Path] = None
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> "AzureKeyVaultDouble":
+        pki = make_test_pki(self.directory / "azure-double-pki")
+        self.ca_path = pki.ca_path
+        context = pki.server_context()
+        self._servers = {
+            "vault": _serve(_VaultHandler, self, context),
+            "login": _serve(_LoginHandler, self, context),
+            "identity": _serve(_IdentityHandler, self, None),
+        }
+        for server in self._servers.values():
+            # A short poll interval keeps stop() (shutdown waits for one poll) from costing seconds.
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="azure-double", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self._forget_cached_challenge()
+        return self
+
+    def stop(self) -> None:
+        self._forget_cached_challenge()
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
+
+    def __enter__(self) -> "AzureKeyVaultDouble":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _forget_cached_challenge(self) -> None:
+        if "vault" not in self._servers:
+            return
+        try:
+            from azure.keyvault.secrets._shared import http_challenge_cache
+        except ImportError:  # the SDK is not installed: nothing can have cached anything
+            return
+        http_challenge_cache.remove_challenge_for_url(self.url)
+
+    # ---------------------------------------------------------------------------- addresses
+
+    def _port(self, service: str) -> int:
+        return self._servers[service].server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The vault URL, https://127.0.0.1:PORT (no trailing slash, as the SDK stores it)."""
+        return f"https://127.0.0.1:{self._port('vault')}"
+
+    @property
+    def authority(self) -> str:
+        """The Entra ID authority host for ClientSecretCredential(authority=...)."""
+        return f"https://127.0.0.1:{self._port('login')}"
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.authority}/{self.tenant_id}/oauth2/v2.0/token"
+
+    @property
+    def identity_endpoint(self) -> str:
+        """The value for IDENTITY_ENDPOINT (plain http, like App Service's local endpoint)."""
+        return f"http://127.0.0.1:{self._port('identity')}/msi/token"
+
+    def app_service_env(self) -> dict[str, str]:
+        return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity_header}
+
+    def secret_client_kwargs(self) -> dict[str, Any]:
+        """Everything SecretClient needs besides the credential."""
+        return {
+            "vault_url": self.url,
+            "verify_challenge_resource": False,
+            "connection_verify": str(self.ca_path),
+        }
+
+    def client_secret_credential_kwargs(self) -> dict[str, Any]:
+        """Everything ClientSecretCredential needs to authenticate the registered app here."""
+        return {
+            "tenant_id": self.tenant_id,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "authority": self.authority,
+            "disable_instance_discovery": True,
+            "connection_verify": str(self.ca_path),
+        }
+
+    def secret_id(self, name: str, version: str) -> str:
+        return f"{self.url}/secrets/{name}/{version}"
+
+    # ------------------------------------------------------------------------- test helpers
+
+    def add_secret(
+        self,
+        name: str,
+        value: str,
+        *,
+        enabled: bool = True,
+        not_before: Any = None,
+        expires_on: Any = None,
+        content_type: Optional[str] = None,
+        tags: Optional[dict[str, str]] = None,
+        created: Any = None,
+    ) -> str:
+        """Store a new version of `name` (it becomes the latest) and return its version id.
+
+        `not_before`, `expires_on` and `created` take unix seconds or aware datetimes.
+        """
+        if not _NAME_PATTERN.match(name):
+            raise ValueError(f"Key Vault secret names match {_NAME_PATTERN.pattern}: {name!r}")
+        timestamp = _unix(created) or int(time.time())
+        stored = SecretVersion(
+            name=name,
+            version=secrets.token_hex(16),
+            value=value,
+            enabled=enabled,
+            created=timestamp,
+            updated=timestamp,
+            not_before=_unix(not_before),
+            expires_on=_unix(expires_on),
+            content_type=content_type,
+            tags=dict(tags) if tags is not None else None,
+        )
+        with self._lock:
+            history = self._secrets.setdefault(name.lower(), [])
+            if history:
+                stored.name = history[0].name  # names are case-insensitive; the first spelling stays
+            history.append(stored)
+        return stored.version
+
+    def set_enabled(self, name: str, version: Optional[str], enabled: bool) -> None:
+        """Enable or disable one version (None = the latest)."""
+        with self._lock:
+            try:
+                self._find(name, version).enabled = enabled
+            except _Reply:
+                raise KeyError(f"{name}/{version or 'latest'}") from None
+
+    def versions(self, name: str) -> list[SecretVersion]:
+        """The stored versions of `name`, oldest first (copies)."""
+        with self._lock:
+            return [SecretVersion(**vars(v)) for v in self._secrets.get(name.lower(), [])]
+
+    def register_app(self, client_id: str, client_secret: str, tenant_id: Optional[str] = None) -> None:
+        """Register another app registration (service principal) with the login double."""
+        with self._lock:
+            self._apps[client_id] = _App(client_secret, tenant_id or self.tenant_id)
+
+    def forbid(self, principal: str, *names: str) -> None:
+        """Deny `principal` (an app's client id or `managed_identity_client_id`) by RBAC.
+
+        With names, only those secrets are denied; without, the whole vault.
+        """
+        with self._lock:
+            self._forbidden[principal] = {n.lower() for n in names}
+
+    def issue_token(
+        self,
+        principal: Optional[str] = None,
+        *,
+        audience: str = VAULT_RESOURCE,
+        tenant_id: Optional[str] = None,
+    ) -> str:
+        """Mint a token as Entra ID would, without a token request (for hand-made credentials)."""
+        return self._issue(principal or self.client_id, tenant_id or self.tenant_id, audience)
+
+    def set_latency(self, seconds: float, service: str = "vault") -> None:
+        """Delay every following request to `service` by `seconds` before it is answered."""
+        with self._lock:
+            self._controls[service].latency = seconds
+
+    def inject_failure(
+        self, status: int, *, count: int = 1, retry_after: Optional[float] = None, service: str = "vault"
+    ) -> None:
+        """Queue `count` answers with `status` for the next requests to `service` (FIFO).
+
+        They are consumed in arrival order by any request, including the unauthenticated first
+        request of the challenge flow. `retry_after` adds a Retry-After header (seconds).
+        """
+        if status not in _RETRYABLE_CODES:
+            raise ValueError(f"inject one of {sorted(_RETRYABLE_CODES)}")
+        with self._lock:
+            self._controls[service].failures.extend(_Failure(status, retry_after) for _ in range(count))
+
+    def requests(self, service: Optional[str] = "vault", **match: Any) -> list[LoggedRequest]:
+        """Logged requests to `service` (None: all services) whose fields equal `match`."""
+        with self._lock:
+            log = list(self._log)
+        return [
+            entry
+            for entry in log
+            if (service is None or entry.service == service)
+            and all(getattr(entry, key) == wanted for key, wanted in match.items())
+        ]
+
+    def count(self, service: Optional[str] = "vault", **match: Any) -> int:
+        return len(self.requests(service, **match))
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _issue(self, principal: str, tenant_id: str, audience: str) -> str:
+        now = int(time.time())
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant_id}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.token_lifetime,
+            "appid": principal,
+            "oid": principal,
+            "sub": principal,
+            "tid": tenant_id,
+            "idtyp": "app",
+            "ver": "1.0",
+            "jti": secrets.token_hex(8),
+        }
+        signing_input = (
+            _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+            + "."
+            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        )
+        signature = hmac.new(self._signing_key, signing_input.encode(), hashlib.sha256).digest()
+        token = signing_input + "." + _b64url(signature)
+        with self._lock:
+            self._tokens[token] = _IssuedToken(principal, tenant_id, audience)
+        return token
+
+    def _find(self, name: str, version: Optional[str]) -> SecretVersion:
+        """Caller holds the lock. Raises the service's 404 when absent."""
+        history = self._secrets.get(name.lower())
+        if history:
+            if not version:
+                return history[-1]
+            for stored in history:
+                if stored.version == version.lower():
+                    return stored
+        shown = f"{name}/{version}" if version else name
+        raise _Reply(
+            404,
+            _error(
+                "SecretNotFound",
+                f"A secret with (name/id) {shown} was not found in this key vault. If you recently "
+                "deleted this secret you may be able to recover it using the correct recovery "
+                "command. For help resolving this issue, please see "
+                "https://go.microsoft.com/fwlink/?linkid=2125182",
+            ),
+        )
+
+    def _before_answer(self, service: str) -> Optional[_Failure]:
+        with self._lock:
+            controls = self._controls[service]
+            latency = controls.latency
+            failure = controls.failures.popleft() if controls.failures else None
+        if latency:
+            time.sleep(latency)
+        return failure
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    def _attributes(self, stored: SecretVersion) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"enabled": stored.enabled}
+        if stored.not_before is not None:
+            attributes["nbf"] = stored.not_before
+        if stored.expires_on is not None:
+            attributes["exp"] = stored.expires_on
+        attributes.update(
+            created=stored.created,
+            updated=stored.updated,
+            recoveryLevel=self.recovery_level,
+            recoverableDays=self.recoverable_days,
+        )
+        return attributes
+
+    def _item(self, stored: SecretVersion) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": self.secret_id(stored.name, stored.version),
+            "attributes": self._attributes(stored),
+        }
+        if stored.content_type is not None:
+            item["contentType"] = stored.content_type
+        if stored.tags is not None:
+            item["tags"] = stored.tags
+        return item
+
+    def _bundle(self, stored: SecretVersion) -> dict[str, Any]:
+        bundle = {"value": stored.value}
+        bundle.update(self._item(stored))
+        return bundle
+
+
+# ---------------------------------------------------------------------------------- servers
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops the connection or rejects our certificate is not a double bug.
+        pass
+
+
+def _serve(handler: type, double: AzureKeyVaultDouble, context: Optional[ssl.SSLContext]) -> _Server:
+    server = _Server(("127.0.0.1", 0), handler)
+    server.double = double  # type: ignore[attr-defined]
+    if context is not None:
+        # The handshake runs in the handler thread (see _Handler.setup), not in accept().
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server
+
+
+def _error(code: str, message: str, inner: Optional[str] = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if inner:
+        error["innererror"] = {"code": inner}
+    return {"error": error}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as azure-core's requests session expects
+    timeout = 30
+    service = ""
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    @property
+    def double(self) -> AzureKeyVaultDouble:
+        return self.server.double  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        split = urlsplit(self.path)
+        path = unquote(split.path)
+        query = {key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        failure = self.double._before_answer(self.service)
+        try:
+            if failure is not None:
+                raise self._failure_reply(failure)
+            status, payload, headers = 200, self.route(method, path, query, body), {}
+        except _Reply as reply:
+            status, payload, headers = reply.status, reply.payload, reply.headers
+        self.double._record(
+            LoggedRequest(
+                service=self.service,
+                method=method,
+                path=path,
+                query=query,
+                authorized="Authorization" in self.headers,
+                status=status,
+            )
+        )
+        self._answer(status, payload, headers)
+
+    def _answer(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in {**self.standard_headers(), **headers}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def standard_headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store, no-cache"}
+
+    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+        raise NotImplementedError
+
+    def _failure_reply(self, failure: _Failure) -> _Reply:
+        raise NotImplementedError
+
+    def _retry_after(self, failure: _Failure) -> dict[str, str]:
+        return {} if failure.retry_after is None else {"Retry-After": f"{failure.retry_after:g}"}
+
+    def _not_implemented(self, method: str, path: str) -> _Reply:
+        # Loud on purpose: a test that reaches an endpoint the double lacks must fail visibly.
+        return _Reply(501, _error("NotImplemented", f"the test double does not implement {method} {path}"))
+
+
+class _VaultHandler(_Handler):
+    service = "vault"
+
+    def standard_headers(self) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "Pragma": "no-cache",
+            "Expires": "-1",
+            "x-ms-keyvault-region": "local",
+            "x-ms-request-id": str(uuid.uuid4()),
+            "x-ms-keyvault-service-version": "1.9.0.0",
+            "x-ms-keyvault-network-info": "conn_type=Ipv4;addr=127.0.0.1;act_addr_fam=InterNetwork;",
+            "X-Content-Type-Options": "nosniff",
+            "Strict-Transport-Security": "max-age=31536000;includeSubDomains",
+        }
+        request_id = self.headers.get("x-ms-client-request-id")
+        if request_id:
+            headers["x-ms-client-request-id"] = request_id
+        return headers
+
+    def _failure_reply(self, failure: _Failure) -> _Reply:
+        if failure.status == 429:
+            message = (
+                "Request was not processed because too many requests were received. "
+                "Reason: VaultRequestTypeLimitReached"
+            )
+        else:
+            message = "The service encountered an internal error. Please retry the request."
+        code = _RETRYABLE_CODES[failure.status]
+        return _Reply(failure.status, _error(code, message), self._retry_after(failure))
+
+    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+        double = self.double
+        principal = self._authenticate()
+        segments = path.split("/")[1:]  # "/secrets/db/" -> ["secrets", "db", ""]
+        if len(segments) < 2 or segments[0] != "secrets" or not segments[1] or len(segments) > 3:
+            raise self._not_implemented(method, path)
+        name = segments[1]
+        rest = segments[2] if len(segments) == 3 else ""
+
+        if method == "GET" and rest == "versions":
+            self._authorize(principal, name, "Microsoft.KeyVault/vaults/secrets/readMetadata/action")
+            return self._list_versions(name, query)
+        if method == "GET":
+            self._authorize(principal, name, "Microsoft.KeyVault/vaults/secrets/getSecret/action")
+            with double._lock:
+                stored = double._find(name, rest or None)
+                if not stored.enabled:
+                    raise _Reply(
+                        403,
+                        _error(
+                            "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled"
+                        ),
+                    )
+                return double._bundle(stored)
+        if method == "PUT" and not rest:
+            self._authorize(principal, name, "Microsoft.KeyVault/vaults/secrets/setSecret/action")
+            return self._set_secret(name, body)
+        raise self._not_implemented(method, path)
+
+    def _challenge(self, message: str) -> _Reply:
+        header = (
+            f'Bearer authorization="https://login.windows.net/{self.double.tenant_id}", '
+            f'resource="{VAULT_RESOURCE}"'
+        )
+        return _Reply(401, _error("Unauthorized", message), {"WWW-Authenticate": header})
+
+    def _authenticate(self) -> str:
+        authorization = self.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
+        double = self.double
+        with double._lock:
+            issued = double._tokens.get(token.strip())
+        expected_issuer = f"https://sts.windows.net/{double.tenant_id}/"
+        if issued is None:
+            raise self._challenge(
+                f"AKV10032: Invalid issuer. Expected one of {expected_issuer}, found (unknown issuer)."
+            )
+        if issued.audience != VAULT_RESOURCE:
+            raise self._challenge(
+                f"AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, found: {issued.audience}."
+            )
+        if issued.tenant_id != double.tenant_id:
+            raise self._challenge(
+                f"AKV10032: Invalid issuer. Expected one of {expected_issuer}, "
+                f"found https://sts.windows.net/{issued.tenant_id}/."
+            )
+        return issued.principal
+
+    def _authorize(self, principal: str, name: str, action: str) -> None:
+        double = self.double
+        with double._lock:
+            denied = double._forbidden.get(principal)
+        if denied is None or (denied and name.lower() not in denied):
+            return
+        message = (
+            "Caller is not authorized to perform action on resource.\r\n"
+            "If role assignments, deny assignments or role definitions were changed recently, "
+            "please observe propagation time.\r\n"
+            f"Caller: appid={principal};oid={principal};iss=https://sts.windows.net/{double.tenant_id}/\r\n"
+            f"Action: '{action}'\r\n"
+            "Resource: '/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/shim-test/"
+            f"providers/microsoft.keyvault/vaults/{double.vault_name}/secrets/{name.lower()}'\r\n"
+            "Assignment: (not found)\r\n"
+            "DenyAssignmentId: null\r\n"
+            "DecisionReason: 'DeniedWithNoValidRBAC' \r\n"
+            f"Vault: {double.vault_name};location=local\r\n"
+        )
+        raise _Reply(403, _error("Forbidden", message, "ForbiddenByRbac"))
+
+    def _list_versions(self, name: str, query: dict[str, str]) -> dict[str, Any]:
+        double = self.double
+        try:
+            page_size = int(query.get("maxresults") or MAX_PAGE_SIZE)
+        except ValueError:
+            page_size = 0
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise _Reply(
+                400,
+                _error("BadParameter", f"The value of maxresults must be between 1 and {MAX_PAGE_SIZE}."),
+            )
+        offset = 0
+        if query.get("$skiptoken"):
+            padded = query["$skiptoken"] + "=" * (-len(query["$skiptoken"]) % 4)
+            offset = json.loads(base64.urlsafe_b64decode(padded))["NextMarker"]
+        with double._lock:
+            double._find(name, None)  # 404 for a secret that does not exist
+            ordered = sorted(double._secrets[name.lower()], key=lambda stored: stored.version)
+            page = [double._item(stored) for stored in ordered[offset : offset + page_size]]
+        next_link = None
+        if offset + page_size < len(ordered):
+            token = _b64url(json.dumps({"NextMarker": offset + page_size}).encode())
+            api_version = query.get("api-version", "")
+            next_link = (
+                f"{double.url}/secrets/{name}/versions?api-version={api_version}"
+                f"&$skiptoken={token}&maxresults={page_size}"
+            )
+        return {"value": page, "nextLink": next_link}
+
+    def _set_secret(self, name: str, body: bytes) -> dict[str, Any]:
+        double = self.double
+        if not _NAME_PATTERN.match(name):
+            raise _Reply(
+                400,
+                _error(
+                    "BadParameter",
+                    "The request URI contains an invalid name: "
+                    f"{name}. Secret names may only contain alphanumeric characters and dashes.",
+                ),
+            )
+        try:
+            parameters = json.loads(body or b"null")
+        except ValueError:
+            parameters = None
+        if not isinstance(parameters, dict) or not isinstance(parameters.get("value"), str):
+            raise _Reply(400, _error("BadParameter", "Property 'value' is required and must be a string."))
+        attributes = parameters.get("attributes") or {}
+        version = double.add_secret(
+            name,
+            parameters["value"],
+            enabled=attributes.get("enabled", True) is not False,
+            not_before=attributes.get("nbf"),
+            expires_on=attributes.get("exp"),
+            content_type=parameters.get("contentType"),
+            tags=parameters.get("tags"),
+        )
+        with double._lock:
+            return double._bundle(double._find(name, version))
+
+
+class _IdentityHandler(_Handler):
+    service = "identity"
+
+    def _failure_reply(self, failure: _Failure) -> _Reply:
+        return _Reply(
+            failure.status,
+            {
+                "statusCode": failure.status,
+                "message": "The managed identity endpoint is temporarily unavailable.",
+            },
+            self._retry_after(failure),
+        )
+
+    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+        double = self.double
+        if method != "GET" or path.rstrip("/") != "/msi/token":
+            raise self._not_implemented(method, path)
+        if self.headers.get("X-IDENTITY-HEADER") != double.identity_header:
+            raise _Reply(401, {"statusCode": 401, "message": "Invalid or missing X-IDENTITY-HEADER."})
+        if query.get("api-version") != "2019-08-01":
+            raise _Reply(400, {"statusCode": 400, "message": "Unsupported or missing api-version."})
+        resource = query.get("resource")
+        if not resource:
+            raise _Reply(400, {"statusCode": 400, "message": "The resource parameter is required."})
+        for selector in ("client_id", "mi_res_id", "object_id"):
+            if query.get(selector) and query[selector] != double.managed_identity_client_id:
+                raise _Reply(
+                    400,
+                    {
+                        "statusCode": 400,
+                        "message": "No managed identity found for specified ClientId/ResourceId/PrincipalId.",
+                    },
+                )
+        token = double._issue(double.managed_identity_client_id, double.tenant_id, resource)
+        return {
+            "access_token": token,
+            "expires_on": str(int(time.time()) + double.token_lifetime),
+            "resource": resource,
+            "token_type": "Bearer",
+            "client_id": double.managed_identity_client_id,
+        }
+
+
+class _LoginHandler(_Handler):
+    service = "login"
+
+    def _failure_reply(self, failure: _Failure) -> _Reply:
+        return _Reply(
+            failure.status,
+            self._aad_error(
+                "temporarily_unavailable", 50196 if failure.status == 429 else 90033,
+                "The service is temporarily unavailable. Please retry.",
+            ),
+            self._retry_after(failure),
+        )
+
+    def _aad_error(self, error: str, code: int, description: str) -> dict[str, Any]:
+        trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+        timestamp = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime())
+        return {
+            "error": error,
+            "error_description": (
+                f"AADSTS{code}: {description} Trace ID: {trace_id} Correlation ID: {correlation_id} "
+                f"Timestamp: {timestamp}"
+            ),
+            "error_codes": [code],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": f"{self.double.authority}/error?code={code}",
+        }
+
+    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+        segments = path.strip("/").split("/")
+        tenant = segments[0] if segments else ""
+        rest = "/".join(segments[1:])
+        with self.double._lock:
+            known_tenants = {app.tenant_id for app in self.double._apps.values()} | {self.double.tenant_id}
+        if method == "GET" and rest == "v2.0/.well-known/openid-configuration":
+            if tenant not in known_tenants:
+                raise _Reply(400, self._aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found."))
+            return self._openid_configuration(tenant)
+        if method == "POST" and rest == "oauth2/v2.0/token":
+            return self._token(tenant, known_tenants, body)
+        raise self._not_implemented(method, path)
+
+    def _openid_configuration(self, tenant: str) -> dict[str, Any]:
+        base = f"{self.double.authority}/{tenant}"
+        return {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "jwks_uri": f"{self.double.authority}/{tenant}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}/v2.0",
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "tid", "ver", "oid"],
+            "kerberos_endpoint": f"{base}/kerberos",
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+
+    def _token(self, tenant: str, known_tenants: set[str], body: bytes) -> dict[str, Any]:
+        double = self.double
+        if tenant not in known_tenants:
+            raise _Reply(400, self._aad_error("invalid_request", 90002, f"Tenant '{tenant}' not found."))
+        form = {key: values[-1] for key, values in parse_qs(body.decode("utf-8")).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "basic" and credentials:
+            basic_id, _, basic_secret = base64.b64decode(credentials).decode().partition(":")
+            client_id, client_secret = unquote_plus(basic_id), unquote_plus(basic_secret)
+        if form.get("grant_type") != "client_credentials":
+            raise _Reply(
+                400,
+                self._aad_error(
+                    "unsupported_grant_type", 70003, "The app requested an unsupported grant type."
+                ),
+            )
+        with double._lock:
+            app = double._apps.get(client_id or "")
+        if app is None or app.tenant_id != tenant:
+            raise _Reply(
+                400,
+                self._aad_error(
+                    "unauthorized_client",
+                    700016,
+                    f"Application with identifier '{client_id}' was not found in the directory '{tenant}'.",
+                ),
+            )
+        if not client_secret or not hmac.compare_digest(client_secret, app.client_secret):
+            raise _Reply(
+                401,
+                self._aad_error(
+                    "invalid_client",
+                    7000215,
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                    "client secret value, not the client secret ID, for a secret added to app "
+                    f"'{client_id}'.",
+                ),
+            )
+        scope = form.get("scope", "")
+        if not scope.endswith("/.default") or " " in scope:
+            raise _Reply(
+                400,
+                self._aad_error(
+                    "invalid_scope",
+                    1002012,
+                    f"The provided value for scope {scope} is not valid. Client credential flows must have "
+                    "a scope value with /.default suffixed to the resource identifier (application ID URI).",
+                ),
+            )
+        audience = scope[: -len("/.default")]
+        return {
+            "token_type": "Bearer",
+            "expires_in": double.token_lifetime,
+            "ext_expires_in": double.token_lifetime,
+            "access_token": double._issue(client_id, tenant, audience),
+        }
