@@ -60,3 +60,26 @@ class Provider(Protocol):
 
 
 ProviderFactory = Callable[[ProviderContext], Provider]
+
+
+class LeaseKeeper(Protocol):
+    """Optional, for stores with leases and tokens (Vault); used by long-running modes.
+
+    A Fetched whose meta has a lease_id is not re-read on every --watch tick
+    (a dynamic secret would be new each time); it is renewed at about 2/3 of
+    its TTL, and re-read only when renewal is refused or capped.
+    """
+
+    def renew_lease(self, lease_id: str, increment: int | None, deadline: Deadline) -> int:
+        """Renew; the new lease_duration in seconds (smaller than asked when max_ttl caps it)."""
+        ...
+
+    def revoke_lease(self, lease_id: str, deadline: Deadline) -> None: ...
+
+    def token_ttl(self) -> int | None:
+        """Seconds left on the token this provider logged in with (None: no expiring token)."""
+        ...
+
+    def renew_token(self, deadline: Deadline) -> int | None: ...
+
+    def revoke_token(self, deadline: Deadline) -> None: ...
