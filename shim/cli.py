@@ -30,12 +30,15 @@ class _CommaList(click.ParamType):
 _PATHS = click.Path(dir_okay=True)  # click splits its env var on ':'
 
 
-def _shared_options(function):
+def _shared_options(function=None, *, input_env_file_option="--env-file"):
+    """The options of exec, check, render and run (each also read from SHIM_*)."""
+    if function is None:
+        return lambda f: _shared_options(f, input_env_file_option=input_env_file_option)
     options = [
         click.option("--user", envvar="SHIM_USER", metavar="USER[:GROUP]",
                      help="Drop to this user before exec (gosu semantics)."),
-        click.option("--env-file", "env_files", multiple=True, type=_PATHS, envvar="SHIM_ENV_FILE",
-                     help="Dotenv file to load first (repeatable)."),
+        click.option(input_env_file_option, "env_files", multiple=True, type=_PATHS,
+                     envvar="SHIM_ENV_FILE", help="Dotenv file to load first (repeatable)."),
         click.option("--secrets-dir", "secrets_dirs", multiple=True, type=_PATHS,
                      envvar="SHIM_SECRETS_DIR",
                      help="Trusted directory for NAME_FILE paths and placeholders (default /run/secrets)."),
@@ -59,6 +62,15 @@ def _shared_options(function):
                      help="Re-resolve every DURATION and apply --on-change."),
         click.option("--on-change", envvar="SHIM_ON_CHANGE", metavar="ACTION",
                      help="restart | signal:NAME | exit (render: signal:NAME | run:CMD)."),
+        click.option("--stop-timeout", envvar="SHIM_STOP_TIMEOUT", default="10s", metavar="DURATION",
+                     help="After the stop signal, wait this long before SIGKILL."),
+        click.option("--stop-signal", envvar="SHIM_STOP_SIGNAL", default="TERM", metavar="SIGNAL",
+                     help="Signal that asks CMD to stop on restart (default TERM)."),
+        click.option("--forward-to", envvar="SHIM_FORWARD_TO", default="group",
+                     type=click.Choice(["group", "child"]),
+                     help="--init: forward signals to CMD's process group (default) or CMD only."),
+        click.option("--revoke-on-exit", is_flag=True, envvar="SHIM_REVOKE_ON_EXIT",
+                     help="Revoke leases and the store token when CMD (or render --watch) exits."),
         click.option("--deadline", envvar="SHIM_DEADLINE", default="60s", metavar="DURATION",
                      help="Total time for resolution including retries."),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -78,6 +90,7 @@ class Run:
     log: object
     settings: object
     deadline_seconds: float
+    environ: dict | None = None
 
 
 def _prepare(options: dict, *, command: str) -> Run:
@@ -88,11 +101,11 @@ def _prepare(options: dict, *, command: str) -> Run:
 
     log = Log(options["log_format"], _log_level(options))
     deadline_seconds = parse_duration(options["deadline"], option="--deadline")
-    for name in ("init", "watch", "on_change"):
-        if options.get(name):
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} is not available yet in this version of shim",
-                             hint=f"drop {flag}; see CHANGELOG.md for when it lands")
+    options["watch_seconds"] = parse_duration(options["watch"], option="--watch") \
+        if options.get("watch") else None
+    options["stop_timeout_seconds"] = parse_duration(options["stop_timeout"], option="--stop-timeout")
+    options["stop_signal_number"] = _signal_option(options["stop_signal"], "--stop-signal")
+    options["change_action"] = _change_action(options.get("on_change"), command)
     source = None
     if options["placeholder_source"]:
         source = parse_reference(options["placeholder_source"])
@@ -106,6 +119,38 @@ def _prepare(options: dict, *, command: str) -> Run:
                         file_vars=file_vars, placeholder_source=source,
                         allow_placeholders=options["allow_placeholders"], skip=skip)
     return Run(options, log, settings, deadline_seconds)
+
+
+def _signal_option(text: str, option: str) -> int:
+    from shim.supervise import signal_number
+    try:
+        return signal_number(text)
+    except (KeyError, ValueError):
+        raise UsageError(f"{option}: {text!r} is not a signal", hint="write e.g. TERM, HUP or 15") from None
+
+
+def _change_action(text: str | None, command: str) -> tuple[str, object] | None:
+    """--on-change: ("restart",) ("exit",) ("signal", n) ("run", argv), checked per command."""
+    import shlex
+    if not text:
+        return ("restart", None) if command == "exec" else None
+    kind, _, argument = text.partition(":")
+    allowed = ("restart", "signal", "exit") if command == "exec" else ("signal", "run")
+    if kind not in allowed:
+        raise UsageError(f"--on-change: {text!r} is not an action for {command}",
+                         hint="use one of: " + ", ".join(
+                             a + (":NAME" if a == "signal" else ":CMD" if a == "run" else "")
+                             for a in allowed))
+    if kind == "signal":
+        return ("signal", _signal_option(argument, "--on-change signal"))
+    if kind == "run":
+        argv = shlex.split(argument)
+        if not argv:
+            raise UsageError("--on-change run: needs a command", hint="write run:CMD ARGS")
+        return ("run", argv)
+    if argument:
+        raise UsageError(f"--on-change {kind} takes no argument", hint=f"write {kind}")
+    return (kind, None)
 
 
 def _log_level(options: dict) -> str | None:
@@ -135,19 +180,25 @@ def _target_identity(run: Run):
     return identity
 
 
-def _resolve(run: Run):
+def _provider_pool(run: Run):
+    from shim.environment import starting_environment
+    from shim.providers.base import ProviderContext
+    from shim.resolve import ProviderPool
+
+    run.environ = starting_environment()
+    return ProviderPool(ProviderContext(run.environ, run.log))
+
+
+def _resolve(run: Run, pool=None, reuse=None):
     """Plan and Resolution, with every failure collected (sorted by variable)."""
     from shim.deadline import Deadline
     from shim.plan import build_plan
-    from shim.providers.base import ProviderContext
-    from shim.resolve import ProviderPool, resolve_plan
+    from shim.resolve import resolve_plan
 
-    from shim.environment import starting_environment
-
-    environ = starting_environment()
-    plan = build_plan(environ, run.settings)
-    pool = ProviderPool(ProviderContext(environ, run.log))
-    resolution = resolve_plan(plan, pool, Deadline(run.deadline_seconds))
+    if pool is None:
+        pool = _provider_pool(run)
+    plan = build_plan(run.environ, run.settings)
+    resolution = resolve_plan(plan, pool, Deadline(run.deadline_seconds), reuse)
     errors = plan.errors + resolution.errors
     errors.sort(key=lambda error: (error.variable or "", error.line()))
     for entry in plan.entries.values():
@@ -175,24 +226,86 @@ def cli():
 def exec_command(command, **options):
     """Resolve the environment, drop privileges, execve CMD (keeps the PID)."""
     from shim import privileges
-    from shim.environment import child_environment
     from shim.launch import exec_command as execve
 
     run = _prepare(options, command="exec")
     identity = _target_identity(run)
-    plan, resolution, errors = _resolve(run)
+    pool = _provider_pool(run)
+    plan, resolution, errors = _resolve(run, pool)
     if errors:
         sys.exit(_report(run, errors))
-    env = child_environment(plan, resolution, keep_file_vars=options["keep_file_vars"],
-                            passthrough=options["passthrough"])
+    env = _child_env(run, plan, resolution, identity)
+    if options["init"] or options["watch_seconds"]:
+        sys.exit(_supervise(run, command, env, identity, pool, resolution))
     if identity is not None:
         privileges.drop_privileges(identity)
-        env["HOME"] = identity.home
         run.log.event("privileges.dropped", "debug", uid=identity.uid, gid=identity.gid)
     if options["no_new_privs"]:
         privileges.set_no_new_privs()
     run.log.event("exec", "debug", command=command[0])
     execve(command, env)
+
+
+def _child_env(run: Run, plan, resolution, identity) -> dict:
+    from shim.environment import child_environment
+
+    env = child_environment(plan, resolution, keep_file_vars=run.options["keep_file_vars"],
+                            passthrough=run.options["passthrough"])
+    if identity is not None:
+        env["HOME"] = identity.home
+    return env
+
+
+def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
+    """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change."""
+    from shim import privileges
+    from shim.supervise import Supervisor
+    from shim.watch import Watcher
+
+    options = run.options
+    watching = options["watch_seconds"] is not None
+    if identity is not None and not watching:
+        # Nothing to re-read later: the supervisor gives up root as well.
+        privileges.drop_privileges(identity)
+
+    def prepare_child(child_env):
+        if identity is not None and watching:
+            privileges.drop_privileges(identity)
+        if options["no_new_privs"]:
+            privileges.set_no_new_privs()
+
+    supervisor = Supervisor(command, log=run.log, forward_to_group=options["forward_to"] == "group",
+                            stop_signal=options["stop_signal_number"],
+                            stop_timeout=options["stop_timeout_seconds"], prepare_child=prepare_child)
+    supervisor.install()
+    supervisor.start(env)
+    if not watching:
+        return supervisor.run()
+
+    def re_resolve(reuse):
+        plan, new_resolution, errors = _resolve(run, pool, reuse)
+        if errors:
+            return None, errors, []
+        return _child_env(run, plan, new_resolution, identity), [], new_resolution.lease_metas()
+
+    action, argument = options["change_action"]
+
+    def apply(new_env, changed):
+        if action == "restart":
+            supervisor.restart(new_env)
+        elif action == "signal":
+            supervisor.deliver(argument)
+        else:
+            supervisor.stop_and_exit()
+
+    watcher = Watcher(resolve=re_resolve, current=env, interval=options["watch_seconds"],
+                      apply=apply, log=run.log, pool=pool, deadline_seconds=run.deadline_seconds)
+    watcher.track(resolution.lease_metas())
+    try:
+        return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
+    finally:
+        if options["revoke_on_exit"]:
+            watcher.revoke_all()
 
 
 @cli.command("check")
@@ -217,6 +330,123 @@ def check_command(as_json, **options):
         print_table(rows)
     if errors:
         sys.exit(_report(run, errors))
+
+
+@cli.command("render")
+@_shared_options(input_env_file_option="--from-env-file")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), envvar="SHIM_RENDER_DIR",
+              help="Write each secret variable to DIR/<NAME>.")
+@click.option("--env-file", "out_env_file", type=click.Path(dir_okay=False), envvar="SHIM_RENDER_ENV_FILE",
+              help="Write every secret variable into this one env file.")
+@click.option("--format", "file_format", type=click.Choice(["dotenv", "shell", "json"]), default="dotenv",
+              envvar="SHIM_RENDER_FORMAT", help="Format of --env-file.")
+@click.option("--mode", default="0400", envvar="SHIM_RENDER_MODE", help="File mode, octal (default 0400).")
+@click.option("--owner", envvar="SHIM_RENDER_OWNER", metavar="USER[:GROUP]", help="Owner of the files.")
+@click.option("--pid-file", envvar="SHIM_PID_FILE", type=click.Path(dir_okay=False),
+              help="Process to signal for --on-change signal:NAME.")
+def render_command(directory, out_env_file, file_format, mode, owner, pid_file, **options):
+    """Init container / sidecar: write secrets to files, optionally keep them current."""
+    from shim import privileges
+    from shim.render import Renderer
+
+    run = _prepare(options, command="render")
+    if not directory and not out_env_file:
+        raise UsageError("render needs --dir DIR or --env-file PATH (or both)",
+                         hint="e.g. shim render --dir /run/app-secrets")
+    try:
+        file_mode = int(mode, 8)
+    except ValueError:
+        raise UsageError(f"--mode {mode!r} is not an octal mode", hint="write e.g. 0400 or 0440") from None
+    action = options["change_action"]
+    if action and action[0] == "signal" and not pid_file:
+        raise UsageError("--on-change signal:NAME needs --pid-file", hint="name the file holding the PID")
+    uid = gid = None
+    if owner:
+        identity = privileges.resolve_identity(owner)
+        uid, gid = identity.uid, identity.gid
+    for path in (directory, os.path.dirname(os.path.abspath(out_env_file)) if out_env_file else None):
+        if path and not os.path.isdir(path):
+            raise UsageError(f"{path} is not a directory", hint="create it (a tmpfs/emptyDir volume) first")
+    pool = _provider_pool(run)
+    plan, resolution, errors = _resolve(run, pool)
+    if errors:
+        sys.exit(_report(run, errors))
+    renderer = Renderer(directory=directory, env_file=out_env_file, file_format=file_format,
+                        mode=file_mode, uid=uid, gid=gid)
+    renderer.render(_secret_values(resolution))
+    run.log.event("render.written", "info", "secrets written", variables=sorted(renderer.written),
+                  directory=directory, env_file=out_env_file)
+    if options["watch_seconds"] is None:
+        return
+    sys.exit(_render_watch(run, renderer, pool, resolution, action, pid_file))
+
+
+def _secret_values(resolution) -> dict:
+    return {name: result.value for name, result in resolution.variables.items()
+            if result.value is not None}
+
+
+def _render_watch(run: Run, renderer, pool, resolution, action, pid_file) -> int:
+    """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now."""
+    import signal
+    import time
+    from shim.watch import Watcher
+
+    stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+
+    def re_resolve(reuse):
+        _plan, new_resolution, errors = _resolve(run, pool, reuse)
+        if errors:
+            return None, errors, []
+        return _secret_values(new_resolution), [], new_resolution.lease_metas()
+
+    def apply(values, changed):
+        renderer.render(values)
+        run.log.event("render.written", "info", f"rewrote {', '.join(changed)}", variables=changed)
+        if action is not None:
+            _notify(run, action, pid_file)
+
+    watcher = Watcher(resolve=re_resolve, current=dict(renderer.written),
+                      interval=run.options["watch_seconds"], apply=apply, log=run.log, pool=pool,
+                      deadline_seconds=run.deadline_seconds)
+    watcher.track(resolution.lease_metas())
+    try:
+        while True:
+            timeout = max(0.0, watcher.next_tick() - time.monotonic())
+            info = signal.sigtimedwait(stop_signals, timeout)
+            if info is None:
+                watcher.tick()
+            elif info.si_signo == signal.SIGHUP:
+                watcher._next = time.monotonic()
+                watcher.tick()
+            else:
+                run.log.event("render.stopped", "info", "stopping on signal", signal=info.si_signo)
+                return 0
+    finally:
+        if run.options["revoke_on_exit"]:
+            watcher.revoke_all()
+
+
+def _notify(run: Run, action, pid_file) -> None:
+    """--on-change for render: signal the process in --pid-file, or run a command."""
+    import subprocess
+    kind, argument = action
+    if kind == "signal":
+        try:
+            with open(pid_file) as stream:
+                pid = int(stream.read().strip())
+            os.kill(pid, argument)
+            run.log.event("render.signalled", "info", pid=pid, signal=argument)
+        except (OSError, ValueError) as error:
+            run.log.event("render.signal_failed", "warning",
+                          f"could not signal the process in {pid_file}: {type(error).__name__}")
+        return
+    # The hook gets shim's own environment minus secrets it resolved: never the values.
+    env = {k: v for k, v in (run.environ or {}).items() if not k.startswith(("SHIM_", "VAULT_"))}
+    result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False)
+    run.log.event("render.hook_ran", "info" if result.returncode == 0 else "warning",
+                  command=argument[0], exit_code=result.returncode)
 
 
 def main(argv=None) -> None:

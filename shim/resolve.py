@@ -38,6 +38,12 @@ class VariableResult:
 class Resolution:
     variables: dict[str, VariableResult] = field(default_factory=dict)
     errors: list[ShimError] = field(default_factory=list)
+    fetched: dict[tuple, tuple[str, Fetched]] = field(default_factory=dict)  # fetch_key -> (provider, Fetched)
+
+    def lease_metas(self):
+        """(fetch_key, provider, meta, fetched) of every secret that came with a lease."""
+        return [(key, provider, fetched.meta, fetched)
+                for key, (provider, fetched) in self.fetched.items() if fetched.meta.lease_id]
 
 
 class ProviderPool:
@@ -57,11 +63,15 @@ class ProviderPool:
 
 
 def fetch_references(references: list[Reference], pool: ProviderPool,
-                     deadline: Deadline, env_file_entries: Mapping) -> dict[tuple, Outcome]:
-    """One Outcome per fetch key, every provider asked once."""
+                     deadline: Deadline, env_file_entries: Mapping,
+                     reuse: Mapping[tuple, Fetched] | None = None) -> dict[tuple, Outcome]:
+    """One Outcome per fetch key, every provider asked once; `reuse` skips keys already held."""
     by_provider: dict[str, list[Reference]] = {}
     outcomes: dict[tuple, Outcome] = {}
     for reference in references:
+        if reuse and reference.fetch_key in reuse:
+            outcomes[reference.fetch_key] = reuse[reference.fetch_key]
+            continue
         if reference.provider == "envfile":
             outcomes[reference.fetch_key] = Fetched(env_file_entries[reference.locator].value)
             continue
@@ -85,9 +95,15 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
     return outcomes
 
 
-def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline) -> Resolution:
+def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
+                 reuse: Mapping[tuple, Fetched] | None = None) -> Resolution:
     resolution = Resolution()
-    outcomes = fetch_references(plan.references(), pool, deadline, plan.env_file_entries)
+    references = plan.references()
+    outcomes = fetch_references(references, pool, deadline, plan.env_file_entries, reuse)
+    for reference in references:
+        outcome = outcomes.get(reference.fetch_key)
+        if isinstance(outcome, Fetched):
+            resolution.fetched[reference.fetch_key] = (reference.provider, outcome)
     for name in sorted(plan.entries):
         entry = plan.entries[name]
         result = _fill(entry, outcomes)

@@ -1,0 +1,208 @@
+"""`--init`: a minimal PID 1 with tini's semantics, plus restarts for --watch.
+
+Read top to bottom, like tini.c:
+
+- The supervisor blocks every asynchronous signal and waits for them with
+  sigtimedwait, so no signal is ever lost between checks and no Python
+  handler runs at an awkward moment. Synchronous signals (SIGSEGV, SIGBUS,
+  SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT) stay unblocked: they are about
+  this process's own faults.
+- SIGTTIN and SIGTTOU are ignored by the supervisor (as tini does), so a
+  supervisor in a background process group is not stopped when it touches
+  the terminal; the child gets them back at their default.
+- CMD runs in its own process group. Every signal the supervisor receives,
+  except SIGCHLD, is forwarded to that group (default, like `tini -g`), or
+  to CMD alone with --forward-to child.
+- SIGCHLD means "reap": every zombie is collected with waitpid(-1, WNOHANG),
+  orphans included (the supervisor is PID 1, or registers as a child
+  subreaper when it is not). Nothing here uses subprocess.Popen, whose own
+  waitpid would race ours.
+- The supervisor exits with CMD's exit status, or 128+signal when CMD was
+  killed by a signal (SIGTERM from `docker stop` → 143).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+from shim.launch import exec_command, reset_signals
+
+_PR_SET_CHILD_SUBREAPER = 36
+_SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT}
+_IGNORED_BY_SUPERVISOR = {signal.SIGTTIN, signal.SIGTTOU}
+_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
+WAITED_SIGNALS = set(signal.valid_signals()) - _SYNCHRONOUS - _IGNORED_BY_SUPERVISOR - _UNCATCHABLE
+
+
+def exit_status(status: int) -> int:
+    """A wait status as a shell would report it."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+class Supervisor:
+    """Starts CMD, forwards signals, reaps zombies, restarts on request."""
+
+    def __init__(self, argv, *, log, forward_to_group=True, stop_signal=signal.SIGTERM,
+                 stop_timeout=10.0, prepare_child=None):
+        self.argv = list(argv)
+        self.log = log
+        self.forward_to_group = forward_to_group
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.prepare_child = prepare_child     # runs in the child before exec (privilege drop)
+        self.child_pid: int | None = None
+        self._pending_env: dict | None = None  # set while a restart is in progress
+        self._kill_at: float | None = None     # when a stopping child gets SIGKILL
+        self._exit_after_stop = False
+
+    # -- set-up -------------------------------------------------------------
+
+    def install(self) -> None:
+        """Become a proper init: subreaper when not PID 1, signals blocked and awaited."""
+        if os.getpid() != 1:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        for signum in _IGNORED_BY_SUPERVISOR:
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
+
+    def start(self, env) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            self._become_command(env)  # never returns
+        # Also from the parent: whichever runs first, the group exists before we signal it.
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # the child already exec'd or exited; it set its own group
+        self.child_pid = pid
+        self.log.event("child.started", "debug", pid=pid, command=self.argv[0])
+
+    def _become_command(self, env) -> None:
+        try:
+            os.setpgid(0, 0)
+            if os.isatty(0):
+                # Take the terminal's foreground so CMD can read it (tini does the same);
+                # SIGTTOU would stop us for asking from the background.
+                signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+                try:
+                    os.tcsetpgrp(0, os.getpgrp())
+                except OSError:
+                    pass
+            if self.prepare_child is not None:
+                self.prepare_child(env)
+            exec_command(self.argv, env)  # resets signals and the mask itself
+        except BaseException as error:  # noqa: BLE001 - the child must never return into the supervisor
+            code = getattr(error, "exit_code", 1)
+            line = error.line() if hasattr(error, "line") else type(error).__name__
+            try:
+                os.write(2, f"shim: error: {line}\n".encode())
+            finally:
+                os._exit(code)
+
+    # -- the loop -----------------------------------------------------------
+
+    def run(self, *, tick=None, next_tick=None) -> int:
+        """Loop until CMD exits for good; `tick()` is called when `next_tick()` is due."""
+        while True:
+            timeout = self._timeout(next_tick)
+            info = signal.sigtimedwait(WAITED_SIGNALS, timeout) if timeout is not None \
+                else signal.sigwaitinfo(WAITED_SIGNALS)
+            if info is not None:
+                if info.si_signo == signal.SIGCHLD:
+                    status = self._reap()
+                    if status is not None:
+                        if self._pending_env is not None and not self._exit_after_stop:
+                            env, self._pending_env = self._pending_env, None
+                            self._kill_at = None
+                            self.log.event("child.restarted", "info", "restarting the command with the new values",
+                                           exited_with=status)
+                            self.start(env)
+                            continue
+                        return status
+                else:
+                    self.forward(info.si_signo)
+            if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                self.log.event("child.killed", "warning",
+                               f"the command did not stop within {self.stop_timeout:g}s; sending SIGKILL")
+                self._signal_child(signal.SIGKILL)
+                self._kill_at = None
+            if tick is not None and next_tick is not None and time.monotonic() >= next_tick():
+                tick()
+
+    def _timeout(self, next_tick) -> float | None:
+        moments = []
+        if self._kill_at is not None:
+            moments.append(self._kill_at)
+        if next_tick is not None:
+            moments.append(next_tick())
+        if not moments:
+            return None
+        return max(0.0, min(moments) - time.monotonic())
+
+    def _reap(self) -> int | None:
+        """Collect every zombie; CMD's exit status when CMD was among them."""
+        status_of_child = None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == self.child_pid:
+                status_of_child = exit_status(status)
+                self.child_pid = None
+        return status_of_child
+
+    def forward(self, signum: int) -> None:
+        self._signal_child(signum)
+
+    def _signal_child(self, signum: int) -> None:
+        if self.child_pid is None:
+            return
+        try:
+            if self.forward_to_group:
+                os.killpg(self.child_pid, signum)
+            else:
+                os.kill(self.child_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    # -- restarts (for --watch) ---------------------------------------------
+
+    def restart(self, env) -> None:
+        """Stop CMD (stop signal, then SIGKILL after stop_timeout) and start it with env."""
+        self._pending_env = env
+        self._stop()
+
+    def stop_and_exit(self) -> None:
+        self._exit_after_stop = True
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._kill_at is None:
+            self._signal_child(self.stop_signal)
+            self._kill_at = time.monotonic() + self.stop_timeout
+
+    def deliver(self, signum: int) -> None:
+        self._signal_child(signum)
+
+
+def signal_number(name: str) -> int:
+    """SIGHUP, HUP or 1 → 1; ValueError for anything else."""
+    text = name.strip().upper()
+    if text.isdigit():
+        return signal.Signals(int(text)).value
+    if not text.startswith("SIG"):
+        text = "SIG" + text
+    return signal.Signals[text].value

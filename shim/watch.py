@@ -1,0 +1,230 @@
+"""--watch: re-resolve on a timer, act only on a confirmed change, keep leases alive.
+
+- Each tick runs the whole pipeline again (same providers, so logins and
+  mount detection are reused) in a background thread, so the supervisor
+  keeps forwarding signals and reaping while a slow store answers.
+- The interval gets ±10% jitter so a fleet started together does not hit
+  the store together.
+- A change is acted on only when a second resolution, a moment later,
+  agrees (debounce): a rotation caught half-way does not restart twice.
+- A failed re-resolution changes nothing: the running program keeps its
+  values and the next tick tries again. A store blip never kills a healthy
+  process.
+- Secrets with a lease (Vault dynamic credentials) are not re-read on every
+  tick — each read would mint new credentials. They are renewed at about 2/3
+  of their TTL; when renewal is refused or capped by max_ttl, they are read
+  again before they expire, and that change is acted on like any other.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from shim.deadline import Deadline
+from shim.errors import ShimError
+
+RENEW_FRACTION = 2 / 3
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class TrackedLease:
+    lease_id: str
+    provider: str
+    fetch_key: tuple
+    duration: int
+    due: float                 # monotonic time of the next renewal (or re-read)
+    expiring: bool = False     # renewal was capped: re-read at `due` instead of renewing
+
+
+class Watcher:
+    """Owns the timer, the debounce, the lease bookkeeping; calls `apply(env)` on change."""
+
+    def __init__(self, *, resolve: Callable[[dict], tuple[dict | None, list, list]], current: dict,
+                 interval: float, apply: Callable[[dict, list[str]], None], log, pool,
+                 deadline_seconds: float, settle: float | None = None):
+        self.resolve = resolve            # reuse -> (env or None, errors, fetched metas)
+        self.current = current
+        self.interval = interval
+        self.apply = apply
+        self.log = log
+        self.pool = pool
+        self.deadline_seconds = deadline_seconds
+        self.settle = settle if settle is not None else min(interval / 2, 2.0)
+        self.reuse: dict[tuple, object] = {}     # fetch_key -> Fetched kept across ticks (leases)
+        self.leases: dict[str, TrackedLease] = {}
+        self._pending: dict | None = None
+        self._thread: threading.Thread | None = None
+        self._result = None
+        self._next = time.monotonic() + self._jittered(interval)
+        self._token_due: float | None = None
+        self.resolutions = 0
+
+    # The supervisor (or render's loop) asks when to call tick().
+    def next_tick(self) -> float:
+        due = [self._next]
+        due.extend(lease.due for lease in self.leases.values())
+        if self._token_due is not None:
+            due.append(self._token_due)
+        return min(due)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._thread is not None:
+            if self._thread.is_alive():
+                self._next = now + POLL_SECONDS
+                return
+            self._thread = None
+            self._handle(self._result)
+            return
+        self._keep_leases(now)
+        self._keep_token(now)
+        if now >= self._next:
+            self._start_resolution()
+
+    def track(self, metas) -> None:
+        """Remember the leases of a resolution (fetch_key, provider, SecretMeta, Fetched)."""
+        now = time.monotonic()
+        for fetch_key, provider, meta, fetched in metas:
+            if not meta.lease_id or meta.lease_id in self.leases:
+                continue
+            self.reuse[fetch_key] = fetched
+            duration = int(meta.lease_duration or 0)
+            self.leases[meta.lease_id] = TrackedLease(
+                meta.lease_id, provider, fetch_key, duration,
+                due=now + max(1.0, duration * RENEW_FRACTION), expiring=not meta.renewable)
+        self._schedule_token(now)
+
+    # -- resolution ---------------------------------------------------------
+
+    def _start_resolution(self) -> None:
+        reuse = dict(self.reuse)
+
+        def work():
+            try:
+                self._result = self.resolve(reuse)
+            except ShimError as error:
+                self._result = (None, [error], [])
+            except Exception as error:  # noqa: BLE001 - a bug must not kill the supervisor
+                self._result = (None, [ShimError(f"internal error ({type(error).__name__})")], [])
+
+        self._result = None
+        self._thread = threading.Thread(target=work, name="shim-watch", daemon=True)
+        self._thread.start()
+        self._next = time.monotonic() + POLL_SECONDS
+
+    def _handle(self, result) -> None:
+        env, errors, metas = result
+        self.resolutions += 1
+        now = time.monotonic()
+        if errors or env is None:
+            for error in errors:
+                self.log.event("watch.failed", "warning",
+                               f"re-resolution failed, keeping the running values: {error.line()}",
+                               variable=error.variable, reference=error.reference,
+                               exit_code=error.exit_code)
+            self._pending = None
+            self._next = now + self._jittered(self.interval)
+            return
+        self.track(metas)
+        if env == self.current:
+            self._pending = None
+            self._next = now + self._jittered(self.interval)
+            return
+        if self._pending != env:
+            # First sight of a change: confirm it a moment later before acting.
+            self._pending = env
+            self._next = now + self.settle
+            self.log.event("secret.change_seen", "debug", changed=_changed(self.current, env))
+            return
+        changed = _changed(self.current, env)
+        self.log.event("secret.changed", "info",
+                       f"values changed ({', '.join(changed)}); applying --on-change",
+                       variables=changed)
+        self._pending = None
+        self.current = env
+        self._next = now + self._jittered(self.interval)
+        self.apply(env, changed)
+
+    # -- leases and tokens --------------------------------------------------
+
+    def _keep_leases(self, now: float) -> None:
+        for lease in list(self.leases.values()):
+            if now < lease.due:
+                continue
+            if lease.expiring:
+                # Out of renewals: read fresh credentials on this tick.
+                self._forget(lease, "lease cannot be renewed any more; fetching new credentials")
+                self._next = now
+                continue
+            provider = self.pool.get(lease.provider)
+            try:
+                granted = provider.renew_lease(lease.lease_id, lease.duration or None,
+                                               Deadline(self.deadline_seconds))
+            except ShimError as error:
+                self.log.event("lease.renew_failed", "warning",
+                               f"lease renewal failed: {error.line()}", lease_id=lease.lease_id)
+                self._forget(lease, "fetching new credentials")
+                self._next = now
+                continue
+            self.log.event("lease.renewed", "debug", lease_id=lease.lease_id, duration=granted)
+            if granted < lease.duration or granted <= 0:
+                lease.expiring = True
+            lease.due = now + max(1.0, granted * RENEW_FRACTION)
+
+    def _forget(self, lease: TrackedLease, why: str) -> None:
+        self.log.event("lease.expiring", "info", why, lease_id=lease.lease_id)
+        self.reuse.pop(lease.fetch_key, None)
+        del self.leases[lease.lease_id]
+
+    def _schedule_token(self, now: float) -> None:
+        self._token_due = None
+        for name, provider in self.pool.loaded().items():
+            ttl_of = getattr(provider, "token_ttl", None)
+            ttl = ttl_of() if ttl_of else None
+            if ttl:
+                self._token_due = now + max(1.0, ttl * RENEW_FRACTION)
+                self._token_provider = name
+
+    def _keep_token(self, now: float) -> None:
+        if self._token_due is None or now < self._token_due:
+            return
+        provider = self.pool.get(self._token_provider)
+        try:
+            ttl = provider.renew_token(Deadline(self.deadline_seconds))
+            self.log.event("token.renewed", "debug", provider=self._token_provider, ttl=ttl)
+        except ShimError as error:
+            self.log.event("token.renew_failed", "warning", f"token renewal failed: {error.line()}")
+            ttl = None
+        self._token_due = now + max(1.0, ttl * RENEW_FRACTION) if ttl else None
+
+    def revoke_all(self) -> None:
+        """--revoke-on-exit: leases first, then each provider's token."""
+        for lease in list(self.leases.values()):
+            try:
+                self.pool.get(lease.provider).revoke_lease(lease.lease_id, Deadline(self.deadline_seconds))
+                self.log.event("lease.revoked", "info", lease_id=lease.lease_id)
+            except ShimError as error:
+                self.log.event("lease.revoke_failed", "warning", error.line(), lease_id=lease.lease_id)
+        for name, provider in self.pool.loaded().items():
+            revoke = getattr(provider, "revoke_token", None)
+            if revoke is None:
+                continue
+            try:
+                revoke(Deadline(self.deadline_seconds))
+                self.log.event("token.revoked", "info", provider=name)
+            except ShimError as error:
+                self.log.event("token.revoke_failed", "warning", error.line(), provider=name)
+
+    @staticmethod
+    def _jittered(seconds: float) -> float:
+        return seconds * random.uniform(0.9, 1.1)  # noqa: S311 - spreading load, not security
+
+
+def _changed(old: dict, new: dict) -> list[str]:
+    names = set(old) | set(new)
+    return sorted(name for name in names if old.get(name) != new.get(name))
