@@ -55,6 +55,26 @@ class Log:
         self.event(event, "debug", message, **fields)
 
 
+def record_resolution(log: Log, resolution) -> None:
+    """One `secret.resolved` event per secret a variable received: where from, which version, how old."""
+    from shim.resolve import age_seconds
+
+    for name in sorted(resolution.variables):
+        result = resolution.variables[name]
+        if result.error is not None:
+            continue
+        for reference, meta in result.metas:
+            age = age_seconds(meta)
+            log.event("secret.resolved", "info", variable=name, provider=reference.provider,
+                      reference=reference.canonical, version=meta.version,
+                      created=_iso(meta.created), updated=_iso(meta.updated),
+                      age_seconds=int(age) if age is not None else None)
+
+
+def _iso(moment) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment is not None else None
+
+
 def _describe(event: str, fields) -> str:
     return event + " " + " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
 

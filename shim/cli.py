@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import click
 
-from shim.errors import ConfigError, ShimError, UsageError
+from shim.errors import ConfigError, PermissionDenied, ShimError, UsageError
 
 EXIT_USAGE = 64
 EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in the shim (reported without details)
@@ -73,6 +73,12 @@ def _shared_options(function=None, *, input_env_file_option="--env-file"):
                      help="Revoke leases and the store token when CMD (or render --watch) exits."),
         click.option("--deadline", envvar="SHIM_DEADLINE", default="60s", metavar="DURATION",
                      help="Total time for resolution including retries."),
+        click.option("--max-age", envvar="SHIM_MAX_AGE", metavar="DURATION",
+                     help="Rotation policy: log secrets older than this (secret.rotation_overdue)."),
+        click.option("--enforce-max-age", is_flag=True, envvar="SHIM_ENFORCE_MAX_AGE",
+                     help="Refuse (78) secrets older than their max age."),
+        click.option("--audit-file", envvar="SHIM_AUDIT_FILE", type=click.Path(dir_okay=False),
+                     help="Append every audit event as JSON to this file (created 0600)."),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
                      envvar="SHIM_LOG_FORMAT", help="stderr log format."),
         click.option("-q", "--quiet", "quiet", count=True, help="Quieter."),
@@ -99,8 +105,14 @@ def _prepare(options: dict, *, command: str) -> Run:
     from shim.plan import Settings
     from shim.refs import parse_reference
 
-    log = Log(options["log_format"], _log_level(options))
     deadline_seconds = parse_duration(options["deadline"], option="--deadline")
+    options["max_age_seconds"] = parse_duration(options["max_age"], option="--max-age") \
+        if options.get("max_age") else None
+    try:
+        log = Log(options["log_format"], _log_level(options), audit_file=options.get("audit_file"))
+    except OSError as error:
+        raise PermissionDenied(f"--audit-file {options['audit_file']}: cannot open it ({error.strerror})",
+                               hint="point it at a writable location") from None
     options["watch_seconds"] = parse_duration(options["watch"], option="--watch") \
         if options.get("watch") else None
     options["stop_timeout_seconds"] = parse_duration(options["stop_timeout"], option="--stop-timeout")
@@ -186,7 +198,8 @@ def _provider_pool(run: Run):
     from shim.resolve import ProviderPool
 
     run.environ = starting_environment()
-    return ProviderPool(ProviderContext(run.environ, run.log))
+    settings = {"max_age": run.options["max_age_seconds"]}
+    return ProviderPool(ProviderContext(run.environ, run.log, settings))
 
 
 def _resolve(run: Run, pool=None, reuse=None):
@@ -195,11 +208,17 @@ def _resolve(run: Run, pool=None, reuse=None):
     from shim.plan import build_plan
     from shim.resolve import resolve_plan
 
+    from shim.audit import record_resolution
+    from shim.rotation import check_rotation
+
     if pool is None:
         pool = _provider_pool(run)
     plan = build_plan(run.environ, run.settings)
     resolution = resolve_plan(plan, pool, Deadline(run.deadline_seconds), reuse)
-    errors = plan.errors + resolution.errors
+    record_resolution(run.log, resolution)
+    rotation_errors = check_rotation(resolution, max_age=run.options["max_age_seconds"],
+                                     enforce=run.options["enforce_max_age"], log=run.log)
+    errors = plan.errors + resolution.errors + rotation_errors
     errors.sort(key=lambda error: (error.variable or "", error.line()))
     for entry in plan.entries.values():
         for token in entry.kept_placeholders:
@@ -214,7 +233,36 @@ def _report(run: Run, errors) -> int:
     return errors[0].exit_code
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Commands defined in their own modules, imported only when that command runs.
+
+    `shim exec` at container start must not pay for the scanner's imports.
+    """
+
+    lazy = {
+        "scan": "shim.scan:scan_command",
+        "run": "shim.devenv:run_command",
+        "dev-init": "shim.devenv:dev_init_command",
+    }
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy and name not in self.commands:
+            import importlib
+            module_name, attribute = self.lazy[name].split(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as error:
+                if error.name != module_name:
+                    raise
+                return None
+            self.add_command(getattr(module, attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="shim", prog_name="shim")
 def cli():
     """Put secrets where programs expect them, then run them as the right user."""
@@ -239,11 +287,17 @@ def exec_command(command, **options):
         sys.exit(_supervise(run, command, env, identity, pool, resolution))
     if identity is not None:
         privileges.drop_privileges(identity)
-        run.log.event("privileges.dropped", "debug", uid=identity.uid, gid=identity.gid)
+        _log_dropped(run, identity)
     if options["no_new_privs"]:
         privileges.set_no_new_privs()
-    run.log.event("exec", "debug", command=command[0])
+    run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
+                  variables=sorted(plan.entries))
     execve(command, env)
+
+
+def _log_dropped(run: Run, identity) -> None:
+    run.log.event("privileges.dropped", "info", user=identity.name, uid=identity.uid,
+                  gid=identity.gid, groups=list(identity.groups))
 
 
 def _child_env(run: Run, plan, resolution, identity) -> dict:
@@ -267,6 +321,7 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
     if identity is not None and not watching:
         # Nothing to re-read later: the supervisor gives up root as well.
         privileges.drop_privileges(identity)
+        _log_dropped(run, identity)
 
     def prepare_child(child_env):
         if identity is not None and watching:
@@ -456,7 +511,7 @@ def main(argv=None) -> None:
     except click.exceptions.UsageError as error:
         click.echo(f"shim: error: {error.format_message()}", err=True)
         if error.ctx is not None:
-            click.echo(f"shim: try 'shim {error.ctx.info_name} --help'", err=True)
+            click.echo(f"shim: try '{error.ctx.command_path} --help'", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.ClickException as error:
         click.echo(f"shim: error: {error.format_message()}", err=True)

@@ -75,7 +75,7 @@ AS_NOBODY = (
     "for m in pkgutil.walk_packages(shim.__path__, 'shim.'):\n"
     "    if m.name not in ('shim.__main__',) and not m.name.startswith(('shim.providers.vault', 'shim.providers.aws', 'shim.providers.azure')):\n"
     "        importlib.import_module(m.name)\n"
-    "import dotenv.parser, concurrent.futures, json, ctypes\n"
+    "import dotenv.parser, concurrent.futures, json, ctypes, shlex, random, threading, tempfile, datetime\n"
     "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
     "from shim.cli import main\n"
     "main(sys.argv[1:])\n"
