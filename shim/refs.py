@@ -265,6 +265,11 @@ def _arn_region(text, arn, service, options):
     if len(fields) < 7 or fields[2] != service or not fields[3]:
         raise _malformed(text, f"not a {service} ARN with a region",
                          f"write arn:aws:{service}:<region>:<account>:...")
+    if len(fields) > 7:
+        # The ECS :json-key:stage:version-id suffix would otherwise be dropped silently.
+        raise _malformed(text, "a ref+awssecrets ARN ends at the secret name",
+                         "drop ref+awssecrets:// to use the ECS form (...:secret:<name>:<json-key>:"
+                         "<stage>:<version-id>), or write #/<key> and ?version_stage= / ?version_id=")
     options = tuple(options)
     if _option_value(options, "region") is None:
         options = _set_option(options, "region", fields[3])
