@@ -1,0 +1,506 @@
+"""`shim run` and `shim dev-init`: the same pipeline, on a developer's laptop.
+
+`dev-init` writes `.secrets/dev.env`: a strong random value for every
+CHANGEME placeholder the compose files and `.env*` examples use, never
+replacing one that is there, and makes `.gitignore` cover it.
+
+`run` is `exec` without the privilege drop and with that file loaded first.
+Two guards sit around it. A dev env file that git tracks is refused before
+anything is read (its values are on their way into history). And when CMD is
+`docker compose up` (or create, run, watch), compose's own effective
+configuration, `docker compose config`, computed with the resolved
+environment, must hold no placeholder any more: otherwise containers would
+start with `CHANGEME_...` as their password, which is exactly what shim is
+there to prevent. Only names are ever printed; the configuration, which holds
+the values, is read from a pipe and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from typing import NamedTuple
+
+import click
+
+from shim.cli import _shared_options
+from shim.errors import CommandNotExecutable, CommandNotFound, ConfigError, UsageError
+
+DEV_ENV = os.path.join(".secrets", "dev.env")
+GITIGNORE_LINES = (".secrets/", "**/dev.env")
+# Patterns that already cover the same paths (a pattern without a slash matches at any depth).
+_GITIGNORE_EQUIVALENTS = {
+    ".secrets/": {".secrets/", ".secrets", "/.secrets/", "/.secrets", "**/.secrets/", "**/.secrets"},
+    "**/dev.env": {"**/dev.env", "dev.env"},
+}
+_VALUE_BYTES = 32   # token_urlsafe(32): 256 bits, 43 characters of [A-Za-z0-9_-], safe in URLs and dotenv
+
+
+# --- shim run ------------------------------------------------------------------
+
+@click.command("run", context_settings={"allow_interspersed_args": False})
+@_shared_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+def run_command(command, **options):
+    """Local development: run CMD with .secrets/dev.env and resolved secrets.
+
+    Loads .secrets/dev.env first (any --env-file wins over it), refuses a dev env file
+    git tracks, resolves as exec does, checks `docker compose up` for placeholders
+    left in compose's configuration, then execve's CMD. Never drops privileges.
+    """
+    from shim import privileges
+    from shim.cli import _child_env, _prepare, _provider_pool, _report, _resolve, _target_identity
+    from shim.launch import exec_command
+
+    for name, option in (("user", "--user"), ("init", "--init"), ("watch", "--watch"),
+                         ("on_change", "--on-change")):
+        if options.get(name):
+            raise UsageError(f"run does not take {option}: it never drops privileges and replaces "
+                             f"itself with CMD", hint="use shim exec for that")
+    options["env_files"] = _with_dev_env(tuple(options["env_files"]))
+    run = _prepare(options, command="run")
+    _guard_dev_env_files(run.log, run.settings.env_files)
+    _target_identity(run)   # refuses a setuid install, and uid 0 under --require-non-root
+    pool = _provider_pool(run)
+    plan, resolution, errors = _resolve(run, pool)
+    if errors:
+        sys.exit(_report(run, errors))
+    env = _child_env(run, plan, resolution, None)
+    call = compose_call(command)
+    if call is not None and call.subcommand in COMPOSE_STARTS:
+        findings = check_compose(call, env)
+        if findings and not options["allow_placeholders"]:
+            sys.exit(_report(run, [ConfigError(finding.message) for finding in findings]))
+        for finding in findings:
+            run.log.warning(f"{finding.message} (--allow-placeholders)", event="placeholder.kept")
+    if options["no_new_privs"]:
+        privileges.set_no_new_privs()
+    run.log.event("exec", "debug", command=command[0])
+    exec_command(command, env)
+
+
+def _with_dev_env(explicit: tuple[str, ...]) -> tuple[str, ...]:
+    """`.secrets/dev.env` of the current directory first, so any --env-file given wins over it."""
+    if not os.path.isfile(DEV_ENV):
+        return explicit
+    if any(os.path.realpath(path) == os.path.realpath(DEV_ENV) for path in explicit):
+        return explicit
+    return (DEV_ENV,) + explicit
+
+
+def _is_dev_env_file(path: str) -> bool:
+    """What dev-init's .gitignore lines cover: anything under .secrets/, any dev.env."""
+    parts = os.path.abspath(path).split(os.sep)
+    return parts[-1] == "dev.env" or ".secrets" in parts[:-1]
+
+
+def _guard_dev_env_files(log, env_files) -> None:
+    """Refuse a dev env file that git tracks; warn about one git would pick up."""
+    for path in env_files:
+        if not _is_dev_env_file(path) or not os.path.isfile(path):
+            continue
+        if git_tracks(path):
+            raise tracked_error(path)
+        if git_ignores(path) is False:
+            log.warning(f"{path} is not ignored by git: add {' and '.join(GITIGNORE_LINES)} to "
+                        f".gitignore (shim dev-init does)", event="devenv.not_ignored")
+
+
+def tracked_error(path: str) -> ConfigError:
+    return ConfigError(f"{path} is tracked by git",
+                       hint=f"remove it from the index with git rm --cached {path}, add .secrets/ "
+                            f"to .gitignore, and replace every value it held if it was ever pushed")
+
+
+def _git(path: str, *args: str) -> int | None:
+    """Exit status of a read-only git command about PATH, or None without git."""
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        return subprocess.run(["git", "-C", directory, *args, "--", name], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    except OSError:
+        return None
+
+
+def git_tracks(path: str) -> bool:
+    # 0 tracked (committed or staged), 1 not, 128 not in a work tree (or git refuses it).
+    return _git(path, "ls-files", "--error-unmatch") == 0
+
+
+def git_ignores(path: str) -> bool | None:
+    """True or False inside a git work tree; None outside one (or without git)."""
+    status = _git(path, "check-ignore", "-q")
+    return {0: True, 1: False}.get(status)
+
+
+# --- docker compose ------------------------------------------------------------
+
+# The subcommands that create containers from the configuration. start and
+# restart reuse containers as they were created (by an up/create that was checked).
+COMPOSE_STARTS = frozenset({"up", "create", "run", "watch"})
+
+_DOCKER_OPTIONS_WITH_VALUE = frozenset({
+    "--config", "-c", "--context", "-H", "--host", "-l", "--log-level",
+    "--tlscacert", "--tlscert", "--tlskey"})
+_COMPOSE_OPTIONS_WITH_VALUE = frozenset({
+    "-f", "--file", "-p", "--project-name", "--project-directory", "--profile", "--env-file",
+    "--ansi", "--parallel", "--progress"})
+
+
+class ComposeCall(NamedTuple):
+    base: tuple[str, ...]          # the program and its global options, up to the subcommand
+    subcommand: str | None
+
+
+class Finding(NamedTuple):
+    service: str
+    variable: str
+    token: str
+    message: str
+
+
+def compose_call(argv) -> ComposeCall | None:
+    """`docker [opts] compose [opts] SUB ...` or `docker-compose [opts] SUB ...`, else None."""
+    program = os.path.basename(argv[0])
+    if program == "docker-compose":
+        index = 1
+    elif program == "docker":
+        index = _skip_options(argv, 1, _DOCKER_OPTIONS_WITH_VALUE)
+        if index >= len(argv) or argv[index] != "compose":
+            return None
+        index += 1
+    else:
+        return None
+    end = _skip_options(argv, index, _COMPOSE_OPTIONS_WITH_VALUE)
+    return ComposeCall(tuple(argv[:end]), argv[end] if end < len(argv) else None)
+
+
+def _skip_options(argv, index: int, with_value) -> int:
+    while index < len(argv):
+        token = argv[index]
+        if token == "--" or token == "-" or not token.startswith("-"):
+            break
+        index += 1
+        if "=" not in token and token in with_value:
+            index += 1
+    return index
+
+
+def check_compose(call: ComposeCall, env: dict) -> list[Finding]:
+    """Placeholders left in compose's effective configuration, sorted by service and variable."""
+    config = _compose_config(call, env)
+    findings = []
+    for service_name, service in (config.get("services") or {}).items():
+        findings.extend(_service_findings(service_name, service or {}, env))
+    return sorted(findings)
+
+
+def _compose_config(call: ComposeCall, env: dict) -> dict:
+    argv = [*call.base, "config", "--format", "json"]
+    try:
+        # stdout holds every resolved value: it stays in this process. stderr is
+        # compose's own message, the one `up` would have printed itself.
+        result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    except FileNotFoundError:
+        raise CommandNotFound(f"command {argv[0]!r} not found in PATH",
+                              hint="install Docker Compose or give its absolute path") from None
+    except PermissionError:
+        raise CommandNotExecutable(f"cannot execute {argv[0]}",
+                                   hint="check that it is a program and executable") from None
+    if result.returncode != 0:
+        name = "docker-compose" if os.path.basename(argv[0]) == "docker-compose" else "docker compose"
+        raise ConfigError(f"{name} config failed (exit {result.returncode}), so "
+                          f"the configuration was not checked and nothing was started",
+                          hint="compose's own message is above")
+    try:
+        config = json.loads(result.stdout)
+    except ValueError:
+        raise ConfigError("docker compose config did not print JSON, so the configuration was not "
+                          "checked and nothing was started",
+                          hint="use Docker Compose v2 (docker compose version)") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _service_findings(service_name: str, service: dict, env: dict) -> list[Finding]:
+    from shim.placeholders import find_placeholders
+
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):   # compose prints a mapping; be lenient anyway
+        environment = dict(item.partition("=")[::2] for item in environment)
+    if environment.get("SHIM_PLACEHOLDER_SOURCE"):
+        return []   # the container's shim looks every placeholder up there at start
+    mounted = _mounted_secret_paths(service)
+    secrets_dirs = [d for d in (environment.get("SHIM_SECRETS_DIR") or "/run/secrets").split(":") if d]
+    findings = []
+    for variable, value in environment.items():
+        if not isinstance(value, str):
+            continue
+        for placeholder in find_placeholders(variable, value):
+            whole = placeholder.token == value
+            if _mounted_for(mounted, secrets_dirs, variable, placeholder.key, whole):
+                continue
+            findings.append(Finding(service_name, variable, placeholder.token,
+                                    _finding_message(service_name, variable, placeholder, env)))
+    return findings
+
+
+def _mounted_secret_paths(service: dict) -> set[str]:
+    paths = set()
+    for secret in service.get("secrets") or []:
+        if isinstance(secret, str):
+            secret = {"source": secret}
+        target = secret.get("target") or secret.get("source") or ""
+        paths.add(os.path.normpath(os.path.join("/run/secrets", target)))
+    return paths
+
+
+def _mounted_for(mounted: set[str], secrets_dirs, variable: str, key: str, whole: bool) -> bool:
+    """Would the container's shim find this placeholder in a secret the service mounts?"""
+    from shim.placeholders import secrets_dir_candidates
+
+    return any(os.path.normpath(path) in mounted
+               for path in secrets_dir_candidates(secrets_dirs, variable, key, whole))
+
+
+def _finding_message(service: str, variable: str, placeholder, env: dict) -> str:
+    text = f"service {service}: variable {variable} still holds a placeholder {placeholder.token}"
+    key = placeholder.key
+    if env.get(key):
+        return (text + f"; {key} is set but the compose file does not use it: write "
+                       f"${{{key}:-{placeholder.token}}} where {placeholder.token} stands")
+    return text + f"; add {key} to {DEV_ENV} (shim dev-init) and write ${{{key}:-{placeholder.token}}}"
+
+
+# --- shim dev-init -------------------------------------------------------------
+
+_COMPOSE_FILE = re.compile(r"(docker-)?compose(\.[^/]+)?\.ya?ml")
+_ENV_EXAMPLE = re.compile(r"[^/]*\.env\.(example|sample|template|dist)")
+_VARIABLES_BLOCK = re.compile(r"^(\s*)(?:environment|args)\s*:(.*)$")
+_FLOW_ITEM = re.compile(r"""["']?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[=:]\s*([^,\]}]*)""")
+_ASSIGNMENT = re.compile(r"""^\s*(?:-\s*)?["']?(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[:=]""")
+# ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, ${NAME:+alt}, ${NAME+alt}
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-?+]([^}]*)\}")
+
+
+class FoundKey(NamedTuple):
+    key: str
+    path: str
+    line: int
+
+
+@click.command("dev-init")
+@click.option("--dir", "directory", default=".", show_default=True,
+              type=click.Path(file_okay=False, exists=True),
+              help="Project directory: where the compose files and .env examples are.")
+def dev_init_command(directory):
+    """Create .secrets/dev.env with values for every placeholder.
+
+    A strong random value for every CHANGEME placeholder in the compose files and .env
+    examples, never replacing an existing one; .gitignore made to cover .secrets/.
+    """
+    from shim.render import write_atomically
+
+    sources = _placeholder_sources(directory)
+    dev_env = os.path.join(directory, DEV_ENV)
+    shown = os.path.normpath(dev_env)
+    if os.path.isfile(dev_env) and git_tracks(dev_env):
+        raise tracked_error(shown)
+    found, unnamed = _found_keys(sources)
+    for path, line in unnamed:
+        _warn(f"{_display(path)}:{line}: a bare CHANGEME with no variable name to use as its key; "
+              f"write CHANGEME_<KEY>")
+    secrets_dir = os.path.dirname(dev_env)
+    if not os.path.isdir(secrets_dir):
+        os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
+        os.chmod(secrets_dir, 0o700)
+    elif os.stat(secrets_dir).st_mode & 0o077:
+        _warn(f"{os.path.normpath(secrets_dir)} is open to other users; chmod 700 it")
+    existing = _read_text(dev_env)
+    content, added, kept = _fill(existing, found)
+    if existing is None or content != existing:
+        write_atomically(os.path.realpath(dev_env), content.encode(), mode=0o600)
+    elif os.stat(dev_env).st_mode & 0o077:
+        os.chmod(os.path.realpath(dev_env), 0o600)
+    if sources:
+        click.echo("scanned " + ", ".join(_display(path) for path in sources))
+    else:
+        _warn(f"no compose files or .env examples in {os.path.normpath(directory)}")
+    summary = f"added {len(added)} key{'' if len(added) == 1 else 's'} to {shown}"
+    if added:
+        summary += ": " + ", ".join(added)
+    click.echo(summary + f"; kept {len(kept)}")
+    gitignore_added = _cover_in_gitignore(directory)
+    if gitignore_added:
+        click.echo(f"added {' and '.join(gitignore_added)} to "
+                   f"{os.path.normpath(os.path.join(directory, '.gitignore'))}")
+    if git_ignores(dev_env) is False:
+        _warn(f"{shown} is still not ignored by git (a ! rule in a .gitignore?); check with "
+              f"git check-ignore -v {shown}")
+
+
+def _warn(message: str) -> None:
+    click.echo(f"shim: warning: {message}", err=True)
+
+
+def _display(path: str) -> str:
+    return os.path.normpath(path)
+
+
+def _placeholder_sources(directory: str) -> list[str]:
+    """Compose files first, then .env examples, each sorted by name."""
+    names = sorted(os.listdir(directory))
+    compose = [n for n in names if _COMPOSE_FILE.fullmatch(n)]
+    examples = [n for n in names if _ENV_EXAMPLE.fullmatch(n)]
+    return [os.path.join(directory, n) for n in compose + examples
+            if os.path.isfile(os.path.join(directory, n))]
+
+
+def _found_keys(sources) -> tuple[list[FoundKey], list[tuple[str, int]]]:
+    """Every placeholder key in first-seen order, and bare CHANGEMEs that have no name."""
+    found: dict[str, FoundKey] = {}
+    unnamed = []
+    for path in sources:
+        text = _read_text(path) or ""
+        lines = _compose_lines(text) if _COMPOSE_FILE.fullmatch(os.path.basename(path)) \
+            else _dotenv_lines(text)
+        for number, name, value in lines:
+            for key in _placeholder_keys(name, value):
+                if key is None:
+                    unnamed.append((path, number))
+                else:
+                    found.setdefault(key, FoundKey(key, path, number))
+    return list(found.values()), unnamed
+
+
+def _compose_lines(text: str):
+    """(line number, variable or None, text) for a compose file, read as text.
+
+    Reading lines rather than YAML keeps dev-init free of a YAML dependency.
+    A variable name comes from an `environment:` or build `args:` block, in
+    each spelling compose accepts (`NAME: value`, `- NAME=value`, and the
+    one-line `[NAME=value]` / `{NAME: value}`); elsewhere a line has none (a
+    bare CHANGEME there can still take its name from `${NAME:-CHANGEME}`).
+    Whole-line comments are skipped.
+    """
+    block = None    # indentation of the environment:/args: key we are under
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        indent = len(line) - len(stripped)
+        if block is not None and (indent < block or indent == block and not stripped.startswith("- ")):
+            block = None
+        opened = _VARIABLES_BLOCK.match(line)
+        if opened:
+            block = len(opened.group(1))
+            rest = opened.group(2).strip()
+            if rest and not rest.startswith("#"):
+                block = None    # a one-line flow list or mapping, closed on its own line
+                for item in _FLOW_ITEM.finditer(rest):
+                    yield number, item.group(1), item.group(2)
+            continue
+        match = _ASSIGNMENT.match(line) if block is not None else None
+        yield number, match.group(1) if match else None, line
+
+
+def _dotenv_lines(text: str):
+    import io
+    from dotenv.parser import parse_stream
+
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.key is not None and binding.value:
+            yield binding.original.line, binding.key, binding.value
+
+
+def _placeholder_keys(name: str | None, value: str):
+    """Keys of the placeholders in one value: CHANGEME_<KEY> → KEY; a bare CHANGEME → the
+    variable compose interpolates around it (${NAME:-CHANGEME}), else the one the line sets."""
+    from shim.placeholders import PLACEHOLDER
+
+    spans = [(m.start(2), m.end(2), m.group(1)) for m in _INTERPOLATION.finditer(value)]
+    for match in PLACEHOLDER.finditer(value):
+        if match.group(1):
+            yield match.group(1)
+            continue
+        around = [variable for start, end, variable in spans if start <= match.start() < end]
+        yield around[0] if around else name
+
+
+def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], list[str]]:
+    """The new dev.env text: existing lines untouched, a value for each key without one.
+
+    A line that sets a key to nothing, or to nothing but its own placeholder
+    (`KEY=`, `KEY=CHANGEME`, `KEY=CHANGEME_KEY`, as in a copied .env.example),
+    holds no value yet: it is filled where it stands (shim's env files treat
+    such entries as gaps too). Every other existing line is kept byte for byte.
+    """
+    import io
+    from dotenv.parser import parse_stream
+    from shim.placeholders import find_placeholders
+
+    text = existing if existing is not None else (
+        "# Local development secrets, written by shim dev-init. Never commit this file.\n")
+    bindings = list(parse_stream(io.StringIO(text)))
+    values = {b.key: b.value for b in bindings if b.key is not None and b.value is not None}
+    # The file's own placeholders need keys too (DATABASE_URL=...CHANGEME_PG_PASSWORD...).
+    own = [FoundKey(key, DEV_ENV, b.original.line) for b in bindings
+           if b.key is not None and b.value for key in _placeholder_keys(b.key, b.value) if key]
+    wanted = list(dict.fromkeys(f.key for f in found + own))
+
+    def unfilled(key):
+        value = values.get(key)
+        if not value:
+            return True
+        placeholders = find_placeholders(key, value)
+        return len(placeholders) == 1 and placeholders[0].token == value and placeholders[0].key == key
+
+    generated = {key: secrets.token_urlsafe(_VALUE_BYTES) for key in wanted if unfilled(key)}
+    kept = [key for key in wanted if key not in generated]
+    pieces = []
+    for binding in bindings:
+        original = binding.original.string
+        if binding.key in generated and binding.key in values:
+            stripped = original.lstrip()
+            prefix = original[: len(original) - len(stripped)]
+            export = "export " if stripped.startswith("export ") else ""
+            newline = "\n" if original.endswith("\n") else ""
+            original = f"{prefix}{export}{binding.key}={generated[binding.key]}{newline}"
+        pieces.append(original)
+    content = "".join(pieces)
+    appended = [key for key in generated if key not in values]
+    if appended and content and not content.endswith("\n"):
+        content += "\n"
+    content += "".join(f"{key}={generated[key]}\n" for key in appended)
+    return content, list(generated), kept
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise UsageError(f"{_display(path)} is not UTF-8 text", hint="save it as UTF-8") from None
+
+
+def _cover_in_gitignore(directory: str) -> list[str]:
+    """Append the lines .gitignore lacks; returns them (none when it already covers both)."""
+    from shim.render import write_atomically
+
+    path = os.path.join(directory, ".gitignore")
+    text = _read_text(path) or ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [line for line in GITIGNORE_LINES if not present & _GITIGNORE_EQUIVALENTS[line]]
+    if not missing:
+        return []
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "".join(line + "\n" for line in missing)
+    mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
+    write_atomically(os.path.realpath(path), text.encode(), mode=mode)
+    return missing
