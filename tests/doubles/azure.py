@@ -127,6 +127,15 @@ Entra ID client credentials (msal authority.py, oauth2cli/oauth2.py, application
   and for CAE (the Key Vault policy always asks) claims={"access_token":{"xms_cc":{"values":
   ["CP1"]}}}. Observed on the wire with msal 1.39.
 - Answer `{"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token"}`.
+- Workload identity federation (AKS): the same POST with `client_assertion_type=urn:ietf:params:
+  oauth:client-assertion-type:jwt-bearer` and `client_assertion=<service-account token>` instead of
+  a secret (azure-identity's WorkloadIdentityCredential reads AZURE_FEDERATED_TOKEN_FILE). The
+  assertion must match a federated credential (issuer, subject, audience api://AzureADTokenExchange)
+  of the app; otherwise 401 invalid_client AADSTS70021 "No matching federated identity record found
+  for presented assertion. Assertion Issuer: '..'. Assertion Subject: '..'. Assertion Audience:
+  '..'." (as reported from the real service, e.g. external-secrets/external-secrets#2783; older
+  reports show 400 invalid_request). The double signs service-account tokens itself
+  (`register_workload_identity`) where AKS's OIDC issuer would.
 - Errors (AADSTS format): unknown tenant → 400 invalid_tenant AADSTS90002; unknown client → 400
   unauthorized_client AADSTS700016; wrong secret → 401 invalid_client AADSTS7000215; scope without
   /.default → 400 invalid_scope AADSTS1002012. The tenant in the token request must be the
@@ -134,8 +143,11 @@ Entra ID client credentials (msal authority.py, oauth2cli/oauth2.py, application
   `additionally_allowed_tenants`.
 
 The request log records, per request: service, method, path, query, whether an Authorization
-header was present (never its value), status. No body is ever logged (a token POST carries the
-client secret).
+header was present (never its value), status, and when it arrived and was answered
+(`time.monotonic()`, so overlap shows concurrency without wall-clock assertions). No body is ever
+logged (a token POST carries the client secret). `issued_tokens()` lists the tokens handed out, for
+leak checks; `managed_identity_tenant_id` (default: the vault's tenant) set to another tenant
+makes the managed identity's tokens ones the vault rejects with AKV10032.
 """
 
 from __future__ import annotations
@@ -160,6 +172,8 @@ from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 from .tls import make_test_pki
 
 VAULT_RESOURCE = "https://vault.azure.net"
+FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SERVICES = ("vault", "login", "identity")
 MAX_PAGE_SIZE = 25
 _NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
@@ -182,6 +196,8 @@ class LoggedRequest:
     query: dict[str, str]
     authorized: bool
     status: int
+    started: float = 0.0   # time.monotonic() when the request arrived (before any injected latency)
+    finished: float = 0.0  # time.monotonic() when the answer was ready
 
 
 @dataclass
@@ -215,8 +231,10 @@ class _Failure:
 
 @dataclass
 class _App:
-    client_secret: str
+    client_secret: Optional[str]
     tenant_id: str
+    # Federated identity credentials: (issuer, subject) pairs whose assertions this app accepts.
+    federated: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -279,6 +297,9 @@ class AzureKeyVaultDouble:
         self.client_id = client_id or str(uuid.uuid4())
         self.client_secret = client_secret or "cs-" + secrets.token_urlsafe(24)
         self.managed_identity_client_id = managed_identity_client_id or str(uuid.uuid4())
+        # The managed identity's home tenant. Another tenant than the vault's makes the vault reject
+        # its tokens (AKV10032), as a vault in another directory does.
+        self.managed_identity_tenant_id = self.tenant_id
         self.identity_header = "ih-" + secrets.token_urlsafe(24)
         self.token_lifetime = token_lifetime
         self.recovery_level = recovery_level
@@ -448,6 +469,33 @@ class AzureKeyVaultDouble:
         with self._lock:
             self._apps[client_id] = _App(client_secret, tenant_id or self.tenant_id)
 
+    def register_workload_identity(
+        self,
+        client_id: Optional[str] = None,
+        *,
+        subject: str = "system:serviceaccount:default:workload-identity-sa",
+        tenant_id: Optional[str] = None,
+    ) -> tuple[str, str]:
+        """Register an app with a federated identity credential, as AKS workload identity sets up.
+
+        Returns `(client_id, service_account_token)`: write the token to the file named by
+        AZURE_FEDERATED_TOKEN_FILE. The double plays the cluster's OIDC issuer too: the token is
+        JWT-shaped with `iss` (this double's issuer URL), `sub` and `aud=api://AzureADTokenExchange`,
+        signed with the double's key.
+        """
+        client_id = client_id or str(uuid.uuid4())
+        with self._lock:
+            self._apps[client_id] = _App(None, tenant_id or self.tenant_id, [(self.oidc_issuer, subject)])
+        now = int(time.time())
+        claims = {"iss": self.oidc_issuer, "sub": subject, "aud": [FEDERATED_AUDIENCE],
+                  "iat": now, "nbf": now, "exp": now + 3600}
+        return client_id, self._sign(claims)
+
+    @property
+    def oidc_issuer(self) -> str:
+        """The issuer of service-account tokens in `register_workload_identity` (an AKS OIDC URL)."""
+        return f"https://oidc.prod-aks.azure.com/{self.tenant_id}/shim-test-cluster/"
+
     def forbid(self, principal: str, *names: str) -> None:
         """Deny `principal` (an app's client id or `managed_identity_client_id`) by RBAC.
 
@@ -465,6 +513,11 @@ class AzureKeyVaultDouble:
     ) -> str:
         """Mint a token as Entra ID would, without a token request (for hand-made credentials)."""
         return self._issue(principal or self.client_id, tenant_id or self.tenant_id, audience)
+
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out so far (to assert that none leaks into output)."""
+        with self._lock:
+            return list(self._tokens)
 
     def set_latency(self, seconds: float, service: str = "vault") -> None:
         """Delay every following request to `service` by `seconds` before it is answered."""
@@ -520,16 +573,31 @@ class AzureKeyVaultDouble:
             "ver": "1.0",
             "jti": secrets.token_hex(8),
         }
+        token = self._sign(claims)
+        with self._lock:
+            self._tokens[token] = _IssuedToken(principal, tenant_id, audience)
+        return token
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         signing_input = (
             _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
             + "."
             + _b64url(json.dumps(claims, separators=(",", ":")).encode())
         )
         signature = hmac.new(self._signing_key, signing_input.encode(), hashlib.sha256).digest()
-        token = signing_input + "." + _b64url(signature)
-        with self._lock:
-            self._tokens[token] = _IssuedToken(principal, tenant_id, audience)
-        return token
+        return signing_input + "." + _b64url(signature)
+
+    def _verified_claims(self, token: str) -> Optional[dict[str, Any]]:
+        """The claims of a JWT this double signed, or None."""
+        header, _, rest = token.partition(".")
+        payload, _, signature = rest.partition(".")
+        expected = hmac.new(self._signing_key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+        if not signature or not hmac.compare_digest(signature, _b64url(expected)):
+            return None
+        try:
+            return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            return None
 
     def _find(self, name: str, version: Optional[str]) -> SecretVersion:
         """Caller holds the lock. Raises the service's 404 when absent."""
@@ -661,6 +729,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        started = time.monotonic()
         failure = self.double._before_answer(self.service)
         try:
             if failure is not None:
@@ -676,6 +745,8 @@ class _Handler(BaseHTTPRequestHandler):
                 query=query,
                 authorized="Authorization" in self.headers,
                 status=status,
+                started=started,
+                finished=time.monotonic(),
             )
         )
         self._answer(status, payload, headers)
@@ -912,7 +983,7 @@ class _IdentityHandler(_Handler):
                         "message": "No managed identity found for specified ClientId/ResourceId/PrincipalId.",
                     },
                 )
-        token = double._issue(double.managed_identity_client_id, double.tenant_id, resource)
+        token = double._issue(double.managed_identity_client_id, double.managed_identity_tenant_id, resource)
         return {
             "access_token": token,
             "expires_on": str(int(time.time()) + double.token_lifetime),
@@ -964,6 +1035,24 @@ class _LoginHandler(_Handler):
         if method == "POST" and rest == "oauth2/v2.0/token":
             return self._token(tenant, known_tenants, body)
         raise self._not_implemented(method, path)
+
+    def _check_federated_assertion(self, app: _App, assertion: str) -> None:
+        claims = self.double._verified_claims(assertion) or {}
+        audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+        issuer, subject = claims.get("iss"), claims.get("sub")
+        if (issuer, subject) in app.federated and FEDERATED_AUDIENCE in audiences:
+            return
+        raise _Reply(
+            401,
+            self._aad_error(
+                "invalid_client",
+                70021,
+                "No matching federated identity record found for presented assertion. "
+                f"Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'. "
+                f"Assertion Audience: '{','.join(str(a) for a in audiences)}'. "
+                "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
+            ),
+        )
 
     def _openid_configuration(self, tenant: str) -> dict[str, Any]:
         base = f"{self.double.authority}/{tenant}"
@@ -1025,7 +1114,9 @@ class _LoginHandler(_Handler):
                     f"Application with identifier '{client_id}' was not found in the directory '{tenant}'.",
                 ),
             )
-        if not client_secret or not hmac.compare_digest(client_secret, app.client_secret):
+        if form.get("client_assertion_type") == JWT_BEARER:
+            self._check_federated_assertion(app, form.get("client_assertion", ""))
+        elif not client_secret or not app.client_secret or not hmac.compare_digest(client_secret, app.client_secret):
             raise _Reply(
                 401,
                 self._aad_error(

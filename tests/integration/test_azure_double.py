@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
-from azure.identity import ClientSecretCredential, ManagedIdentityCredential
+from azure.identity import ClientSecretCredential, ManagedIdentityCredential, WorkloadIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
 from tests.doubles.azure import AzureKeyVaultDouble
@@ -385,6 +385,40 @@ def test_wrong_client_secret_fails_authentication(canaries, kv):
 
     assert "AADSTS7000215" in str(caught.value)
     assert kv.requests("login", method="POST")[0].status == 401
+    assert kv.count(authorized=True) == 0
+
+
+def test_workload_identity_federation(canaries, kv, tmp_path):
+    value = canaries.new()
+    kv.add_secret("aks", value)
+    client_id, service_account_token = kv.register_workload_identity()
+    token_file = tmp_path / "token"
+    token_file.write_text(service_account_token)
+    credential = WorkloadIdentityCredential(
+        tenant_id=kv.tenant_id, client_id=client_id, token_file_path=str(token_file),
+        authority=kv.authority, disable_instance_discovery=True, connection_verify=str(kv.ca_path))
+
+    with SecretClient(credential=credential, **kv.secret_client_kwargs()) as client:
+        assert client.get_secret("aks").value == value
+    assert [r.status for r in kv.requests("login", method="POST")] == [200]
+
+
+def test_workload_identity_with_a_foreign_assertion_fails(canaries, kv, tmp_path):
+    kv.add_secret("aks", canaries.new())
+    client_id, _ = kv.register_workload_identity()
+    _, other_token = kv.register_workload_identity(subject="system:serviceaccount:other:sa")
+    token_file = tmp_path / "token"
+    token_file.write_text(other_token)
+    credential = WorkloadIdentityCredential(
+        tenant_id=kv.tenant_id, client_id=client_id, token_file_path=str(token_file),
+        authority=kv.authority, disable_instance_discovery=True, connection_verify=str(kv.ca_path))
+
+    with SecretClient(credential=credential, **kv.secret_client_kwargs()) as client:
+        with pytest.raises(ClientAuthenticationError) as caught:
+            client.get_secret("aks")
+
+    assert "AADSTS70021" in str(caught.value)
+    assert "Assertion Subject: 'system:serviceaccount:other:sa'" in str(caught.value)
     assert kv.count(authorized=True) == 0
 
 
