@@ -110,7 +110,7 @@ def parse_reference(text: str) -> Reference:
 # --- vals: ref+<provider>://<path>[?query][#/pointer] -----------------------
 
 _VALS_SCHEMES = {
-    "file": "file", "vault": "vault", "awssecrets": "awssecrets",
+    "file": "file", "vault": "vault", "awssecrets": "awssecrets",  # pragma: allowlist secret
     "awsssm": "awsssm", "azurekeyvault": "azurekeyvault",
 }
 
