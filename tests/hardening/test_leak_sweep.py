@@ -1,0 +1,126 @@
+"""Leak sweep: every command x log format x verbosity x outcome, with canary secrets.
+
+A canary may reach only what shim was asked to produce (the child's
+environment, rendered files). It must never reach stdout, stderr, the audit
+file, or the argv/environment of the supervisor seen in /proc.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_ENV
+
+SCENARIOS = {
+    # name: (env builder, expected exit code)
+    "ok": 0,
+    "not_found": 66,
+    "nul_byte": 65,
+    "not_json": 65,
+    "both_set": 78,
+    "unresolved_placeholder": 78,
+    "malformed_reference": 64,
+    "overdue": 78,
+}
+
+
+def scenario_env(name: str, secrets_dir: Path, canary: str) -> dict:
+    good = secrets_dir / "good"
+    good.write_text(canary)
+    env = {"GOOD": f"file:{good}", "URL": f"postgres://app:${{file:{good}}}@db/app",
+           "VIA_FILE_FILE": str(good), "SHIM_SECRETS_DIR": str(secrets_dir)}
+    if name == "not_found":
+        env["BAD"] = f"file:{secrets_dir}/absent"
+    elif name == "nul_byte":
+        (secrets_dir / "nul").write_bytes(canary.encode() + b"\0" + canary.encode())
+        env["BAD"] = f"file:{secrets_dir}/nul"
+    elif name == "not_json":
+        env["BAD"] = f"ref+file://{good}#/key"
+    elif name == "both_set":
+        env["VIA_FILE"] = canary
+    elif name == "unresolved_placeholder":
+        env["BAD"] = "CHANGEME_NOPE"
+    elif name == "malformed_reference":
+        env["BAD"] = "vault:secret/data/app"
+    elif name == "overdue":
+        old = time.time() - 400 * 86400
+        os.utime(good, (old, old))
+        env["SHIM_MAX_AGE"] = "90d"
+        env["SHIM_ENFORCE_MAX_AGE"] = "1"
+    return env
+
+
+COMMANDS = {
+    "exec": lambda tmp: ["exec", "--", "true"],
+    "check": lambda tmp: ["check"],
+    "check-json": lambda tmp: ["check", "--json"],
+    "render-dir": lambda tmp: ["render", "--dir", str(tmp / "out")],
+    "render-env": lambda tmp: ["render", "--env-file", str(tmp / "out" / "app.env"), "--format", "json"],
+}
+FORMATS = ["text", "json"]
+VERBOSITY = [[], ["-v"], ["-vv"], ["-q"]]
+CASES = list(itertools.product(COMMANDS, FORMATS, range(len(VERBOSITY)), SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,verbosity,scenario", CASES,
+                         ids=[f"{c}-{f}-v{v}-{s}" for c, f, v, s in CASES])
+def test_no_canary_in_any_output(run_shim, canaries, tmp_path, command, log_format, verbosity, scenario):
+    canary = canaries.new(scenario)
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (tmp_path / "out").mkdir()
+    audit = tmp_path / "audit.log"
+    env = scenario_env(scenario, secrets_dir, canary)
+    args = COMMANDS[command](tmp_path)
+    options = ["--log-format", log_format, "--audit-file", str(audit), *VERBOSITY[verbosity]]
+    args = args[:1] + options + args[1:]
+    result = run_shim(args, env)  # run_shim asserts: no canary in stdout/stderr, no traceback
+    assert result.returncode == SCENARIOS[scenario], result.stderr
+    canaries.assert_absent(audit.read_text() if audit.exists() else "", where="the audit file")
+    if result.returncode != 0:
+        assert result.stderr.strip(), "a failure must say something"
+    if log_format == "json":
+        for line in result.stderr.splitlines():
+            json.loads(line)  # every stderr line is one JSON object
+
+
+def test_the_sweep_covers_enough():
+    assert len(CASES) >= 300
+
+
+def test_supervisor_argv_and_environment_hold_no_secret(canaries, tmp_path):
+    """/proc of the supervisor (--init --watch) and of the child's argv: no canary."""
+    canary = canaries.new("proc")
+    secret = tmp_path / "s"
+    secret.write_text(canary)
+    marker = tmp_path / "started"
+    env = dict(BASE_ENV, SECRET=f"file:{secret}")
+    process = subprocess.Popen([sys.executable, "-m", "shim", "exec", "--watch", "1h", "--",
+                                "sh", "-c", f"touch {marker}; exec sleep 30"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        for pid in [process.pid, *map(int, children)]:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            canaries.assert_absent(argv, where=f"argv of pid {pid}")
+        supervisor_env = Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace")
+        canaries.assert_absent(supervisor_env, where="the supervisor's environment")
+        child_env = Path(f"/proc/{children[0]}/environ").read_bytes().decode(errors="replace")
+        assert canary in child_env  # the control: the child did get it
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=15)
+    canaries.assert_absent(stdout, stderr)
