@@ -5,14 +5,16 @@
         client = vault.client()                      # hvac.Client with the root token
         client.secrets.kv.v2.read_secret_version(path="app", raise_on_deleted_version=True)
 
-The server is a stdlib `ThreadingHTTPServer` on 127.0.0.1, port 0 (optionally TLS through
-`ssl_context=`). All state lives in this object; tests seed it with the helper methods and inspect
-it afterwards (request log, leases, issued credentials). One lock serialises state changes, so
-concurrent clients see a consistent server.
+The server is a stdlib `ThreadingHTTPServer` (listen backlog 128, like Go's) on 127.0.0.1, port 0
+(optionally TLS through `ssl_context=`). All state lives in this object; tests seed it with the
+helper methods and inspect it afterwards (request log, leases, issued credentials). One lock
+serialises state changes, so concurrent clients see a consistent server.
 
 Test controls: seal() / unseal() / unseal_after(s); `latency` (seconds slept before every answer);
 fail_next(n, status, path=...) queues injected errors; advance_clock(s) moves the double's clock so
-tokens, leases and wrapping tokens expire without sleeping; `requests`, count(), reset_log().
+tokens, leases and wrapping tokens expire without sleeping; `requests`, count(), reset_log();
+`max_in_flight` is the most requests that were being answered at the same moment (reset_log()
+resets it), which shows whether a client really reads concurrently.
 Request bodies are never logged, and token headers are logged as "<redacted>".
 
 Facts this double is built from (wire-facts.md "HashiCorp Vault", plus what was looked up):
@@ -584,6 +586,13 @@ class _HttpHandler(BaseHTTPRequestHandler):
         pass  # the double keeps its own request log
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a client opening 16 connections at once
+    # would see some SYNs dropped and retried a second later. Go's listener (Vault) uses the
+    # system's somaxconn.
+    request_queue_size = 128
+
+
 @dataclass
 class _Call:
     """One request being answered: where it points and who makes it."""
@@ -621,6 +630,8 @@ class VaultDouble:
         self._timers: list[threading.Timer] = []
         self._failures: list[_Failure] = []
         self._log: list[LoggedRequest] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._tokens: dict[str, Token] = {}
         self._wrapped: dict[str, Wrapped] = {}
         self._issued: list[IssuedCredential] = []
@@ -642,7 +653,7 @@ class VaultDouble:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> "VaultDouble":
-        server = ThreadingHTTPServer((self._host, 0), _HttpHandler)
+        server = _Server((self._host, 0), _HttpHandler)
         server.daemon_threads = True
         if self._ssl_context is not None:
             server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
@@ -752,6 +763,13 @@ class VaultDouble:
     def reset_log(self) -> None:
         with self._lock:
             self._log.clear()
+            self._max_in_flight = self._in_flight
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests in progress at once since start (or the last reset_log())."""
+        with self._lock:
+            return self._max_in_flight
 
     # -- namespaces and mounts --------------------------------------------------------------
 
@@ -1012,15 +1030,22 @@ class VaultDouble:
     # =====================================================================================
 
     def _handle(self, request: Request) -> Response:
-        if self.latency:
-            time.sleep(self.latency)
         with self._lock:
-            try:
-                response = self._answer(request)
-            except VaultFailure as failure:
-                response = failure.response
-            self._record(request, response.status)
-        return response
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)  # outside the lock: concurrent requests overlap
+            with self._lock:
+                try:
+                    response = self._answer(request)
+                except VaultFailure as failure:
+                    response = failure.response
+                self._record(request, response.status)
+            return response
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _record(self, request: Request, status: int) -> None:
         headers = {}
@@ -1394,7 +1419,7 @@ class VaultDouble:
         assert token is not None
         # Vault's username template: v-<display name>-<role>-<random>-<unix time>
         username = f"v-{token.display_name[:8]}-{role_name[:8]}-{_random(20)}-{int(now)}"
-        password = "A1a-" + _random(16)
+        password = "A1a-" + _random(16)  # pragma: allowlist secret
         lease_id = f"{mount.path}creds/{role_name}/{_random(24)}"
         call.namespace.leases[lease_id] = Lease(
             lease_id=lease_id, role=role_name, username=username, password=password,
