@@ -126,7 +126,9 @@ def test_orphaned_grandchildren_are_reaped(canaries, tmp_path):
 def test_subreaper_when_not_pid_1(canaries, tmp_path):
     """Without a PID namespace shim registers as child subreaper: orphans come to it, not to init."""
     report = tmp_path / "ppid"
-    script = f"(sh -c 'sleep 0.3; echo $PPID > {report}' &) ; sleep 1"
+    # $PPID is fixed when a shell starts; read the parent at the moment of asking instead.
+    script = (f"(sh -c 'sleep 1; cut -d\" \" -f4 /proc/$$/stat > {report}' &) ; "
+              f"while [ ! -s {report} ]; do sleep 0.1; done")
     process = start_shim(["exec", "--init", "--", "sh", "-c", script], {}, pid_namespace=False)
     assert finish(process, canaries)[0] == 0
     assert int(report.read_text()) == process.pid
