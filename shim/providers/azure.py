@@ -467,7 +467,8 @@ def _translate(error: Exception, item: _Wanted, environ) -> ShimError:
     if isinstance(error, ServiceRequestError):
         text = str(error)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            return _vault_wide(Unavailable(
+            # Not transient: retrying cannot fix trust. Same class as Vault's TLS failure.
+            return _vault_wide(ConfigError(
                 f"the TLS certificate of {where} is not trusted",
                 hint="trust its CA with SHIM_AZURE_CA_BUNDLE=/path/ca.pem (or REQUESTS_CA_BUNDLE)"))
         return _vault_wide(Unavailable(f"cannot reach {where} ({_network_reason(text)})",
