@@ -196,9 +196,7 @@ def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry 
     parts: list[Part] = []
     kept: list[str] = []
     saw_placeholder = False
-    whole_placeholder = len(pieces) == 1 and isinstance(pieces[0], str) \
-        and find_placeholders(name, pieces[0]) and \
-        find_placeholders(name, pieces[0])[0].token == pieces[0]
+    whole_placeholder = _is_whole_placeholder(name, pieces)
     for piece in pieces:
         if isinstance(piece, SecretPart):
             parts.append(piece)
@@ -207,13 +205,13 @@ def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry 
         for placeholder in find_placeholders(name, piece):
             saw_placeholder = True
             parts.append(piece[cursor:placeholder.start])
-            source = _placeholder_source(plan, settings, name, placeholder, bool(whole_placeholder))
+            source = _placeholder_source(plan, settings, name, placeholder, whole_placeholder)
             if source is None:
                 if settings.allow_placeholders:
                     kept.append(placeholder.token)
                     parts.append(placeholder.token)
                 else:
-                    raise _unresolved(plan, settings, name, placeholder, bool(whole_placeholder))
+                    raise _unresolved(plan, settings, name, placeholder, whole_placeholder)
             else:
                 parts.append(source)
             cursor = placeholder.end
@@ -229,6 +227,14 @@ def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry 
         source = "inline+placeholder"
     whole = len(parts) == 1 and isinstance(parts[0], SecretPart)
     return Entry(name, source, tuple(parts), whole=whole, kept_placeholders=tuple(kept))
+
+
+def _is_whole_placeholder(name: str, pieces: list[Part]) -> bool:
+    """The value is exactly one placeholder token (e.g. CHANGEME_PG_PASSWORD), nothing around it."""
+    if len(pieces) != 1 or not isinstance(pieces[0], str):
+        return False
+    found = find_placeholders(name, pieces[0])
+    return len(found) == 1 and found[0].token == pieces[0]
 
 
 def _split_inline(value: str) -> list[Part]:
