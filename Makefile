@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-test unit integration lint bench clean docker
+.PHONY: demo test install install-test unit integration lint bench clean docker images e2e
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ docker:
 
 test: install-test docker
 	$(PY) -m pytest -q
+
+# The shim bundle and example images (docs/images.md); BASE_IMAGE=shim-base:bookworm for the local base.
+images: install
+	bash images/build.sh
+
+e2e: install-test docker
+	$(PY) -m pytest -q -m docker tests/e2e
 
 unit: install-test
 	$(PY) -m pytest -q tests/unit
