@@ -28,8 +28,34 @@ def reset_signals() -> None:
         try:
             signal.signal(signum, signal.SIG_DFL)
         except (OSError, ValueError):
-            pass  # real-time signals the C library reserves
+            pass
+    _reset_reserved_signals()
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+# glibc keeps signals 32 and 33 for itself (thread cancellation, setxid) and refuses to
+# change them, so Python cannot either. An ignored disposition inherited from whoever started
+# us would still survive execve; the kernel call sets them to default directly.
+_RESERVED_SIGNALS = (32, 33)
+_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
+
+
+def _reset_reserved_signals() -> None:
+    import ctypes
+
+    number = _RT_SIGACTION.get(os.uname().machine)
+    if number is None:
+        return
+
+    class KernelSigaction(ctypes.Structure):
+        _fields_ = [("handler", ctypes.c_void_p), ("flags", ctypes.c_ulong),
+                    ("restorer", ctypes.c_void_p), ("mask", ctypes.c_uint64)]
+
+    default = KernelSigaction(None, 0, None, 0)  # SIG_DFL is 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    for signum in _RESERVED_SIGNALS:
+        libc.syscall(ctypes.c_long(number), ctypes.c_long(signum), ctypes.byref(default),
+                     None, ctypes.c_long(8))
 
 
 def candidate_paths(program: str, env: Mapping[str, str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""`shim render`: secrets as files (one per variable) or as one env file.
+r"""`shim render`: secrets as files (one per variable) or as one env file.
 
 Every write is atomic: a temporary file in the same directory, written,
 fsync'd, given its mode and owner, then renamed over the old one, and the

@@ -504,3 +504,24 @@ def test_json_log_format_one_object_per_line(run_shim, probe, secrets_dir):
     records = [json.loads(line) for line in result.stderr.strip().splitlines()]
     assert [r["variable"] for r in records] == ["A", "B"]
     assert all(r["event"] == "secret.failed" and r["exit_code"] == 78 for r in records)
+
+
+IGNORE_RESERVED = (
+    "import ctypes, os, sys\n"
+    "class Action(ctypes.Structure):\n"
+    "    _fields_ = [('handler', ctypes.c_void_p), ('flags', ctypes.c_ulong),\n"
+    "                ('restorer', ctypes.c_void_p), ('mask', ctypes.c_uint64)]\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "number = {'x86_64': 13, 'aarch64': 134}[os.uname().machine]\n"
+    "for signum in (32, 33):\n"
+    "    assert libc.syscall(number, signum, ctypes.byref(Action(1, 0, None, 0)), None, 8) == 0\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'shim', 'exec', '--', *sys.argv[1:]])\n"
+)
+
+
+def test_signals_reserved_by_glibc_are_reset_too(probe):
+    """A parent that ignores 32/33 (some CI harnesses do): glibc refuses to touch them, shim still must."""
+    result = subprocess.run([sys.executable, "-c", IGNORE_RESERVED, *probe.argv], env=dict(BASE_ENV),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["sig_ign"] == "0000000000000000"
