@@ -37,10 +37,25 @@ def reset_signals() -> None:
 # change them, so Python cannot either. An ignored disposition inherited from whoever started
 # us would still survive execve; the kernel call sets them to default directly.
 _RESERVED_SIGNALS = (32, 33)
+
+
+def _ignored_signals() -> list[int]:
+    """Signal numbers this process ignores, from the SigIgn mask in /proc/self/status."""
+    try:
+        with open("/proc/self/status") as stream:
+            for line in stream:
+                if line.startswith("SigIgn:"):
+                    mask = int(line.split()[1], 16)
+                    return [bit + 1 for bit in range(64) if mask >> bit & 1]
+    except OSError:
+        pass
+    return list(_RESERVED_SIGNALS)  # cannot tell: reset them to be sure
 _RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
 
 
 def _reset_reserved_signals() -> None:
+    if not any(signum in _RESERVED_SIGNALS for signum in _ignored_signals()):
+        return  # the usual case: nothing to undo, and no ctypes import at every start
     import ctypes
 
     number = _RT_SIGACTION.get(os.uname().machine)
