@@ -9,7 +9,6 @@ ShimError.line(), which never holds one either.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -25,6 +24,13 @@ class Log:
         self.threshold = LEVELS[level or default]
         self.stream = stream if stream is not None else sys.stderr
         self._audit = _open_audit_file(audit_file) if audit_file else None
+        self._dumps = None
+        if self._audit is not None or log_format == "json":
+            # Imported here rather than at module level: a text-format run without an audit
+            # file never needs json (~1 ms at every start). Not later either: after the drop to
+            # --user the interpreter's own files may no longer be readable.
+            from json import dumps
+            self._dumps = dumps
 
     def event(self, event: str, level: str = "info", message: str | None = None, **fields) -> None:
         record = {"time": _now(), "level": level, "event": event}
@@ -32,12 +38,12 @@ class Log:
             record["message"] = message
         record.update({k: v for k, v in fields.items() if v is not None})
         if self._audit is not None:
-            self._audit.write(json.dumps(record, default=str) + "\n")
+            self._audit.write(self._dumps(record, default=str) + "\n")
             self._audit.flush()
         if LEVELS[level] < self.threshold:
             return
         if self.format == "json":
-            line = json.dumps(record, default=str)
+            line = self._dumps(record, default=str)
         else:
             line = "shim: " + (f"{level}: " if level in ("warning", "error") else "")
             line += message if message is not None else _describe(event, fields)

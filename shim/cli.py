@@ -143,7 +143,6 @@ def _signal_option(text: str, option: str) -> int:
 
 def _change_action(text: str | None, command: str) -> tuple[str, object] | None:
     """--on-change: ("restart",) ("exit",) ("signal", n) ("run", argv), checked per command."""
-    import shlex
     if not text:
         return ("restart", None) if command == "exec" else None
     kind, _, argument = text.partition(":")
@@ -156,6 +155,7 @@ def _change_action(text: str | None, command: str) -> tuple[str, object] | None:
     if kind == "signal":
         return ("signal", _signal_option(argument, "--on-change signal"))
     if kind == "run":
+        import shlex
         argv = shlex.split(argument)
         if not argv:
             raise UsageError("--on-change run: needs a command", hint="write run:CMD ARGS")
@@ -277,6 +277,10 @@ def exec_command(command, **options):
     from shim.launch import exec_command as execve
 
     run = _prepare(options, command="exec")
+    if options["no_new_privs"]:
+        # set_no_new_privs() runs after the drop to --user, when the interpreter's own files
+        # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
+        import ctypes  # noqa: F401
     identity = _target_identity(run)
     pool = _provider_pool(run)
     plan, resolution, errors = _resolve(run, pool)
@@ -319,7 +323,9 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
     options = run.options
     watching = options["watch_seconds"] is not None
     if identity is not None and not watching:
-        # Nothing to re-read later: the supervisor gives up root as well.
+        # Nothing to re-read later: the supervisor gives up root as well. Supervisor.install()
+        # imports ctypes lazily; after the drop the interpreter's files may be unreadable.
+        import ctypes  # noqa: F401
         privileges.drop_privileges(identity)
         _log_dropped(run, identity)
 

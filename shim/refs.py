@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote
 
 from shim.errors import UsageError
 
@@ -376,6 +375,7 @@ def _render(provider, syntax, locator, selector, version, options) -> str:
         body = f"{vault}/{name}" + (f"/{version}" if version else "")
     text = f"ref+{provider}://{_escape_body(body)}"
     if query:
+        from urllib.parse import quote  # lazily: only references with options need it
         text += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(query))
     if selector:
         text += "#/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in selector)
@@ -396,6 +396,7 @@ def _parse_selector(text: str, fragment: str) -> tuple[str, ...]:
 def _parse_query(text: str, provider: str, query: str | None) -> tuple[tuple[str, str], ...]:
     if query is None:
         return ()
+    from urllib.parse import parse_qsl  # lazily: only references with options need it
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
     except ValueError:

@@ -23,7 +23,6 @@ Read top to bottom, like tini.c:
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -67,6 +66,7 @@ class Supervisor:
     def install(self) -> None:
         """Become a proper init: subreaper when not PID 1, signals blocked and awaited."""
         if os.getpid() != 1:
+            import ctypes
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         for signum in _IGNORED_BY_SUPERVISOR:

@@ -1,0 +1,143 @@
+"""A local-only run (NAME_FILE variables and placeholders from a secrets dir) imports nothing it
+does not use: no provider SDK, no tenacity, no scanner, none of the stdlib modules that only
+other paths need. Start-up time is mostly import time (docs/performance.md), so an import that
+creeps into this path is a performance regression; these tests catch it without a clock.
+
+Modules are compared with what the same interpreter imports for `python -c pass`, so the
+checkout's editable install (whose .pth finder imports pathlib and urllib.parse at start-up)
+does not hide or fake anything.
+
+Lazy imports have one hazard, tested last: a module first imported after the drop to --user
+cannot be loaded when the interpreter is not readable by that user.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+# Remote stores and what they bring; the scanner; shim's modules for other paths.
+NEVER_ON_THE_LOCAL_PATH = (
+    "hvac", "requests", "urllib3", "certifi", "charset_normalizer", "idna",
+    "boto3", "botocore", "s3transfer", "jmespath", "dateutil",
+    "azure", "msal", "msal_extensions", "cryptography", "jwt",
+    "tenacity", "concurrent",
+    "detect_secrets", "yaml",
+    "shim.providers.vault", "shim.providers.aws", "shim.providers.azure",
+    "shim.scan", "shim.devenv", "shim.render", "shim.watch",
+    "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
+)
+# Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):
+# python-dotenv only with --env-file, ctypes only for --no-new-privs or a non-PID-1 --init,
+# json only for JSON logs, an audit file or a #key selector, urllib.parse only for options in
+# a reference or a secret inside a URL's user-info, shlex only for --on-change run:CMD.
+LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex")
+FILE_VARIABLES, PLACEHOLDERS = 20, 5
+
+
+def _matches(module: str, names) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in names)
+
+
+def _importtime_modules(stderr: str) -> set[str]:
+    return {match.group(1) for match in re.finditer(r"^import time:.*\| +(\S+)$", stderr, re.M)}
+
+
+@pytest.fixture(scope="module")
+def interpreter_modules() -> set[str]:
+    """What this interpreter imports for `python -c pass` (site, .pth files)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
+                            capture_output=True, text=True, check=True)
+    return _importtime_modules(result.stderr)
+
+
+@pytest.fixture
+def local_env(tmp_path, canaries) -> tuple[dict, str]:
+    """20 NAME_FILE variables and 5 placeholders, all served by one secrets dir."""
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    env = {}
+    for n in range(FILE_VARIABLES):
+        path = secrets_dir / f"file_{n:02d}"
+        path.write_text(canaries.new(f"file{n}") + "\n")
+        env[f"LOCAL_{n:02d}_FILE"] = str(path)
+    for n in range(PLACEHOLDERS):
+        (secrets_dir / f"KEY_{n}").write_text(canaries.new(f"placeholder{n}"))
+        env[f"PLACEHOLDER_{n}"] = f"CHANGEME_KEY_{n}"
+    env["DATABASE_URL"] = "postgresql://app:CHANGEME_KEY_0@db/app"
+    return env, str(secrets_dir)
+
+
+def test_exec_of_files_and_placeholders_imports_only_what_it_uses(
+        run_shim, local_env, interpreter_modules):
+    env, secrets_dir = local_env
+    result = run_shim(["exec", "--secrets-dir", secrets_dir, "--", "/bin/true"],
+                      {**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    imported = _importtime_modules(result.stderr) - interpreter_modules
+    # The measurement works. (Modules loaded through importlib.import_module, as providers are,
+    # are not reported by -X importtime; the SDKs they import are.)
+    assert {"click", "shim.plan", "shim.resolve"} <= imported
+    unwanted = sorted(m for m in imported if _matches(m, NEVER_ON_THE_LOCAL_PATH + LAZY))
+    assert unwanted == []
+
+
+def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_modules):
+    """In-process: run `shim check` (it returns, unlike exec) and look at sys.modules."""
+    env, secrets_dir = local_env
+    dump = tmp_path / "modules.json"
+    code = (
+        "import sys\n"
+        "from shim.cli import main\n"
+        "try:\n"
+        f"    main(['check', '--secrets-dir', {secrets_dir!r}])\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "modules = sorted(sys.modules)\n"
+        "import json\n"
+        f"open({str(dump)!r}, 'w').write(json.dumps({{'code': code, 'modules': modules}}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env={"PATH": "/usr/bin:/bin", **env},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(dump.read_text())
+    assert report["code"] == 0
+    modules = set(report["modules"]) - interpreter_modules
+    assert "shim.providers.files" in modules
+    # `check` prints its table through shim.report, which uses json; the rest is as for exec.
+    unwanted = sorted(m for m in modules
+                      if _matches(m, NEVER_ON_THE_LOCAL_PATH + tuple(n for n in LAZY if n != "json")))
+    assert unwanted == []
+
+
+def test_a_remote_reference_does_load_its_sdk(run_shim, local_env, interpreter_modules):
+    """The control: the same measurement sees hvac and tenacity once a Vault reference is there."""
+    env, secrets_dir = local_env
+    env = {**env, "VAULT_ADDR": "http://127.0.0.1:9", "VAULT_TOKEN": "s.not-a-real-token",
+           "REMOTE": "vault:secret/data/app#password", "PYTHONPROFILEIMPORTTIME": "1"}
+    result = run_shim(["exec", "--deadline", "1s", "--secrets-dir", secrets_dir, "--", "/bin/true"],
+                      env)
+    assert result.returncode == 69, result.stderr      # nothing listens on port 9
+    imported = _importtime_modules(result.stderr) - interpreter_modules
+    assert {"hvac", "tenacity", "requests"} <= imported
+
+
+@pytest.mark.parametrize("options", [
+    ["--no-new-privs"],                                    # ctypes, for prctl after the drop
+    ["--init", "--no-new-privs"],                          # ctypes in Supervisor.install()
+    ["--audit-file", "{audit}"],                           # json for events after the drop
+    ["--log-format", "json", "--init"],
+], ids=["no-new-privs", "init", "audit-file", "json-log-init"])
+def test_lazy_imports_happen_before_the_privilege_drop(run_shim, probe, tmp_path, options):
+    """The interpreter of this checkout lives under /root, which nobody cannot read: a module
+    first imported after the drop to --user fails there (exit 70), as it would in any image
+    whose Python is not readable by the target user."""
+    audit = tmp_path / "audit.jsonl"
+    options = [option.format(audit=audit) for option in options]
+    result = run_shim(["exec", "--user", "nobody", *options, "--", *probe.argv], {})
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["uid"] == 65534
