@@ -40,6 +40,10 @@ images: install
 e2e: install-test docker
 	$(PY) -m pytest -q -m docker tests/e2e
 
+# The figures of docs/performance.md (about 7 minutes; BENCH_ARGS=--quick: 1 minute, no Docker).
+bench: install-test docker
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
 unit: install-test
 	$(PY) -m pytest -q tests/unit
 
