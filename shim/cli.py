@@ -274,9 +274,12 @@ def cli():
 def exec_command(command, **options):
     """Resolve the environment, drop privileges, execve CMD (keeps the PID)."""
     from shim import privileges
-    from shim.launch import exec_command as execve
+    from shim.launch import exec_command as execve, reset_reserved_signals
 
     run = _prepare(options, command="exec")
+    # Before any drop (here or in --init's child): this may import ctypes, and after the
+    # drop to --user the interpreter's own files need not be readable.
+    reset_reserved_signals()
     if options["no_new_privs"]:
         # set_no_new_privs() runs after the drop to --user, when the interpreter's own files
         # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.

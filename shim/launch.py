@@ -29,7 +29,7 @@ def reset_signals() -> None:
             signal.signal(signum, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    _reset_reserved_signals()
+    reset_reserved_signals()
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
@@ -53,7 +53,8 @@ def _ignored_signals() -> list[int]:
 _RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
 
 
-def _reset_reserved_signals() -> None:
+def reset_reserved_signals() -> None:
+    """Call before dropping privileges too: the import it may need must happen as root."""
     if not any(signum in _RESERVED_SIGNALS for signum in _ignored_signals()):
         return  # the usual case: nothing to undo, and no ctypes import at every start
     import ctypes

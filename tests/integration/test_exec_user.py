@@ -98,3 +98,18 @@ def test_non_root_caller_asking_for_another_user_is_77(probe, shared_dir, canari
     same = as_nobody("exec", "--user", "nobody", "--", *probe.argv)
     assert same.returncode == 0, same.stderr
     assert probe.read()["uid"] == 65534
+
+
+def test_reserved_signals_ignored_and_user_drop(probe, shared_dir):
+    """Signals 32/33 ignored by the parent and a drop to nobody: reset as root, before the drop."""
+    import subprocess
+    import sys
+    from tests.conftest import BASE_ENV
+    from tests.integration.test_exec import IGNORE_RESERVED
+
+    code = IGNORE_RESERVED.replace("'exec', '--'", "'exec', '--user', 'nobody', '--'")
+    result = subprocess.run([sys.executable, "-c", code, *probe.argv], env=dict(BASE_ENV),
+                            capture_output=True, text=True, timeout=30, cwd=str(shared_dir))
+    assert result.returncode == 0, result.stderr
+    record = probe.read()
+    assert record["uid"] == 65534 and record["sig_ign"] == "0000000000000000"
