@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-
 import click
 
 from shim.errors import ConfigError, PermissionDenied, ShimError, UsageError
@@ -89,14 +87,15 @@ def _shared_options(function=None, *, input_env_file_option="--env-file"):
     return function
 
 
-@dataclass
 class Run:
     """Everything a command needs, built once from its options."""
-    options: dict
-    log: object
-    settings: object
-    deadline_seconds: float
-    environ: dict | None = None
+
+    def __init__(self, options: dict, log, settings, deadline_seconds: float):
+        self.options = options
+        self.log = log
+        self.settings = settings
+        self.deadline_seconds = deadline_seconds
+        self.environ: dict | None = None
 
 
 def _prepare(options: dict, *, command: str) -> Run:

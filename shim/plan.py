@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Mapping, NamedTuple, Sequence, Union
 
 from shim.envfiles import EnvFileEntry, load_env_files
 from shim.errors import ConfigError, ShimError, UsageError
@@ -35,8 +34,7 @@ NEVER_TOUCH_FILE_VARS = frozenset({
 SHIM_PREFIX = "SHIM_"
 
 
-@dataclass(frozen=True)
-class SecretPart:
+class SecretPart(NamedTuple):
     reference: Reference
     in_userinfo: bool = False              # percent-encode: it sits in scheme://user:HERE@host
     placeholder: str | None = None         # the CHANGEME token this part replaces, if any
@@ -45,24 +43,26 @@ class SecretPart:
 Part = Union[str, SecretPart]
 
 
-@dataclass
 class Entry:
     """One variable of the child's environment that the shim produces or changes."""
-    name: str
-    source: str                            # env-file, file-var, reference, inline, placeholder, literal
-    parts: tuple[Part, ...]
-    origin: str | None = None              # NAME_FILE, or env file path:line
-    remove: tuple[str, ...] = ()           # variables to drop from the child (NAME_FILE)
-    whole: bool = False                    # the value is exactly one secret part
-    kept_placeholders: tuple[str, ...] = ()  # --allow-placeholders left these in place
+
+    def __init__(self, name: str, source: str, parts: tuple, origin: str | None = None,
+                 remove: tuple[str, ...] = (), whole: bool = False,
+                 kept_placeholders: tuple[str, ...] = ()):
+        self.name = name
+        self.source = source                    # env-file, file-var, reference, inline, placeholder, literal
+        self.parts = parts                      # literal text and SecretParts, in order
+        self.origin = origin                    # NAME_FILE, or env file path:line
+        self.remove = remove                    # variables to drop from the child (NAME_FILE)
+        self.whole = whole                      # the value is exactly one secret part
+        self.kept_placeholders = kept_placeholders  # --allow-placeholders left these in place
 
     @property
     def secret_parts(self) -> list[SecretPart]:
         return [part for part in self.parts if isinstance(part, SecretPart)]
 
 
-@dataclass
-class Settings:
+class Settings(NamedTuple):
     env_files: Sequence[str] = ()
     secrets_dirs: Sequence[str] = ("/run/secrets",)
     file_vars: frozenset = frozenset()
@@ -71,13 +71,12 @@ class Settings:
     skip: frozenset = frozenset()
 
 
-@dataclass
 class Plan:
-    environ: dict[str, str]                 # the starting environment after env files
-    entries: dict[str, Entry] = field(default_factory=dict)
-    errors: list[ShimError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    env_file_entries: Mapping[str, EnvFileEntry] = field(default_factory=dict)
+    def __init__(self, environ: dict[str, str]):
+        self.environ = environ                              # the starting environment after env files
+        self.entries: dict[str, Entry] = {}
+        self.errors: list[ShimError] = []
+        self.env_file_entries: Mapping[str, EnvFileEntry] = {}
 
     def references(self) -> list[Reference]:
         return [part.reference for entry in self.entries.values()

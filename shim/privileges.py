@@ -23,7 +23,7 @@ import grp
 import os
 import pwd
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from shim.errors import ConfigError, PermissionDenied, UsageError
 
@@ -34,8 +34,7 @@ _ID = re.compile(r"[0-9]+")
 _PR_SET_NO_NEW_PRIVS = 38
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Who the command runs as: the exact arguments of setgroups, setgid and setuid, and HOME."""
 
     uid: int

@@ -8,7 +8,6 @@ only when `Resolution.errors` is empty.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Mapping
 
@@ -23,20 +22,20 @@ from shim.refs import Reference
 MAX_ENV_STRING = 131072
 
 
-@dataclass
 class VariableResult:
-    name: str
-    value: str | None                     # None: left unset (optional and missing)
-    entry: Entry
-    metas: list[tuple[Reference, SecretMeta]] = field(default_factory=list)
-    error: ShimError | None = None
+    def __init__(self, name: str, value: str | None, entry: Entry):
+        self.name = name
+        self.value = value                  # None: left unset (optional and missing)
+        self.entry = entry
+        self.metas: list[tuple[Reference, SecretMeta]] = []
+        self.error: ShimError | None = None
 
 
-@dataclass
 class Resolution:
-    variables: dict[str, VariableResult] = field(default_factory=dict)
-    errors: list[ShimError] = field(default_factory=list)
-    fetched: dict[tuple, tuple[str, Fetched]] = field(default_factory=dict)  # fetch_key -> (provider, Fetched)
+    def __init__(self):
+        self.variables: dict[str, VariableResult] = {}
+        self.errors: list[ShimError] = []
+        self.fetched: dict[tuple, tuple[str, Fetched]] = {}  # fetch_key -> (provider, Fetched)
 
     def lease_metas(self):
         """(fetch_key, provider, meta, fetched) of every secret that came with a lease."""

@@ -9,17 +9,15 @@ resolver does that the same way for every store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence, Union
 
 from shim.deadline import Deadline
 from shim.errors import ShimError
 from shim.refs import Reference
 
 
-@dataclass(frozen=True)
-class SecretMeta:
+class SecretMeta(NamedTuple):
     """What the store says about a secret (never its value)."""
     version: str | None = None
     created: datetime | None = None      # timezone-aware
@@ -32,22 +30,22 @@ class SecretMeta:
     renewable: bool = False
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(NamedTuple):
     """A secret as read: text, bytes, or a key/value map (Vault KV, parsed JSON)."""
     value: Union[str, bytes, Mapping[str, Any]]
-    meta: SecretMeta = field(default_factory=SecretMeta)
+    meta: SecretMeta = SecretMeta()
 
 
 Outcome = Union[Fetched, ShimError]
 
 
-@dataclass
 class ProviderContext:
-    """What a provider may use: the starting environment, the logger, settings."""
-    environ: Mapping[str, str]
-    log: Any                                     # shim.audit.Log
-    settings: Mapping[str, Any] = field(default_factory=dict)
+    """What a provider may use: the starting environment, the logger (shim.audit.Log), settings."""
+
+    def __init__(self, environ: Mapping[str, str], log: Any, settings: Mapping[str, Any] | None = None):
+        self.environ = environ
+        self.log = log
+        self.settings = settings if settings is not None else {}
 
 
 class Provider(Protocol):
