@@ -53,8 +53,15 @@ def _ignored_signals() -> list[int]:
 _RT_SIGACTION = {"x86_64": 13, "aarch64": 134}
 
 
+_reserved_reset_done = False
+
+
 def reset_reserved_signals() -> None:
     """Call before dropping privileges too: the import it may need must happen as root."""
+    global _reserved_reset_done
+    if _reserved_reset_done:
+        return  # nothing sets them to ignored again before exec
+    _reserved_reset_done = True
     if not any(signum in _RESERVED_SIGNALS for signum in _ignored_signals()):
         return  # the usual case: nothing to undo, and no ctypes import at every start
     import ctypes

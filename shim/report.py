@@ -1,10 +1,14 @@
-"""`shim check` output: one row per variable the shim produces, never a value."""
+"""`shim check`: the plan, one row per variable the shim produces, never a value."""
 
 from __future__ import annotations
 
 import json
 import sys
 
+import click
+
+from shim.cli import _prepare, _report, _resolve, _shared_options, _target_identity
+from shim.errors import ShimError
 from shim.resolve import age_seconds
 
 
@@ -68,3 +72,25 @@ def _age(seconds) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+@click.command("check")
+@_shared_options
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def check_command(as_json, **options):
+    """Resolve exactly as exec would and print the plan; never a value."""
+    run = _prepare(options, command="check")
+    identity_errors = []
+    try:
+        _target_identity(run)
+    except ShimError as error:
+        identity_errors.append(error)
+    plan, resolution, errors = _resolve(run)
+    errors = identity_errors + errors
+    rows = plan_rows(plan, resolution)
+    if as_json:
+        print_json(rows, errors)
+    else:
+        print_table(rows)
+    if errors:
+        sys.exit(_report(run, errors))

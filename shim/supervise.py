@@ -196,13 +196,3 @@ class Supervisor:
 
     def deliver(self, signum: int) -> None:
         self._signal_child(signum)
-
-
-def signal_number(name: str) -> int:
-    """SIGHUP, HUP or 1 → 1; ValueError for anything else."""
-    text = name.strip().upper()
-    if text.isdigit():
-        return signal.Signals(int(text)).value
-    if not text.startswith("SIG"):
-        text = "SIG" + text
-    return signal.Signals[text].value

@@ -10,7 +10,7 @@ resolver does that the same way for every store.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Protocol, Sequence, Union
 
 from shim.deadline import Deadline
 from shim.errors import ShimError
@@ -48,36 +48,39 @@ class ProviderContext:
         self.settings = settings if settings is not None else {}
 
 
-class Provider(Protocol):
-    name: str
+# The interfaces, for readers and type checkers only: building Protocol classes costs
+# start-up time at every container start, and nothing checks them at run time.
+if TYPE_CHECKING:
+    class Provider(Protocol):
+        name: str
 
-    def fetch_all(self, references: Sequence[Reference],
-                  deadline: Deadline) -> dict[tuple, Outcome]:
-        """One Outcome per distinct fetch_key among `references`."""
-        ...
+        def fetch_all(self, references: Sequence[Reference],
+                      deadline: Deadline) -> dict[tuple, Outcome]:
+            """One Outcome per distinct fetch_key among `references`."""
+            ...
 
 
-ProviderFactory = Callable[[ProviderContext], Provider]
+    ProviderFactory = Callable[[ProviderContext], Provider]
 
 
-class LeaseKeeper(Protocol):
-    """Optional, for stores with leases and tokens (Vault); used by long-running modes.
+    class LeaseKeeper(Protocol):
+        """Optional, for stores with leases and tokens (Vault); used by long-running modes.
 
-    A Fetched whose meta has a lease_id is not re-read on every --watch tick
-    (a dynamic secret would be new each time); it is renewed at about 2/3 of
-    its TTL, and re-read only when renewal is refused or capped.
-    """
+        A Fetched whose meta has a lease_id is not re-read on every --watch tick
+        (a dynamic secret would be new each time); it is renewed at about 2/3 of
+        its TTL, and re-read only when renewal is refused or capped.
+        """
 
-    def renew_lease(self, lease_id: str, increment: int | None, deadline: Deadline) -> int:
-        """Renew; the new lease_duration in seconds (smaller than asked when max_ttl caps it)."""
-        ...
+        def renew_lease(self, lease_id: str, increment: int | None, deadline: Deadline) -> int:
+            """Renew; the new lease_duration in seconds (smaller than asked when max_ttl caps it)."""
+            ...
 
-    def revoke_lease(self, lease_id: str, deadline: Deadline) -> None: ...
+        def revoke_lease(self, lease_id: str, deadline: Deadline) -> None: ...
 
-    def token_ttl(self) -> int | None:
-        """Seconds left on the token this provider logged in with (None: no expiring token)."""
-        ...
+        def token_ttl(self) -> int | None:
+            """Seconds left on the token this provider logged in with (None: no expiring token)."""
+            ...
 
-    def renew_token(self, deadline: Deadline) -> int | None: ...
+        def renew_token(self, deadline: Deadline) -> int | None: ...
 
-    def revoke_token(self, deadline: Deadline) -> None: ...
+        def revoke_token(self, deadline: Deadline) -> None: ...
