@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 from shim.errors import NotFound, PermissionDenied, UsageError
 
-VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A pattern string, compiled (and cached by re) on first use: most runs have no env file.
+VALID_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 class EnvFileEntry(NamedTuple):
@@ -55,7 +56,7 @@ def _read_one(path: str) -> list[EnvFileEntry]:
                              hint="write NAME=value, quoting values with spaces")
         if binding.key is None:
             continue  # blank line or comment
-        if not VALID_NAME.fullmatch(binding.key):
+        if not re.fullmatch(VALID_NAME, binding.key):
             raise UsageError(f"env file {path} line {line}: {binding.key!r} is not a valid variable name",
                              hint="names use letters, digits and _ and do not start with a digit")
         if binding.value is None:

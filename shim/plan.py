@@ -264,13 +264,15 @@ def _split_inline(value: str) -> list[Part]:
     return [piece for piece in pieces if piece != ""] or [""]
 
 
-_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*)@")
+_USERINFO = r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#@]*)@"  # compiled by re on first use
 
 
 def _mark_userinfo(parts: list[Part]) -> list[Part]:
     """Flag the secret parts that sit inside a URL's user-info (they get percent-encoded)."""
     skeleton = "".join(part if isinstance(part, str) else "\0" for part in parts)
-    match = _USERINFO.match(skeleton)
+    if "://" not in skeleton:
+        return parts
+    match = re.match(_USERINFO, skeleton)
     if not match:
         return parts
     start, end = match.span(1)

@@ -30,7 +30,7 @@ from shim.errors import ConfigError, PermissionDenied, UsageError
 # runc's maxID: larger ids do not fit 32-bit systems, and (uid_t)-1 means "leave unchanged".
 MAX_ID = 2**31 - 1
 
-_ID = re.compile(r"[0-9]+")
+_ID = r"[0-9]+"  # compiled by re on first use: only runs with --user need it
 _PR_SET_NO_NEW_PRIVS = 38
 
 
@@ -133,7 +133,7 @@ def _user(spec: str, user_part: str) -> tuple[int, pwd.struct_passwd | None]:
     """The uid and its passwd entry, if any; a name without an entry is an error."""
     if not user_part:
         uid = os.getuid()
-    elif _ID.fullmatch(user_part):
+    elif re.fullmatch(_ID, user_part):
         uid = _in_range(spec, user_part, "uid")
     else:
         try:
@@ -150,7 +150,7 @@ def _user(spec: str, user_part: str) -> tuple[int, pwd.struct_passwd | None]:
 
 
 def _group(spec: str, group_part: str) -> int:
-    if _ID.fullmatch(group_part):
+    if re.fullmatch(_ID, group_part):
         return _in_range(spec, group_part, "gid")
     try:
         return grp.getgrnam(group_part).gr_gid

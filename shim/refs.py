@@ -37,7 +37,7 @@ PROVIDER_OPTIONS = {
 REFERENCE_PREFIXES = (
     "ref+", "vault:", "file:", "@Microsoft.KeyVault(",
 )
-_ARN_PREFIX = re.compile(r"arn:aws[a-z-]*:(secretsmanager|ssm):")
+_ARN_PREFIX = r"arn:aws[a-z-]*:(secretsmanager|ssm):"  # compiled by re on first use
 _MAX_QUOTED = 200
 
 
@@ -86,7 +86,8 @@ class Reference(NamedTuple):
 
 
 def looks_like_reference(text: str) -> bool:
-    return text.startswith(REFERENCE_PREFIXES) or bool(_ARN_PREFIX.match(text))
+    return text.startswith(REFERENCE_PREFIXES) or (
+        text.startswith("arn:") and re.match(_ARN_PREFIX, text) is not None)
 
 
 def parse_reference(text: str) -> Reference:
@@ -99,7 +100,7 @@ def parse_reference(text: str) -> Reference:
         return _parse_file_short(text)
     if text.startswith("@Microsoft.KeyVault("):
         return _parse_app_service(text)
-    match = _ARN_PREFIX.match(text)
+    match = re.match(_ARN_PREFIX, text)
     if match:
         if match.group(1) == "secretsmanager":
             return _parse_secretsmanager_arn(text)
@@ -429,7 +430,7 @@ def _parse_query(text: str, provider: str, query: str | None) -> tuple[tuple[str
 
 
 _BODY_ESCAPES = {"%": "%25", "#": "%23", "?": "%3F"}
-_BODY_UNESCAPE = re.compile(r"%(25|23|3[Ff])")
+_BODY_UNESCAPE = r"%(25|23|3[Ff])"  # compiled by re on first use
 
 
 def _escape_body(body: str) -> str:
@@ -438,7 +439,7 @@ def _escape_body(body: str) -> str:
 
 
 def _unescape_body(body: str) -> str:
-    return _BODY_UNESCAPE.sub(lambda m: {"25": "%", "23": "#"}.get(m.group(1), "?"), body)
+    return re.sub(_BODY_UNESCAPE, lambda m: {"25": "%", "23": "#"}.get(m.group(1), "?"), body)
 
 
 def _split_once(text: str, separator: str) -> tuple[str, str | None]:
