@@ -186,6 +186,18 @@ class _AwsProvider:
                 raise
             raise self.client_failure(error) from None
 
+    def single_read(self, region, refs, deadline, read) -> dict:
+        """One un-batched read shared by `refs`: its Fetched, or the error it ended in."""
+        try:
+            outcome = read(self.client(region, deadline))
+        except ClientError as error:
+            outcome = self.failure(error, refs[0])
+        except BotoCoreError as error:
+            outcome = self.client_failure(error)
+        except ShimError as error:
+            outcome = error
+        return {reference.fetch_key: outcome for reference in refs}
+
     def client_failure(self, error: BotoCoreError) -> ShimError:
         """botocore's own failures (no HTTP answer to map)."""
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
@@ -354,16 +366,8 @@ class SecretsManagerProvider(_AwsProvider):
             params["VersionStage"] = stage
         if version_id:
             params["VersionId"] = version_id
-        try:
-            client = self.client(region, deadline)
-            outcome = self._outcome(self.call(client, "GetSecretValue", params, refs[0], deadline))
-        except ClientError as error:
-            outcome = self.failure(error, refs[0])
-        except BotoCoreError as error:
-            outcome = self.client_failure(error)
-        except ShimError as error:
-            outcome = error
-        return {reference.fetch_key: outcome for reference in refs}
+        return self.single_read(region, refs, deadline, lambda client: self._outcome(
+            self.call(client, "GetSecretValue", params, refs[0], deadline)))
 
     def _outcome(self, entry: dict):
         meta = SecretMeta(version=entry.get("VersionId"), created=_utc(entry.get("CreatedDate")))
@@ -488,18 +492,9 @@ class ParameterStoreProvider(_AwsProvider):
         return outcomes
 
     def _single(self, region, request, refs, deadline) -> dict:
-        try:
-            client = self.client(region, deadline)
-            response = self.call(client, "GetParameter",
-                                 {"Name": request, "WithDecryption": True}, refs[0], deadline)
-            outcome = self._outcome(response["Parameter"])
-        except ClientError as error:
-            outcome = self.failure(error, refs[0])
-        except BotoCoreError as error:
-            outcome = self.client_failure(error)
-        except ShimError as error:
-            outcome = error
-        return {reference.fetch_key: outcome for reference in refs}
+        params = {"Name": request, "WithDecryption": True}
+        return self.single_read(region, refs, deadline, lambda client: self._outcome(
+            self.call(client, "GetParameter", params, refs[0], deadline)["Parameter"]))
 
     def _outcome(self, parameter: dict) -> Fetched:
         version = parameter.get("Version")
