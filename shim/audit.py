@@ -32,7 +32,14 @@ class Log:
             from json import dumps
             self._dumps = dumps
 
+    def wants(self, level: str) -> bool:
+        """Would an event of this level be shown or recorded anywhere?"""
+        return self._audit is not None or LEVELS[level] >= self.threshold
+
     def event(self, event: str, level: str = "info", message: str | None = None, **fields) -> None:
+        shown = LEVELS[level] >= self.threshold
+        if not shown and self._audit is None:
+            return  # the usual text-mode start: nobody reads it, so build nothing
         record = {"time": _now(), "level": level, "event": event}
         if message is not None:
             record["message"] = message
@@ -40,7 +47,7 @@ class Log:
         if self._audit is not None:
             self._audit.write(self._dumps(record, default=str) + "\n")
             self._audit.flush()
-        if LEVELS[level] < self.threshold:
+        if not shown:
             return
         if self.format == "json":
             line = self._dumps(record, default=str)
@@ -65,6 +72,8 @@ def record_resolution(log: Log, resolution) -> None:
     """One `secret.resolved` event per secret a variable received: where from, which version, how old."""
     from shim.resolve import age_seconds
 
+    if not log.wants("info"):
+        return
     for name in sorted(resolution.variables):
         result = resolution.variables[name]
         if result.error is not None:

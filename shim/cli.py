@@ -382,8 +382,9 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
 
 def main(argv=None) -> None:
     """Entry point: click's usage errors exit 64, ours their own code, bugs 70."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        cli.main(args=argv, prog_name="shim", standalone_mode=False)
+        cli.main(args=args, prog_name="shim", standalone_mode=False)
     except click.exceptions.UsageError as error:
         click.echo(f"shim: error: {error.format_message()}", err=True)
         if error.ctx is not None:
@@ -395,22 +396,20 @@ def main(argv=None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except ShimError as error:
-        _print_error(error)
+        _print_error(error, args)
         sys.exit(error.exit_code)
     except SystemExit:
         raise
-    except Exception as error:  # a bug: say so without echoing data that may hold a secret
+    except Exception as error:  # a bug: say so without a traceback, which may hold a value
         click.echo(f"shim: internal error ({type(error).__name__}); please report it", err=True)
-        if os.environ.get("SHIM_DEBUG_TRACEBACK") == "1":
-            raise
         sys.exit(EXIT_INTERNAL)
     sys.exit(0)
 
 
-def _print_error(error: ShimError) -> None:
+def _print_error(error: ShimError, args) -> None:
+    """An error raised before the log existed (bad option values), in the asked-for format."""
     import json
-    if os.environ.get("SHIM_LOG_FORMAT") == "json" or "--log-format=json" in sys.argv or \
-            _option_value(sys.argv, "--log-format") == "json":
+    if os.environ.get("SHIM_LOG_FORMAT") == "json" or _option_value(args, "--log-format") == "json":
         record = {"level": "error", "event": "error", "message": error.line(),
                   "exit_code": error.exit_code, "failure": error.kind}
         sys.stderr.write(json.dumps(record) + "\n")
@@ -418,10 +417,13 @@ def _print_error(error: ShimError) -> None:
         sys.stderr.write(f"shim: error: {error.line()}\n")
 
 
-def _option_value(argv, name):
-    for index, item in enumerate(argv[:-1]):
+def _option_value(args, name):
+    """The value of `name VALUE` or `name=VALUE` before `--` (the command's own arguments)."""
+    for index, item in enumerate(args):
         if item == "--":
             return None
-        if item == name:
-            return argv[index + 1]
+        if item.startswith(name + "="):
+            return item[len(name) + 1:]
+        if item == name and index + 1 < len(args):
+            return args[index + 1]
     return None

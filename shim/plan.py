@@ -173,9 +173,9 @@ def _plan_file_vars(plan: Plan, settings: Settings) -> None:
             continue
         if not path:
             # docker-library file_env: an empty NAME_FILE leaves NAME as it is.
-            plan.entries.setdefault(target, Entry(
-                target, "literal", (environ.get(target, ""),), remove=(file_var,)))
-            plan.entries[target].remove = (file_var,)
+            entry = plan.entries.setdefault(
+                target, Entry(target, "literal", (environ.get(target, ""),)))
+            entry.remove = (file_var,)
             continue
         reference = parse_reference("file:" + path)
         plan.entries[target] = Entry(target, "file-var", (SecretPart(reference),),

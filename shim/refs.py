@@ -13,7 +13,8 @@ Canonical forms (docs/references.md has the full table):
     awsssm      ref+awsssm://<name>[?version=N|label=L]    (a leading / is implied for hierarchies)
     azure       ref+azurekeyvault://<vault>/<name>[/<version>][#/key]
 
-Reference text is configuration, not a secret, so messages may quote it.
+Messages name the syntax but never quote the whole text: a value that only looks
+like a reference may be a secret.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ REFERENCE_PREFIXES = (
     "ref+", "vault:", "file:", "@Microsoft.KeyVault(",
 )
 _ARN_PREFIX = r"arn:aws[a-z-]*:(secretsmanager|ssm):"  # compiled by re on first use
-_MAX_QUOTED = 200
 
 
 # The data carriers on the start-up path are NamedTuples or plain classes, not dataclasses:
@@ -469,5 +469,18 @@ def _require_int(text: str, value: str, what: str) -> None:
 
 
 def _malformed(text: str, what: str, hint: str) -> UsageError:
-    shown = text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "..."
-    return UsageError(f"malformed reference {shown!r}: {what}", hint=hint)
+    # The text itself is not quoted: a value that only looks like a reference (a password
+    # that happens to start with "vault:") would be printed whole. The variable is named by
+    # the caller, and the syntax is enough to find the fault.
+    return UsageError(f"malformed {_syntax_of(text)} reference: {what}", hint=hint)
+
+
+def _syntax_of(text: str) -> str:
+    if text.startswith("ref+"):
+        scheme = text.split("://", 1)[0] if "://" in text else "ref+"
+        return scheme if len(scheme) <= 20 else "ref+"
+    for prefix in ("vault:", "file:", "@Microsoft.KeyVault("):
+        if text.startswith(prefix):
+            return prefix
+    match = re.match(_ARN_PREFIX, text)
+    return match.group(0) if match else "reference-like"

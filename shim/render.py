@@ -207,7 +207,7 @@ def _render_watch(run: Run, renderer, pool, resolution, action, pid_file) -> int
             if info is None:
                 watcher.tick()
             elif info.si_signo == signal.SIGHUP:
-                watcher._next = time.monotonic()
+                watcher.due_now()
                 watcher.tick()
             else:
                 run.log.event("render.stopped", "info", "stopping on signal", signal=info.si_signo)

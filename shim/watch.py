@@ -62,6 +62,7 @@ class Watcher:
         self._result = None
         self._next = time.monotonic() + self._jittered(interval)
         self._token_due: float | None = None
+        self._token_provider: str | None = None
         self.resolutions = 0
 
     # The supervisor (or render's loop) asks when to call tick().
@@ -71,6 +72,10 @@ class Watcher:
         if self._token_due is not None:
             due.append(self._token_due)
         return min(due)
+
+    def due_now(self) -> None:
+        """Resolve at the next tick instead of waiting for the timer (render's SIGHUP)."""
+        self._next = time.monotonic()
 
     def tick(self) -> None:
         now = time.monotonic()

@@ -38,6 +38,9 @@ ROWS = [
     ("azure-bad-name", [], {"X": "@Microsoft.KeyVault(VaultName=v;SecretName=db_password)"}, {}, 64, "not valid"),
     ("azure-vals-short", [], {"X": "ref+azurekeyvault://onlyvault"}, {}, 64, "expected"),
     ("file-empty", [], {"X": "file:"}, {}, 64, "path is empty"),
+    # a password that merely looks like a reference: refused, and never echoed
+    ("lookalike-password", [], {"X": "vault:{canary}"}, {}, 64, "malformed vault: reference"),
+    ("lookalike-password-vals", [], {"X": "ref+vault://{canary}?x#"}, {}, 64, "malformed ref+vault reference"),
     ("inline-unclosed", [], {"X": "postgres://u:${ref+file:///x@h/d"}, {}, 64, "no closing }"),
     # bad user specs
     ("user-unknown", ["--user", "bogus"], {}, {}, 78, 'unknown user "bogus"'),

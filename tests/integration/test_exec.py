@@ -525,3 +525,15 @@ def test_signals_reserved_by_glibc_are_reset_too(probe):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert probe.read()["sig_ign"] == "0000000000000000"
+
+
+def test_option_errors_follow_the_asked_log_format(run_shim):
+    """An error found before the log exists still comes out as JSON when JSON was asked for."""
+    for args in (["--log-format=json"], ["--log-format", "json"]):
+        result = run_shim(["exec", *args, "--deadline", "soon", "--", "true"], {})
+        assert result.returncode == 64
+        record = json.loads(result.stderr)
+        assert record["exit_code"] == 64 and "--deadline" in record["message"]
+    # a --log-format among the command's own arguments is the command's business
+    text = run_shim(["exec", "--deadline", "soon", "--", "x", "--log-format", "json"], {})
+    assert text.stderr.startswith("shim: error: --deadline")
