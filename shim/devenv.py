@@ -17,6 +17,7 @@ the values, is read from a pipe and dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,8 +28,12 @@ from typing import NamedTuple
 
 import click
 
-from shim.cli import _shared_options
+from shim import privileges
+from shim.cli import command_options
 from shim.errors import CommandNotExecutable, CommandNotFound, ConfigError, UsageError
+from shim.launch import exec_command
+from shim.options import parse_options
+from shim.pipeline import Pipeline
 
 DEV_ENV = os.path.join(".secrets", "dev.env")
 GITIGNORE_LINES = (".secrets/", "**/dev.env")
@@ -43,41 +48,31 @@ _VALUE_BYTES = 32   # token_urlsafe(32): 256 bits, 43 characters of [A-Za-z0-9_-
 # --- shim run ------------------------------------------------------------------
 
 @click.command("run", context_settings={"allow_interspersed_args": False})
-@_shared_options
+@command_options("run")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
-def run_command(command, **options):
+def run_command(command, **raw):
     """Local development: run CMD with .secrets/dev.env and resolved secrets.
 
     Loads .secrets/dev.env first (any --env-file wins over it), refuses a dev env file
     git tracks, resolves as exec does, checks `docker compose up` for placeholders
     left in compose's configuration, then execve's CMD. Never drops privileges.
     """
-    from shim import privileges
-    from shim.cli import _child_env, _prepare, _provider_pool, _report, _resolve, _target_identity
-    from shim.launch import exec_command
-
-    for name, option in (("user", "--user"), ("init", "--init"), ("watch", "--watch"),
-                         ("on_change", "--on-change")):
-        if options.get(name):
-            raise UsageError(f"run does not take {option}: it never drops privileges and replaces "
-                             f"itself with CMD", hint="use shim exec for that")
-    options["env_files"] = _with_dev_env(tuple(options["env_files"]))
-    run = _prepare(options, command="run")
+    options = parse_options("run", raw)
+    run = Pipeline(dataclasses.replace(options, env_files=_with_dev_env(options.env_files)))
     _guard_dev_env_files(run.log, run.settings.env_files)
-    _target_identity(run)   # refuses a setuid install, and uid 0 under --require-non-root
-    pool = _provider_pool(run)
-    plan, resolution, errors = _resolve(run, pool)
-    if errors:
-        sys.exit(_report(run, errors))
-    env = _child_env(run, plan, resolution, None)
+    run.target_identity()   # refuses a setuid install, and uid 0 under --require-non-root
+    resolved = run.resolve()
+    if resolved.errors:
+        run.fail(resolved.errors)
+    env = run.child_environment(resolved)
     call = compose_call(command)
     if call is not None and call.subcommand in COMPOSE_STARTS:
         findings = check_compose(call, env)
-        if findings and not options["allow_placeholders"]:
-            sys.exit(_report(run, [ConfigError(finding.message) for finding in findings]))
+        if findings and not options.allow_placeholders:
+            run.fail([ConfigError(finding.message) for finding in findings])
         for finding in findings:
             run.log.warning(f"{finding.message} (--allow-placeholders)", event="placeholder.kept")
-    if options["no_new_privs"]:
+    if options.no_new_privs:
         privileges.set_no_new_privs()
     run.log.event("exec", "debug", command=command[0])
     exec_command(command, env)

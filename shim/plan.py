@@ -1,6 +1,6 @@
 """Classify the environment into a Plan: what each variable needs, nothing fetched.
 
-Order (interface.md, "What gets resolved"): env files fill gaps, NAME_FILE
+Order (docs/reference.md, "What gets resolved"): env files fill gaps, NAME_FILE
 becomes NAME, references and inline ${...} pieces become secrets, CHANGEME
 placeholders are looked up. Every variable's value becomes a template of
 literal text and secret parts; the resolver fills the parts in.
@@ -77,6 +77,7 @@ class Plan:
         self.entries: dict[str, Entry] = {}
         self.errors: list[ShimError] = []
         self.env_file_entries: Mapping[str, EnvFileEntry] = {}
+        self.left_as_is: list[str] = []                     # NAME_FILE whose path is outside every secrets dir
 
     def references(self) -> list[Reference]:
         return [part.reference for entry in self.entries.values()
@@ -163,6 +164,8 @@ def _plan_file_vars(plan: Plan, settings: Settings) -> None:
         path = environ[file_var]
         wanted = target in settings.file_vars or "*" in settings.file_vars
         if not (wanted or _under_secrets_dir(path, settings.secrets_dirs)):
+            if path:
+                plan.left_as_is.append(file_var)
             continue
         if environ.get(target) and path:
             plan.errors.append(ConfigError(

@@ -24,8 +24,10 @@ import tempfile
 
 import click
 
-from shim.cli import (Run, _prepare, _provider_pool, _report, _resolve, _shared_options)
+from shim import privileges
+from shim.cli import command_options, pipeline_for
 from shim.errors import UsageError
+from shim.pipeline import Pipeline, secret_values
 
 FORMATS = ("dotenv", "shell", "json")
 
@@ -123,83 +125,67 @@ def _remove(path: str) -> None:
 # --- the command -----------------------------------------------------------
 
 @click.command("render")
-@_shared_options(input_env_file_option="--from-env-file")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), envvar="SHIM_RENDER_DIR",
-              help="Write each secret variable to DIR/<NAME>.")
-@click.option("--env-file", "out_env_file", type=click.Path(dir_okay=False), envvar="SHIM_RENDER_ENV_FILE",
-              help="Write every secret variable into this one env file.")
-@click.option("--format", "file_format", type=click.Choice(["dotenv", "shell", "json"]), default="dotenv",
-              envvar="SHIM_RENDER_FORMAT", help="Format of --env-file.")
-@click.option("--mode", default="0400", envvar="SHIM_RENDER_MODE", help="File mode, octal (default 0400).")
-@click.option("--owner", envvar="SHIM_RENDER_OWNER", metavar="USER[:GROUP]", help="Owner of the files.")
-@click.option("--pid-file", envvar="SHIM_PID_FILE", type=click.Path(dir_okay=False),
-              help="Process to signal for --on-change signal:NAME.")
-def render_command(directory, out_env_file, file_format, mode, owner, pid_file, **options):
+@command_options("render")
+def render_command(**raw):
     """Init container / sidecar: write secrets to files, optionally keep them current."""
-    from shim import privileges
-
-    run = _prepare(options, command="render")
-    if not directory and not out_env_file:
+    run = pipeline_for("render", raw)
+    options = run.options
+    if not options.directory and not options.out_env_file:
         raise UsageError("render needs --dir DIR or --env-file PATH (or both)",
                          hint="e.g. shim render --dir /run/app-secrets")
-    try:
-        file_mode = int(mode, 8)
-    except ValueError:
-        raise UsageError(f"--mode {mode!r} is not an octal mode", hint="write e.g. 0400 or 0440") from None
-    action = options["change_action"]
-    if action and action[0] == "signal" and not pid_file:
+    action = options.on_change
+    if action and action[0] == "signal" and not options.pid_file:
         raise UsageError("--on-change signal:NAME needs --pid-file", hint="name the file holding the PID")
     uid = gid = None
-    if owner:
-        identity = privileges.resolve_identity(owner)
+    if options.owner:
+        identity = privileges.resolve_identity(options.owner)
         uid, gid = identity.uid, identity.gid
-    for path in (directory, os.path.dirname(os.path.abspath(out_env_file)) if out_env_file else None):
-        if path and not os.path.isdir(path):
-            raise UsageError(f"{path} is not a directory", hint="create it (a tmpfs/emptyDir volume) first")
-    pool = _provider_pool(run)
-    plan, resolution, errors = _resolve(run, pool)
-    if errors:
-        sys.exit(_report(run, errors))
-    renderer = Renderer(directory=directory, env_file=out_env_file, file_format=file_format,
-                        mode=file_mode, uid=uid, gid=gid)
-    renderer.render(_secret_values(resolution))
+    if options.directory:
+        _check_directory(options.directory)
+    if options.out_env_file:
+        parent = os.path.dirname(os.path.abspath(options.out_env_file))
+        if not os.path.isdir(parent):
+            raise UsageError(f"{parent} is not a directory", hint="create it (a tmpfs/emptyDir volume) first")
+    resolved = run.resolve()
+    if resolved.errors:
+        run.fail(resolved.errors)
+    renderer = Renderer(directory=options.directory, env_file=options.out_env_file,
+                        file_format=options.file_format, mode=options.mode, uid=uid, gid=gid)
+    renderer.render(secret_values(resolved))
     run.log.event("render.written", "info", "secrets written", variables=sorted(renderer.written),
-                  directory=directory, env_file=out_env_file)
-    if options["watch_seconds"] is None:
+                  directory=options.directory, env_file=options.out_env_file)
+    if options.watch is None:
         return
-    sys.exit(_render_watch(run, renderer, pool, resolution, action, pid_file))
+    sys.exit(_render_watch(run, renderer, resolved))
 
 
-def _secret_values(resolution) -> dict:
-    return {name: result.value for name, result in resolution.variables.items()
-            if result.value is not None}
+def _check_directory(path: str) -> None:
+    """--dir must exist: shim does not guess the mode and owner a volume should have."""
+    if os.path.isdir(path):
+        return
+    if os.path.lexists(path):
+        raise UsageError(f"--dir {path} is not a directory", hint="point --dir at a directory")
+    raise UsageError(f"--dir {path} does not exist",
+                     hint=f"create it first, e.g. a tmpfs/emptyDir volume or "
+                          f"install -d -m 0700 -o USER {path}")
 
 
-def _render_watch(run: Run, renderer, pool, resolution, action, pid_file) -> int:
+def _render_watch(run: Pipeline, renderer, resolved) -> int:
     """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now."""
     import signal
     import time
-    from shim.watch import Watcher
 
+    options = run.options
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-
-    def re_resolve(reuse):
-        _plan, new_resolution, errors = _resolve(run, pool, reuse)
-        if errors:
-            return None, errors, []
-        return _secret_values(new_resolution), [], new_resolution.lease_metas()
 
     def apply(values, changed):
         renderer.render(values)
         run.log.event("render.written", "info", f"rewrote {', '.join(changed)}", variables=changed)
-        if action is not None:
-            _notify(run, action, pid_file)
+        if options.on_change is not None:
+            _notify(run, options.on_change, options.pid_file)
 
-    watcher = Watcher(resolve=re_resolve, current=dict(renderer.written),
-                      interval=run.options["watch_seconds"], apply=apply, log=run.log, pool=pool,
-                      deadline_seconds=run.deadline_seconds)
-    watcher.track(resolution.lease_metas())
+    watcher = run.watcher(secret_values, dict(renderer.written), apply, resolved.resolution)
     try:
         while True:
             timeout = max(0.0, watcher.next_tick() - time.monotonic())
@@ -213,11 +199,11 @@ def _render_watch(run: Run, renderer, pool, resolution, action, pid_file) -> int
                 run.log.event("render.stopped", "info", "stopping on signal", signal=info.si_signo)
                 return 0
     finally:
-        if run.options["revoke_on_exit"]:
+        if options.revoke_on_exit:
             watcher.revoke_all()
 
 
-def _notify(run: Run, action, pid_file) -> None:
+def _notify(run: Pipeline, action, pid_file) -> None:
     """--on-change for render: signal the process in --pid-file, or run a command."""
     import subprocess
     kind, argument = action
@@ -232,7 +218,7 @@ def _notify(run: Run, action, pid_file) -> None:
                           f"could not signal the process in {pid_file}: {type(error).__name__}")
         return
     # The hook gets shim's own environment minus secrets it resolved: never the values.
-    env = {k: v for k, v in (run.environ or {}).items() if not k.startswith(("SHIM_", "VAULT_"))}
+    env = {k: v for k, v in run.environ.items() if not k.startswith(("SHIM_", "VAULT_"))}
     result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False)
     run.log.event("render.hook_ran", "info" if result.returncode == 0 else "warning",
                   command=argument[0], exit_code=result.returncode)

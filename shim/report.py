@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from shim.cli import _prepare, _report, _resolve, _shared_options, _target_identity
+from shim.cli import command_options, pipeline_for
 from shim.errors import ShimError
 from shim.resolve import age_seconds
 
@@ -43,6 +43,10 @@ def plan_rows(plan, resolution) -> list[dict]:
             rows.append({"variable": error.variable, "source": "-", "references": [],
                          "origin": None, "status": error.kind, "exit_code": error.exit_code,
                          "message": error.message, "version": None, "age_seconds": None})
+    for file_var in plan.left_as_is:
+        rows.append({"variable": file_var, "source": "file-var", "references": [], "origin": None,
+                     "status": "left as is (outside every secrets dir)", "version": None,
+                     "age_seconds": None})
     rows.sort(key=lambda row: row["variable"])
     return rows
 
@@ -75,22 +79,21 @@ def _age(seconds) -> str:
 
 
 @click.command("check")
-@_shared_options
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def check_command(as_json, **options):
+@command_options("check")
+def check_command(**raw):
     """Resolve exactly as exec would and print the plan; never a value."""
-    run = _prepare(options, command="check")
+    run = pipeline_for("check", raw)
     identity_errors = []
     try:
-        _target_identity(run)
+        run.target_identity()
     except ShimError as error:
         identity_errors.append(error)
-    plan, resolution, errors = _resolve(run)
+    plan, resolution, errors = run.resolve()
     errors = identity_errors + errors
     rows = plan_rows(plan, resolution)
-    if as_json:
+    if run.options.as_json:
         print_json(rows, errors)
     else:
         print_table(rows)
     if errors:
-        sys.exit(_report(run, errors))
+        run.fail(errors)

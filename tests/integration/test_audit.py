@@ -50,7 +50,9 @@ def test_failures_are_audited_with_their_class(run_shim, canaries, tmp_path):
 
 def test_json_log_format_emits_every_event_on_stderr(run_shim, canaries, tmp_path, probe):
     secret = aged_file(tmp_path / "s", canaries.new(), days=0)
-    result = run_shim(["exec", "--log-format", "json", "--", *probe.argv], {"S": f"file:{secret}"})
+    # --allow-root: shim runs as root here and the probe without --user, which warns otherwise.
+    result = run_shim(["exec", "--log-format", "json", "--allow-root", "--", *probe.argv],
+                      {"S": f"file:{secret}"})
     assert result.returncode == 0
     assert [r["event"] for r in events(result.stderr)] == ["secret.resolved", "exec"]
 

@@ -1,0 +1,343 @@
+"""Every option of the pipeline commands, defined once as plain data, and its parsed form.
+
+`OPTIONS` is the single table: the click options of `exec`, `check`, `render` and `run`
+(shim.cli builds them), the refusal of an option a command does not honour, and the tables
+in docs/reference.md (tests/unit/test_reference_doc.py compares them) all come from it.
+This module must not import click: a parser without click can be generated from the table.
+
+`parse_options()` turns the raw strings into `Options`: durations in seconds, signal numbers,
+the --on-change action, the file mode as an int. Nothing downstream sees the raw text.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Mapping, NamedTuple
+
+from shim.durations import parse_duration
+from shim.errors import UsageError
+from shim.refs import parse_reference
+
+PIPELINE_COMMANDS = ("exec", "check", "render", "run")
+ALL = frozenset(PIPELINE_COMMANDS)
+
+# Kinds: how a value is written and what it becomes in Options.
+#   flag      on/off (env var: 1/true/yes/on)           -> bool
+#   count     repeatable, no value (-vv)                 -> int
+#   text      a string as written                        -> str | None
+#   path      one file path                              -> str | None
+#   paths     repeatable; env var split on ':' or ','    -> tuple[str, ...]
+#   list      names, comma-separated (repeatable)        -> tuple or frozenset of str
+#   choice    one of `choices`                           -> str
+#   duration  500ms, 30s, 5m, 1h, 90d                    -> float seconds
+#   signal    TERM, SIGTERM or 15                        -> int
+#   action    --on-change, checked per command           -> (kind, argument) | None
+#   mode      octal file mode 0000-0777                  -> int
+#   user      USER[:GROUP], name or number               -> str | None
+KINDS = ("flag", "count", "text", "path", "paths", "list", "choice", "duration", "signal",
+         "action", "mode", "user")
+
+
+class Option(NamedTuple):
+    name: str                      # the field of Options
+    flags: tuple[str, ...]         # command-line flags; () for an environment-only setting
+    env: str | None                # the SHIM_* variable read when the flag is not given
+    kind: str
+    default: object
+    help: str
+    commands: frozenset            # the commands that honour it
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    multiple: bool = False         # may be given more than once
+    flags_for: Mapping[str, tuple[str, ...]] = {}   # a command that spells it differently
+    help_for: Mapping[str, str] = {}                # a command whose help differs
+    env_refused_by: frozenset = frozenset()        # commands that refuse its SHIM_* variable too
+
+    def flags_of(self, command: str) -> tuple[str, ...]:
+        return self.flags_for.get(command, self.flags)
+
+    def help_of(self, command: str) -> str:
+        return self.help_for.get(command, self.help)
+
+
+def _o(name, flags, env, kind, default, help, commands=ALL, **more) -> Option:
+    return Option(name, tuple(flags), env, kind, default, help, frozenset(commands), **more)
+
+
+_RESOLVING = ALL
+_RUNS_A_PROGRAM = frozenset({"exec", "run"})
+_SUPERVISES = frozenset({"exec"})
+_WATCHES = frozenset({"exec", "render"})
+# `run` replaces itself with CMD as the caller: SHIM_USER, SHIM_INIT, SHIM_WATCH or
+# SHIM_ON_CHANGE in its environment asks for something it would silently not do.
+_NEVER_DROPS = frozenset({"run"})
+
+OPTIONS: tuple[Option, ...] = (
+    _o("user", ["--user"], "SHIM_USER", "user", None,
+       "Drop to this user before exec (gosu semantics).", {"exec", "check"},
+       metavar="USER[:GROUP]", env_refused_by=_NEVER_DROPS),
+    _o("allow_root", ["--allow-root"], "SHIM_ALLOW_ROOT", "flag", False,
+       "Run CMD as root without --user and without the warning.", {"exec"}),
+    _o("env_files", ["--env-file"], "SHIM_ENV_FILE", "paths", (),
+       "Dotenv file to load first (repeatable; the variable takes a ',' or ':' list).",
+       _RESOLVING, multiple=True, flags_for={"render": ("--from-env-file",)}),
+    _o("secrets_dirs", ["--secrets-dir"], "SHIM_SECRETS_DIR", "paths", ("/run/secrets",),
+       "Trusted directory for NAME_FILE paths and placeholders (default /run/secrets).",
+       _RESOLVING, multiple=True),
+    _o("file_vars", ["--file-vars"], "SHIM_FILE_VARS", "list", frozenset(),
+       "Comma list of NAMEs whose NAME_FILE is always resolved; * for all.", _RESOLVING),
+    _o("skip", [], "SHIM_SKIP", "list", frozenset(),
+       "Comma list of variables shim leaves exactly as they are.", _RESOLVING),
+    _o("placeholder_source", ["--placeholder-source"], "SHIM_PLACEHOLDER_SOURCE", "text", None,
+       "Reference without a key; a placeholder's key is its selector.", _RESOLVING,
+       metavar="REF"),
+    _o("allow_placeholders", ["--allow-placeholders"], "SHIM_ALLOW_PLACEHOLDERS", "flag", False,
+       "Development only: keep unresolved placeholders, with a warning.", _RESOLVING),
+    _o("keep_file_vars", ["--keep-file-vars"], "SHIM_KEEP_FILE_VARS", "flag", False,
+       "Keep NAME_FILE in the child's environment.", _RUNS_A_PROGRAM),
+    _o("passthrough", ["--passthrough"], "SHIM_PASSTHROUGH", "list", (),
+       "Keep a provider credential variable that is scrubbed by default.", _RUNS_A_PROGRAM,
+       multiple=True),
+    _o("require_non_root", ["--require-non-root"], "SHIM_REQUIRE_NON_ROOT", "flag", False,
+       "Refuse to run CMD as uid 0.", {"exec", "check", "run"}),
+    _o("no_new_privs", ["--no-new-privs"], "SHIM_NO_NEW_PRIVS", "flag", False,
+       "Set PR_SET_NO_NEW_PRIVS before exec.", _RUNS_A_PROGRAM),
+    _o("init", ["--init"], "SHIM_INIT", "flag", False,
+       "Stay as a minimal PID 1 supervising CMD.", _SUPERVISES, env_refused_by=_NEVER_DROPS),
+    _o("watch", ["--watch"], "SHIM_WATCH", "duration", None,
+       "Re-resolve every DURATION and apply --on-change.", _WATCHES, metavar="DURATION",
+       env_refused_by=_NEVER_DROPS),
+    _o("on_change", ["--on-change"], "SHIM_ON_CHANGE", "action", None,
+       "restart (default) | signal:NAME | exit.", _WATCHES, metavar="ACTION",
+       help_for={"render": "signal:NAME (with --pid-file) | run:CMD."},
+       env_refused_by=_NEVER_DROPS),
+    _o("stop_timeout", ["--stop-timeout"], "SHIM_STOP_TIMEOUT", "duration", 10.0,
+       "After the stop signal, wait this long before SIGKILL (default 10s).", _SUPERVISES,
+       metavar="DURATION"),
+    _o("stop_signal", ["--stop-signal"], "SHIM_STOP_SIGNAL", "signal", signal.SIGTERM.value,
+       "Signal that asks CMD to stop on restart (default TERM).", _SUPERVISES,
+       metavar="SIGNAL"),
+    _o("forward_to", ["--forward-to"], "SHIM_FORWARD_TO", "choice", "group",
+       "--init: forward signals to CMD's process group (default) or CMD only.", _SUPERVISES,
+       choices=("group", "child")),
+    _o("revoke_on_exit", ["--revoke-on-exit"], "SHIM_REVOKE_ON_EXIT", "flag", False,
+       "Revoke leases and the store token when CMD (or render --watch) exits.", _WATCHES),
+    _o("deadline", ["--deadline"], "SHIM_DEADLINE", "duration", 60.0,
+       "Total time for resolution including retries (default 60s).", _RESOLVING,
+       metavar="DURATION"),
+    _o("max_age", ["--max-age"], "SHIM_MAX_AGE", "duration", None,
+       "Rotation policy: log secrets older than this (secret.rotation_overdue).", _RESOLVING,
+       metavar="DURATION"),
+    _o("enforce_max_age", ["--enforce-max-age"], "SHIM_ENFORCE_MAX_AGE", "flag", False,
+       "Refuse (78) secrets older than their max age.", _RESOLVING),
+    _o("audit_file", ["--audit-file"], "SHIM_AUDIT_FILE", "path", None,
+       "Append every audit event as JSON to this file (created 0600).", _RESOLVING),
+    _o("log_format", ["--log-format"], "SHIM_LOG_FORMAT", "choice", "text",
+       "stderr log format.", _RESOLVING, choices=("text", "json")),
+    _o("log_level", [], "SHIM_LOG_LEVEL", "choice", None,
+       "Log threshold when neither -v nor -q is given (an unknown word is ignored).",
+       _RESOLVING, choices=("debug", "info", "warning", "error")),
+    _o("quiet", ["-q", "--quiet"], None, "count", 0, "Quieter.", _RESOLVING),
+    _o("verbose", ["-v", "--verbose"], None, "count", 0, "More verbose.", _RESOLVING),
+    # check
+    _o("as_json", ["--json"], None, "flag", False, "Print the plan as JSON.", {"check"}),
+    # render
+    _o("directory", ["--dir"], "SHIM_RENDER_DIR", "path", None,
+       "Write each secret variable to DIR/<NAME> (DIR must exist).",
+       {"render"}),
+    _o("out_env_file", ["--env-file"], "SHIM_RENDER_ENV_FILE", "path", None,
+       "Write every secret variable into this one env file.", {"render"}),
+    _o("file_format", ["--format"], "SHIM_RENDER_FORMAT", "choice", "dotenv",
+       "Format of --env-file.", {"render"}, choices=("dotenv", "shell", "json")),
+    _o("mode", ["--mode"], "SHIM_RENDER_MODE", "mode", 0o400,
+       "File mode, octal 0000-0777 (default 0400).", {"render"}),
+    _o("owner", ["--owner"], "SHIM_RENDER_OWNER", "user", None, "Owner of the files.",
+       {"render"}, metavar="USER[:GROUP]"),
+    _o("pid_file", ["--pid-file"], "SHIM_PID_FILE", "path", None,
+       "Process to signal for --on-change signal:NAME.", {"render"}),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def options_of(command: str) -> tuple[Option, ...]:
+    return tuple(option for option in OPTIONS if command in option.commands)
+
+
+def refused_flags(command: str) -> dict[str, Option]:
+    """Flags other pipeline commands take and this one does not: each is a usage error."""
+    own = {flag for option in options_of(command) for flag in option.flags_of(command)}
+    refused: dict[str, Option] = {}
+    for option in OPTIONS:
+        if command in option.commands:
+            continue
+        for other in sorted(option.commands):
+            for flag in option.flags_of(other):
+                if flag not in own:
+                    refused.setdefault(flag, option)
+    return refused
+
+
+def split_paths(text: str) -> list[str]:
+    """A path list from an environment variable: ':' or ',' between paths."""
+    return [item.strip() for item in text.replace(",", ":").split(":") if item.strip()]
+
+
+def split_names(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+@dataclass(frozen=True)
+class Options:
+    """One command's options, parsed. A field its command does not take keeps its default."""
+
+    command: str
+    user: str | None = None
+    allow_root: bool = False
+    env_files: tuple[str, ...] = ()
+    secrets_dirs: tuple[str, ...] = ("/run/secrets",)
+    file_vars: frozenset = frozenset()
+    skip: frozenset = frozenset()
+    placeholder_source: object = None      # a shim.refs.Reference without a selector
+    allow_placeholders: bool = False
+    keep_file_vars: bool = False
+    passthrough: tuple[str, ...] = ()
+    require_non_root: bool = False
+    no_new_privs: bool = False
+    init: bool = False
+    watch: float | None = None             # seconds between re-resolutions
+    on_change: tuple | None = None         # ("restart"|"exit", None), ("signal", n), ("run", argv)
+    stop_timeout: float = 10.0
+    stop_signal: int = signal.SIGTERM.value
+    forward_to: str = "group"
+    revoke_on_exit: bool = False
+    deadline: float = 60.0
+    max_age: float | None = None
+    enforce_max_age: bool = False
+    audit_file: str | None = None
+    log_format: str = "text"
+    log_level: str | None = None           # from -v/-q, else SHIM_LOG_LEVEL
+    quiet: int = 0
+    verbose: int = 0
+    as_json: bool = False
+    directory: str | None = None
+    out_env_file: str | None = None
+    file_format: str = "dotenv"
+    mode: int = 0o400
+    owner: str | None = None
+    pid_file: str | None = None
+
+
+def parse_options(command: str, raw: Mapping[str, object],
+                  environ: Mapping[str, str] = os.environ) -> Options:
+    """Options from the raw values of the command line (or its SHIM_* variables).
+
+    `raw` holds strings as given (None when absent); environment-only settings
+    (SHIM_SKIP, SHIM_LOG_LEVEL) are read from `environ` here, once.
+    """
+    values: dict[str, object] = {}
+    for option in options_of(command):
+        if option.flags:
+            text = raw.get(option.name)
+        else:
+            text = environ.get(option.env or "", "")
+        values[option.name] = _parse(option, text, command)
+    if "on_change" in values:
+        values["on_change"] = parse_change_action(values["on_change"], command)
+    values["log_level"] = _log_level(values)
+    return Options(command=command, **values)
+
+
+def _parse(option: Option, text, command: str):
+    kind, flag = option.kind, (option.flags_of(command) or (option.env,))[-1]
+    if kind in ("flag", "count"):
+        return text or option.default
+    if kind == "paths":
+        return tuple(text) or option.default
+    if kind == "list":
+        items = [text] if isinstance(text, str) else list(text or ())
+        names = [name for item in items for name in split_names(item)]
+        return frozenset(names) if isinstance(option.default, frozenset) else tuple(names)
+    if kind == "choice":
+        if option.flags:
+            return text or option.default
+        word = (text or "").lower()
+        return word if word in option.choices else option.default
+    if text is None or text == "":
+        return option.default
+    if kind == "duration":
+        return parse_duration(text, option=flag)
+    if kind == "signal":
+        return parse_signal(text, flag)
+    if kind == "mode":
+        return parse_mode(text, flag)
+    if kind == "action":
+        return text        # checked in parse_change_action, which needs the command
+    if kind == "text" and option.name == "placeholder_source":
+        return parse_placeholder_source(text)
+    return text
+
+
+def parse_signal(text: str, option: str) -> int:
+    """SIGHUP, HUP or 1 -> 1; a UsageError for anything else."""
+    name = text.strip().upper()
+    try:
+        if name.isdigit():
+            return signal.Signals(int(name)).value
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
+    except (KeyError, ValueError):
+        raise UsageError(f"{option}: {text!r} is not a signal", hint="write e.g. TERM, HUP or 15") from None
+
+
+def parse_mode(text: str, option: str = "--mode") -> int:
+    """An octal permission mode 0000-0777: no setuid, setgid or sticky bit, nothing negative."""
+    digits = text.strip()
+    if not digits or not all(char in "01234567" for char in digits):
+        raise UsageError(f"{option} {text!r} is not an octal mode", hint="write e.g. 0400 or 0440")
+    mode = int(digits, 8)
+    if mode > 0o777:
+        raise UsageError(f"{option} {text!r} is outside 0000-0777",
+                         hint="setuid, setgid and sticky bits are not allowed on secret files")
+    return mode
+
+
+def parse_placeholder_source(text: str):
+    source = parse_reference(text)
+    if source.selector:
+        raise UsageError("--placeholder-source must not select a key",
+                         hint="drop the #key part: the placeholder's key is the selector")
+    return source
+
+
+def parse_change_action(text: str | None, command: str) -> tuple[str, object] | None:
+    """--on-change: ("restart",) ("exit",) ("signal", n) ("run", argv), checked per command."""
+    if not text:
+        return ("restart", None) if command == "exec" else None
+    kind, _, argument = text.partition(":")
+    allowed = ("restart", "signal", "exit") if command == "exec" else ("signal", "run")
+    if kind not in allowed:
+        raise UsageError(f"--on-change: {text!r} is not an action for {command}",
+                         hint="use one of: " + ", ".join(
+                             a + (":NAME" if a == "signal" else ":CMD" if a == "run" else "")
+                             for a in allowed))
+    if kind == "signal":
+        return ("signal", parse_signal(argument, "--on-change signal"))
+    if kind == "run":
+        import shlex   # only for run:CMD
+        argv = shlex.split(argument)
+        if not argv:
+            raise UsageError("--on-change run: needs a command", hint="write run:CMD ARGS")
+        return ("run", argv)
+    if argument:
+        raise UsageError(f"--on-change {kind} takes no argument", hint=f"write {kind}")
+    return (kind, None)
+
+
+def _log_level(values: Mapping[str, object]) -> str | None:
+    if values.get("verbose"):
+        return "debug" if values["verbose"] > 1 else "info"
+    if values.get("quiet"):
+        return "error"
+    return values.get("log_level")

@@ -1,0 +1,145 @@
+"""The pipeline every command shares: Plan -> Resolution -> Environment, once per run.
+
+A command parses its options into `shim.options.Options`, builds one `Pipeline`, and
+chooses the ending: exec the program, print the plan, write files, supervise.
+The Pipeline reads the starting environment once, owns the log and the provider
+pool (so `--watch` re-resolutions reuse each store's login), and reports failures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, NamedTuple, NoReturn
+
+from shim import privileges
+from shim.audit import Log, record_resolution
+from shim.deadline import Deadline
+from shim.environment import child_environment, starting_environment
+from shim.errors import ConfigError, PermissionDenied, ShimError
+from shim.options import Options
+from shim.plan import Plan, Settings, build_plan
+from shim.providers.base import ProviderContext
+from shim.resolve import ProviderPool, Resolution, resolve_plan
+
+
+class Resolved(NamedTuple):
+    plan: Plan
+    resolution: Resolution
+    errors: list[ShimError]      # plan, fetch and rotation failures, sorted by variable
+
+
+class Pipeline:
+    """One run of a command: its options, log, starting environment and provider pool."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.log = open_log(options)
+        self.settings = Settings(env_files=options.env_files, secrets_dirs=options.secrets_dirs,
+                                 file_vars=options.file_vars,
+                                 placeholder_source=options.placeholder_source,
+                                 allow_placeholders=options.allow_placeholders, skip=options.skip)
+        self.environ = starting_environment()
+        self.pool = ProviderPool(ProviderContext(self.environ, self.log,
+                                                 {"max_age": options.max_age}))
+
+    def target_identity(self) -> privileges.Identity | None:
+        """The identity CMD will run as, checked before anything is resolved."""
+        privileges.check_not_setuid()
+        identity = None
+        if self.options.user:
+            identity = privileges.resolve_identity(self.options.user)
+            privileges.ensure_may_switch(identity)
+        if self.options.require_non_root:
+            if identity is not None:
+                privileges.refuse_root(identity)
+                if identity.gid == 0:
+                    self.log.warning(f"--user {self.options.user}: the program runs with gid 0 "
+                                     f"(no group given and no passwd entry names another)",
+                                     event="privileges.gid_root")
+            elif os.getuid() == 0:
+                raise ConfigError("--require-non-root: the command would run as root (no --user given)",
+                                  hint="set --user to a non-root user or uid")
+        return identity
+
+    def warn_if_root(self, identity) -> None:
+        """exec without --user, started as root: the program keeps root; say so once."""
+        if identity is None and os.getuid() == 0 and not self.options.allow_root:
+            self.log.warning("running the program as root: no --user given "
+                             "(set --user, or --allow-root to silence this)", event="privileges.root")
+
+    def resolve(self, reuse=None) -> Resolved:
+        """Plan and Resolution, with every failure collected (sorted by variable)."""
+        plan = build_plan(self.environ, self.settings)
+        for file_var in plan.left_as_is:
+            # Not the path: a variable named *_FILE may hold anything, a secret included.
+            self.log.event("file_var.left_as_is", "info",
+                           f"{file_var}: its path is outside every secrets dir; left as is "
+                           f"(add the directory with --secrets-dir, or the name to --file-vars)",
+                           variable=file_var)
+        resolution = resolve_plan(plan, self.pool, Deadline(self.options.deadline), reuse)
+        record_resolution(self.log, resolution)
+        rotation_errors = []
+        if self.options.max_age or any(ref.option("max_age") for ref in plan.references()):
+            from shim.rotation import check_rotation   # only with a rotation policy
+            rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
+                                             enforce=self.options.enforce_max_age, log=self.log)
+        errors = plan.errors + resolution.errors + rotation_errors
+        errors.sort(key=lambda error: (error.variable or "", error.line()))
+        for entry in plan.entries.values():
+            for token in entry.kept_placeholders:
+                self.log.warning(f"{entry.name}: placeholder {token} left in place (--allow-placeholders)",
+                                 event="placeholder.kept", variable=entry.name)
+        return Resolved(plan, resolution, errors)
+
+    def child_environment(self, resolved: Resolved, identity=None) -> dict[str, str]:
+        env = child_environment(resolved.plan, resolved.resolution,
+                                keep_file_vars=self.options.keep_file_vars,
+                                passthrough=self.options.passthrough)
+        if identity is not None:
+            env["HOME"] = identity.home
+        return env
+
+    def report(self, errors) -> int:
+        """Log every error; the exit code of the first."""
+        for error in errors:
+            self.log.error(error, event="secret.failed" if error.variable else "error")
+        return errors[0].exit_code
+
+    def fail(self, errors) -> NoReturn:
+        sys.exit(self.report(errors))
+
+    def re_resolve(self, output: Callable[[Resolved], object], reuse):
+        """For --watch: (what `output` makes of a new resolution, errors, its leases)."""
+        resolved = self.resolve(reuse)
+        if resolved.errors:
+            return None, resolved.errors, []
+        return output(resolved), [], resolved.resolution.lease_metas()
+
+    def watcher(self, output: Callable[[Resolved], object], current, apply, resolution):
+        """A Watcher that re-resolves every --watch interval and tracks the first leases."""
+        from shim.watch import Watcher   # only with --watch: not on the start-up path
+
+        watcher = Watcher(resolve=lambda reuse: self.re_resolve(output, reuse), current=current,
+                          interval=self.options.watch, apply=apply, log=self.log,
+                          pool=self.pool, deadline_seconds=self.options.deadline)
+        watcher.track(resolution.lease_metas())
+        return watcher
+
+    def log_dropped(self, identity) -> None:
+        self.log.event("privileges.dropped", "info", user=identity.name, uid=identity.uid,
+                       gid=identity.gid, groups=list(identity.groups))
+
+
+def open_log(options: Options) -> Log:
+    try:
+        return Log(options.log_format, options.log_level, audit_file=options.audit_file)
+    except OSError as error:
+        raise PermissionDenied(f"--audit-file {options.audit_file}: cannot open it ({error.strerror})",
+                               hint="point it at a writable location") from None
+
+
+def secret_values(resolved: Resolved) -> dict[str, str]:
+    """The resolved variables that have a value (render's output)."""
+    return {name: result.value for name, result in resolved.resolution.variables.items()
+            if result.value is not None}
