@@ -1,4 +1,4 @@
-"""One exception type per exit code of interface.md.
+"""One exception type per exit code (docs/reference.md, "Exit codes").
 
 Every failure the shim reports is a ShimError. Its message never contains a
 secret value: callers build messages from variable names, canonical

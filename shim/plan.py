@@ -294,7 +294,7 @@ def _mark_userinfo(parts: list[Part]) -> list[Part]:
 
 def _placeholder_source(plan: Plan, settings: Settings, name: str, placeholder,
                         whole: bool) -> SecretPart | None:
-    """Where this placeholder's value comes from, in interface.md's order."""
+    """Where this placeholder's value comes from, in the documented order (README, "What gets resolved")."""
     entries = plan.env_file_entries
     candidates = ([name] if whole else []) + [placeholder.key]
     for candidate in candidates:

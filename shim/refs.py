@@ -1,7 +1,7 @@
 """The reference grammar: every accepted syntax parses to one Reference.
 
 A Reference says where a secret lives, which part of it to take and how to
-treat it; nothing is fetched here. Each syntax of interface.md is a small
+treat it; nothing is fetched here. Each syntax of docs/references.md is a small
 parser; `canonical` is the one spelling `shim check` and every message show.
 
 Canonical forms (docs/references.md has the full table):

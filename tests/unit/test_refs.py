@@ -1,4 +1,4 @@
-"""The reference grammar: every syntax of interface.md, canonical forms, malformed input."""
+"""The reference grammar: every syntax of docs/references.md, canonical forms, malformed input."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
