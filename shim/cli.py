@@ -16,7 +16,7 @@ import click
 from shim import privileges
 from shim.errors import ShimError
 from shim.launch import exec_command as execve, reset_reserved_signals
-from shim.options import Option, options_of, parse_options, refused_flags, split_names, split_paths
+from shim.options import Option, commands_taking, options_of, parse_options, refused_flags, split_names, split_paths
 from shim.pipeline import Pipeline
 
 EXIT_USAGE = 64
@@ -64,7 +64,7 @@ def _click_option(option: Option, command: str):
 def _refusal(command: str, flag: str, option: Option):
     """A hidden option that turns `flag` (and, for some, its SHIM_* variable) into a usage
     error naming the command."""
-    takers = ", ".join(sorted(option.commands))
+    takers = ", ".join(commands_taking(flag))
     env = option.env if command in option.env_refused_by else None
 
     def refuse(ctx, param, value):

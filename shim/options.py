@@ -171,13 +171,18 @@ def refused_flags(command: str) -> dict[str, Option]:
     own = {flag for option in options_of(command) for flag in option.flags_of(command)}
     refused: dict[str, Option] = {}
     for option in OPTIONS:
-        if command in option.commands:
-            continue
-        for other in sorted(option.commands):
+        for other in sorted(option.commands - {command}):
             for flag in option.flags_of(other):
                 if flag not in own:
                     refused.setdefault(flag, option)
     return refused
+
+
+def commands_taking(flag: str) -> tuple[str, ...]:
+    """The pipeline commands that accept `flag` (as they spell it)."""
+    return tuple(command for command in PIPELINE_COMMANDS
+                 if any(command in option.commands and flag in option.flags_of(command)
+                        for option in OPTIONS))
 
 
 def split_paths(text: str) -> list[str]:
@@ -255,7 +260,7 @@ def _parse(option: Option, text, command: str):
     if kind in ("flag", "count"):
         return text or option.default
     if kind == "paths":
-        return tuple(text) or option.default
+        return tuple(text or ()) or option.default
     if kind == "list":
         items = [text] if isinstance(text, str) else list(text or ())
         names = [name for item in items for name in split_names(item)]
