@@ -7,7 +7,6 @@ each command only chooses the ending (exec, print, write files, run).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -95,7 +94,7 @@ def pipeline_for(command: str, raw: dict, **replaced) -> Pipeline:
     """The Pipeline of one run of `command` from click's raw values."""
     options = parse_options(command, raw)
     if replaced:
-        options = dataclasses.replace(options, **replaced)
+        options = options.replace(**replaced)
     return Pipeline(options)
 
 

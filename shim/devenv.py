@@ -17,7 +17,6 @@ the values, is read from a pipe and dropped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -58,7 +57,7 @@ def run_command(command, **raw):
     left in compose's configuration, then execve's CMD. Never drops privileges.
     """
     options = parse_options("run", raw)
-    run = Pipeline(dataclasses.replace(options, env_files=_with_dev_env(options.env_files)))
+    run = Pipeline(options.replace(env_files=_with_dev_env(options.env_files)))
     _guard_dev_env_files(run.log, run.settings.env_files)
     run.target_identity()   # refuses a setuid install, and uid 0 under --require-non-root
     resolved = run.resolve()

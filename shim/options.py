@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
-from typing import Mapping, NamedTuple
+from typing import Mapping
 
 from shim.durations import parse_duration
 from shim.errors import UsageError
@@ -40,20 +39,34 @@ KINDS = ("flag", "count", "text", "path", "paths", "list", "choice", "duration",
          "action", "mode", "user")
 
 
-class Option(NamedTuple):
-    name: str                      # the field of Options
-    flags: tuple[str, ...]         # command-line flags; () for an environment-only setting
-    env: str | None                # the SHIM_* variable read when the flag is not given
-    kind: str
-    default: object
-    help: str
-    commands: frozenset            # the commands that honour it
-    metavar: str | None = None
-    choices: tuple[str, ...] = ()
-    multiple: bool = False         # may be given more than once
-    flags_for: Mapping[str, tuple[str, ...]] = {}   # a command that spells it differently
-    help_for: Mapping[str, str] = {}                # a command whose help differs
-    env_refused_by: frozenset = frozenset()        # commands that refuse its SHIM_* variable too
+class Option:
+    """One row of the table. A plain class, not a NamedTuple: cheaper to define at start-up."""
+
+    __slots__ = ("name", "flags", "env", "kind", "default", "help", "commands", "metavar",
+                 "choices", "multiple", "flags_for", "help_for", "env_refused_by")
+
+    def __init__(self, name: str, flags: tuple[str, ...], env: str | None, kind: str,
+                 default: object, help: str, commands: frozenset, *, metavar: str | None = None,
+                 choices: tuple[str, ...] = (), multiple: bool = False,
+                 flags_for: Mapping[str, tuple[str, ...]] | None = None,
+                 help_for: Mapping[str, str] | None = None,
+                 env_refused_by: frozenset = frozenset()):
+        self.name = name                  # the attribute of Options
+        self.flags = flags                # command-line flags; () for an environment-only setting
+        self.env = env                    # the SHIM_* variable read when the flag is not given
+        self.kind = kind                  # one of KINDS
+        self.default = default            # already parsed: seconds, a signal number, a mode
+        self.help = help
+        self.commands = commands          # the commands that honour it
+        self.metavar = metavar
+        self.choices = choices
+        self.multiple = multiple          # may be given more than once
+        self.flags_for = flags_for or {}  # a command that spells it differently
+        self.help_for = help_for or {}    # a command whose help differs
+        self.env_refused_by = env_refused_by   # commands that refuse its SHIM_* variable too
+
+    def __repr__(self) -> str:
+        return f"Option({self.name!r})"
 
     def flags_of(self, command: str) -> tuple[str, ...]:
         return self.flags_for.get(command, self.flags)
@@ -87,7 +100,8 @@ OPTIONS: tuple[Option, ...] = (
        "Trusted directory for NAME_FILE paths and placeholders (default /run/secrets).",
        _RESOLVING, multiple=True),
     _o("file_vars", ["--file-vars"], "SHIM_FILE_VARS", "list", frozenset(),
-       "Comma list of NAMEs whose NAME_FILE is always resolved; * for all.", _RESOLVING),
+       "Comma list of NAMEs whose NAME_FILE is always resolved; * for all.", _RESOLVING,
+       metavar="NAMES"),
     _o("skip", [], "SHIM_SKIP", "list", frozenset(),
        "Comma list of variables shim leaves exactly as they are.", _RESOLVING),
     _o("placeholder_source", ["--placeholder-source"], "SHIM_PLACEHOLDER_SOURCE", "text", None,
@@ -99,7 +113,7 @@ OPTIONS: tuple[Option, ...] = (
        "Keep NAME_FILE in the child's environment.", _RUNS_A_PROGRAM),
     _o("passthrough", ["--passthrough"], "SHIM_PASSTHROUGH", "list", (),
        "Keep a provider credential variable that is scrubbed by default.", _RUNS_A_PROGRAM,
-       multiple=True),
+       metavar="NAME", multiple=True),
     _o("require_non_root", ["--require-non-root"], "SHIM_REQUIRE_NON_ROOT", "flag", False,
        "Refuse to run CMD as uid 0.", {"exec", "check", "run"}),
     _o("no_new_privs", ["--no-new-privs"], "SHIM_NO_NEW_PRIVS", "flag", False,
@@ -152,7 +166,7 @@ OPTIONS: tuple[Option, ...] = (
     _o("file_format", ["--format"], "SHIM_RENDER_FORMAT", "choice", "dotenv",
        "Format of --env-file.", {"render"}, choices=("dotenv", "shell", "json")),
     _o("mode", ["--mode"], "SHIM_RENDER_MODE", "mode", 0o400,
-       "File mode, octal 0000-0777 (default 0400).", {"render"}),
+       "File mode, octal 0000-0777 (default 0400).", {"render"}, metavar="OCTAL"),
     _o("owner", ["--owner"], "SHIM_RENDER_OWNER", "user", None, "Owner of the files.",
        {"render"}, metavar="USER[:GROUP]"),
     _o("pid_file", ["--pid-file"], "SHIM_PID_FILE", "path", None,
@@ -194,45 +208,32 @@ def split_names(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-@dataclass(frozen=True)
 class Options:
-    """One command's options, parsed. A field its command does not take keeps its default."""
+    """One command's options, parsed: an attribute per row of OPTIONS (its kind says the type),
+    plus `command`. Read-only; `replace()` makes a changed copy. An option the command does not
+    take keeps the table's default.
+    """
 
-    command: str
-    user: str | None = None
-    allow_root: bool = False
-    env_files: tuple[str, ...] = ()
-    secrets_dirs: tuple[str, ...] = ("/run/secrets",)
-    file_vars: frozenset = frozenset()
-    skip: frozenset = frozenset()
-    placeholder_source: object = None      # a shim.refs.Reference without a selector
-    allow_placeholders: bool = False
-    keep_file_vars: bool = False
-    passthrough: tuple[str, ...] = ()
-    require_non_root: bool = False
-    no_new_privs: bool = False
-    init: bool = False
-    watch: float | None = None             # seconds between re-resolutions
-    on_change: tuple | None = None         # ("restart"|"exit", None), ("signal", n), ("run", argv)
-    stop_timeout: float = 10.0
-    stop_signal: int = signal.SIGTERM.value
-    forward_to: str = "group"
-    revoke_on_exit: bool = False
-    deadline: float = 60.0
-    max_age: float | None = None
-    enforce_max_age: bool = False
-    audit_file: str | None = None
-    log_format: str = "text"
-    log_level: str | None = None           # from -v/-q, else SHIM_LOG_LEVEL
-    quiet: int = 0
-    verbose: int = 0
-    as_json: bool = False
-    directory: str | None = None
-    out_env_file: str | None = None
-    file_format: str = "dotenv"
-    mode: int = 0o400
-    owner: str | None = None
-    pid_file: str | None = None
+    __slots__ = ("command", *BY_NAME)
+
+    def __init__(self, command: str, **values):
+        unknown = set(values) - set(BY_NAME)
+        if unknown:
+            raise TypeError(f"not options: {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "command", command)
+        for name, option in BY_NAME.items():
+            object.__setattr__(self, name, values.get(name, option.default))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Options are read-only (tried to set {name})")
+
+    def replace(self, **changes) -> "Options":
+        values = {name: getattr(self, name) for name in BY_NAME}
+        values.update(changes)
+        return Options(self.command, **values)
+
+    def __repr__(self) -> str:
+        return f"Options({self.command!r})"   # never the values: a path or REF may be private
 
 
 def parse_options(command: str, raw: Mapping[str, object],
