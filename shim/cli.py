@@ -15,7 +15,8 @@ import click
 from shim import privileges
 from shim.errors import ShimError
 from shim.launch import exec_command as execve, reset_reserved_signals
-from shim.options import Option, commands_taking, options_of, parse_options, refused_flags, split_names, split_paths
+from shim.options import (Option, commands_taking, options_of, parse_options, refused_flags,
+                          split_names, split_paths)
 from shim.pipeline import Pipeline
 
 EXIT_USAGE = 64
@@ -55,8 +56,9 @@ def _click_option(option: Option, command: str):
     elif option.kind == "list" and option.multiple:
         kwargs.update(type=_CommaList(), multiple=True)
     elif option.kind == "path":
-        kwargs["type"] = click.Path(dir_okay=option.name == "directory",
-                                    file_okay=option.name != "directory")
+        kwargs["type"] = click.Path(dir_okay=False)
+    elif option.kind == "dir":
+        kwargs["type"] = click.Path(file_okay=False)
     return click.option(*flags, option.name, **kwargs)
 
 

@@ -27,6 +27,7 @@ ALL = frozenset(PIPELINE_COMMANDS)
 #   count     repeatable, no value (-vv)                 -> int
 #   text      a string as written                        -> str | None
 #   path      one file path                              -> str | None
+#   dir       one directory path                         -> str | None
 #   paths     repeatable; env var split on ':' or ','    -> tuple[str, ...]
 #   list      names, comma-separated (repeatable)        -> tuple or frozenset of str
 #   choice    one of `choices`                           -> str
@@ -35,7 +36,7 @@ ALL = frozenset(PIPELINE_COMMANDS)
 #   action    --on-change, checked per command           -> (kind, argument) | None
 #   mode      octal file mode 0000-0777                  -> int
 #   user      USER[:GROUP], name or number               -> str | None
-KINDS = ("flag", "count", "text", "path", "paths", "list", "choice", "duration", "signal",
+KINDS = ("flag", "count", "text", "path", "dir", "paths", "list", "choice", "duration", "signal",
          "action", "mode", "user")
 
 
@@ -158,7 +159,7 @@ OPTIONS: tuple[Option, ...] = (
     # check
     _o("as_json", ["--json"], None, "flag", False, "Print the plan as JSON.", {"check"}),
     # render
-    _o("directory", ["--dir"], "SHIM_RENDER_DIR", "path", None,
+    _o("directory", ["--dir"], "SHIM_RENDER_DIR", "dir", None,
        "Write each secret variable to DIR/<NAME> (DIR must exist).",
        {"render"}),
     _o("out_env_file", ["--env-file"], "SHIM_RENDER_ENV_FILE", "path", None,
