@@ -5,14 +5,16 @@ fsync'd, given its mode and owner, then renamed over the old one, and the
 directory fsync'd. A reader (the app, or a loop in a test) sees the old
 file or the new one, never a partial or empty one.
 
-Env-file formats, each read back exactly by its reader:
-- dotenv: for docker compose's `env_file`: a value in single quotes, read
-  literally (no escapes, no ${...}); a value holding a single quote, a
-  backslash or a newline goes in double quotes instead, with \\ \" \n \r
-  and $ escaped. python-dotenv (shim's own --env-file) reads it back the
-  same, except that it keeps the backslash of \$ inside double quotes.
+Env-file formats:
+- dotenv: a value in single quotes, read literally by every reader; a value
+  holding a single quote or a backslash goes in double quotes, with \\ \" \$
+  and \` escaped, so sourcing the file with `set -a; . file` runs nothing.
+  What each reader (sh, docker compose, python-dotenv, shim's own --env-file,
+  docker run --env-file) gets back is the table in docs/long-running.md.
 - shell: `export NAME='value'` for POSIX sh `.`; a ' inside is written '\''.
 - json: one object, {"NAME": "value", ...}.
+Names that are not [A-Za-z_][A-Za-z0-9_]* are refused for shell and dotenv,
+and names that are not plain file names for --dir (65).
 """
 
 from __future__ import annotations
@@ -77,10 +79,13 @@ def _shell_quote(value: str) -> str:
 
 
 def _dotenv_quote(value: str) -> str:
-    if not any(char in value for char in "'\\\n\r"):
+    r"""Single quotes (literal for every reader) unless the value holds ' or \; then double
+    quotes with \ " $ ` escaped, which makes the file safe to source with `set -a; . file`.
+    docs/long-running.md has what each reader gets back."""
+    if "'" not in value and "\\" not in value:
         return "'" + value + "'"
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("$", "\\$"))
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+               .replace("`", "\\`"))
     return '"' + escaped + '"'
 
 
