@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import tempfile
 from pathlib import Path
 
 import click
@@ -21,22 +22,28 @@ NOBODY = 65534
 
 
 @pytest.fixture(scope="session")
-def nobody_python(tmp_path_factory):
-    """(python, env) that uid 65534 can run shim with."""
+def nobody_python():
+    """(python, env) that uid 65534 can run shim with.
+
+    In a directory of its own under /tmp: pytest keeps its base temporary directory 0700
+    (and other pytest sessions reset it), so nobody could not reach a copy there.
+    """
     if not os.path.exists(SYSTEM_PYTHON):
         pytest.skip("no system Python for a non-root shim")
-    lib = tmp_path_factory.mktemp("nobody-lib")
+    lib = Path(tempfile.mkdtemp(prefix="shim-nobody-lib-"))
+    _copy_shim_and_dependencies(lib)
+    yield SYSTEM_PYTHON, {"PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"}
+    shutil.rmtree(lib, ignore_errors=True)
+
+
+def _copy_shim_and_dependencies(lib: Path) -> None:
     for package in (click, dotenv):
         source = Path(package.__file__).parent
         shutil.copytree(source, lib / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "shim", lib / "shim", ignore=shutil.ignore_patterns("__pycache__"))
-    for directory in [lib, *lib.parents]:
-        if directory == Path("/"):
-            break
-        os.chmod(directory, os.stat(directory).st_mode | 0o005)
+    os.chmod(lib, 0o755)
     for path in lib.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    return SYSTEM_PYTHON, {"PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def as_nobody(core_limit=resource.RLIM_INFINITY):
