@@ -99,5 +99,37 @@ def _now() -> str:
 
 
 def _open_audit_file(path: str):
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    """Append-only, never through a symlink, never readable or writable by others.
+
+    An existing file we own that others may read or write is made 0600 (it holds which
+    secrets were read, when and from where); one owned by someone else is refused (77).
+    """
+    import errno
+    import stat
+    from shim.errors import PermissionDenied
+
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise PermissionDenied(f"--audit-file {path}: is a symbolic link",
+                                   hint="point it at the file itself") from None
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise PermissionDenied(f"--audit-file {path}: is not a regular file",
+                                   hint="point it at a file")
+        if info.st_mode & 0o077:
+            if info.st_uid != os.geteuid():
+                raise PermissionDenied(
+                    f"--audit-file {path}: is open to other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}) and owned by uid {info.st_uid}",
+                    hint="chmod 600 it, or let shim create it")
+            os.fchmod(descriptor, 0o600)
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
     return open(descriptor, "a", encoding="utf-8")

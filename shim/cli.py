@@ -219,6 +219,8 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
 def main(argv=None) -> None:
     """Entry point: click's usage errors exit 64, ours their own code, bugs 70."""
     args = sys.argv[1:] if argv is None else list(argv)
+    from shim.dumpable import protect
+    protect()  # first: the environment may already hold store credentials
     try:
         cli.main(args=args, prog_name="shim", standalone_mode=False)
     except click.exceptions.UsageError as error:
@@ -244,8 +246,8 @@ def main(argv=None) -> None:
 
 def _print_error(error: ShimError, args) -> None:
     """An error raised before the log existed (bad option values), in the asked-for format."""
-    import json
     if os.environ.get("SHIM_LOG_FORMAT") == "json" or _option_value(args, "--log-format") == "json":
+        import json  # here only: after the drop to --user a text-mode run could not load it
         record = {"level": "error", "event": "error", "message": error.line(),
                   "exit_code": error.exit_code, "failure": error.kind}
         sys.stderr.write(json.dumps(record) + "\n")

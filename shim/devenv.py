@@ -41,6 +41,7 @@ _GITIGNORE_EQUIVALENTS = {
     ".secrets/": {".secrets/", ".secrets", "/.secrets/", "/.secrets", "**/.secrets/", "**/.secrets"},
     "**/dev.env": {"**/dev.env", "dev.env"},
 }
+_MAX_TEXT_BYTES = 1024 * 1024  # compose files, .env examples, dev.env, .gitignore
 _VALUE_BYTES = 32   # token_urlsafe(32): 256 bits, 43 characters of [A-Za-z0-9_-], safe in URLs and dotenv
 
 
@@ -93,12 +94,17 @@ def _is_dev_env_file(path: str) -> bool:
 
 
 def _guard_dev_env_files(log, env_files) -> None:
-    """Refuse a dev env file that git tracks; warn about one git would pick up."""
+    """Refuse a dev env file that git tracks; warn about one git would pick up.
+
+    The link and the file it points at are both checked: `.secrets/dev.env -> ../app.env`
+    must not smuggle a tracked file in.
+    """
     for path in env_files:
-        if not _is_dev_env_file(path) or not os.path.isfile(path):
+        real = os.path.realpath(path)
+        if not (_is_dev_env_file(path) or _is_dev_env_file(real)) or not os.path.isfile(path):
             continue
-        if git_tracks(path):
-            raise tracked_error(path)
+        if git_tracks(path) or git_tracks(real):
+            raise tracked_error(path if git_tracks(path) else f"{path} (really {real})")
         if git_ignores(path) is False:
             log.warning(f"{path} is not ignored by git: add {' and '.join(GITIGNORE_LINES)} to "
                         f".gitignore (shim dev-init does)", event="devenv.not_ignored")
@@ -301,13 +307,15 @@ def dev_init_command(directory):
     sources = _placeholder_sources(directory)
     dev_env = os.path.join(directory, DEV_ENV)
     shown = os.path.normpath(dev_env)
+    secrets_dir = os.path.dirname(dev_env)
+    for path in (secrets_dir, dev_env, os.path.join(directory, ".gitignore")):
+        _refuse_symlink(path)
     if os.path.isfile(dev_env) and git_tracks(dev_env):
         raise tracked_error(shown)
     found, unnamed = _found_keys(sources)
     for path, line in unnamed:
         _warn(f"{_display(path)}:{line}: a bare CHANGEME with no variable name to use as its key; "
               f"write CHANGEME_<KEY>")
-    secrets_dir = os.path.dirname(dev_env)
     if not os.path.isdir(secrets_dir):
         os.makedirs(secrets_dir, mode=0o700, exist_ok=True)
         os.chmod(secrets_dir, 0o700)
@@ -334,6 +342,15 @@ def dev_init_command(directory):
     if git_ignores(dev_env) is False:
         _warn(f"{shown} is still not ignored by git (a ! rule in a .gitignore?); check with "
               f"git check-ignore -v {shown}")
+
+
+def _refuse_symlink(path: str) -> None:
+    """dev-init writes only where it was pointed: a link could aim it at a tracked file
+    (generated passwords committed) or outside the project."""
+    if os.path.islink(path):
+        raise ConfigError(f"{_display(path)} is a symbolic link; dev-init writes only a regular "
+                          f"file there", hint=f"remove the link (rm {_display(path)}) and run "
+                                              f"shim dev-init again")
 
 
 def _warn(message: str) -> None:
@@ -473,11 +490,12 @@ def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], 
 
 
 def _read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as stream:
-            return stream.read()
-    except FileNotFoundError:
+    from shim.safe_read import read_capped
+    if not os.path.lexists(path):
         return None
+    content = read_capped(path, cap=_MAX_TEXT_BYTES, what="file", size_text="1 MiB")
+    try:
+        return content.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{_display(path)} is not UTF-8 text", hint="save it as UTF-8") from None
 

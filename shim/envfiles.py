@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from shim.errors import NotFound, PermissionDenied, UsageError
+from shim.errors import UsageError
 
 # A pattern string, compiled (and cached by re) on first use: most runs have no env file.
 VALID_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -31,22 +31,21 @@ def load_env_files(paths) -> dict[str, EnvFileEntry]:
     return entries
 
 
-def _read_one(path: str) -> list[EnvFileEntry]:
-    from dotenv.parser import parse_stream
+# An env file larger than this is refused before it is read whole (settings, not data).
+MAX_ENV_FILE_BYTES = 1024 * 1024
 
+
+def _read_one(path: str) -> list[EnvFileEntry]:
+    import io
+    from dotenv.parser import parse_stream
+    from shim.safe_read import read_capped
+
+    content = read_capped(path, cap=MAX_ENV_FILE_BYTES, what="env file", size_text="1 MiB")
     try:
-        with open(path, encoding="utf-8") as stream:
-            bindings = list(parse_stream(stream))
-    except FileNotFoundError:
-        raise NotFound(f"env file {path} does not exist",
-                       hint="create it or drop the --env-file option") from None
-    except PermissionError:
-        raise PermissionDenied(f"env file {path} is not readable",
-                               hint="check its owner and mode") from None
-    except IsADirectoryError:
-        raise NotFound(f"env file {path} is a directory", hint="name a file") from None
+        text = content.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"env file {path} is not UTF-8 text", hint="save it as UTF-8") from None
+    bindings = list(parse_stream(io.StringIO(text)))
     entries = []
     for binding in bindings:
         line = binding.original.line

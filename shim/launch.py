@@ -16,6 +16,7 @@ import signal
 import sys
 from typing import Mapping, Sequence
 
+from shim import dumpable
 from shim.errors import CommandNotExecutable, CommandNotFound
 
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
@@ -98,6 +99,7 @@ def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
         if "/" not in program and not os.path.isfile(path):
             continue
         reset_signals()
+        dumpable.restore_for_exec()
         try:
             os.execve(path, list(argv), dict(env))
         except OSError as error:

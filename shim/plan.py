@@ -186,6 +186,9 @@ def _plan_file_vars(plan: Plan, settings: Settings) -> None:
 
 
 _INLINE_OPEN = "${"
+# Every reference prefix (ARN partitions included) is shorter than this: looking at a window
+# this long after ${ decides whether a reference starts there.
+_PREFIX_WINDOW = 128
 
 
 def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry | None:
@@ -240,28 +243,39 @@ def _is_whole_placeholder(name: str, pieces: list[Part]) -> bool:
 
 
 def _split_inline(value: str) -> list[Part]:
-    """Literal text and ${REFERENCE} pieces; $${ is a literal ${ everywhere."""
+    """Literal text and ${REFERENCE} pieces; $${ is a literal ${ everywhere.
+
+    Linear in the length of the value: the search for a closing } is remembered between
+    openings, and whether text after ${ is a reference is decided in place, without
+    copying the rest of the value for every ${.
+    """
     pieces: list[Part] = []
     literal: list[str] = []
     index = 0
+    close = -2  # position of the next }, -1 when there is none left; -2: not searched yet
     while index < len(value):
+        opening = value.find("$", index)
+        if opening == -1:
+            literal.append(value[index:])
+            break
+        literal.append(value[index:opening])
+        index = opening
         if value.startswith("$${", index):
             literal.append("${")
             index += 3
             continue
-        if value.startswith(_INLINE_OPEN, index):
-            close = value.find("}", index + 2)
-            inner = value[index + 2: close] if close != -1 else value[index + 2:]
-            if looks_like_reference(inner):
-                if close == -1:
-                    raise UsageError("an inline ${ reference has no closing }",
-                                     hint="close it with } or escape a literal ${ as $${")
-                pieces.append("".join(literal))
-                literal = []
-                pieces.append(SecretPart(parse_reference(inner)))
-                index = close + 1
-                continue
-        literal.append(value[index])
+        if value.startswith(_INLINE_OPEN, index) and looks_like_reference(value[index + 2: index + 2 + _PREFIX_WINDOW]):
+            if close != -1 and close < index + 2:
+                close = value.find("}", index + 2)
+            if close == -1:
+                raise UsageError("an inline ${ reference has no closing }",
+                                 hint="close it with } or escape a literal ${ as $${")
+            pieces.append("".join(literal))
+            literal = []
+            pieces.append(SecretPart(parse_reference(value[index + 2: close])))
+            index = close + 1
+            continue
+        literal.append("$")
         index += 1
     pieces.append("".join(literal))
     return [piece for piece in pieces if piece != ""] or [""]

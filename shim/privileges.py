@@ -25,6 +25,7 @@ import pwd
 import re
 from typing import NamedTuple
 
+from shim import dumpable
 from shim.errors import ConfigError, PermissionDenied, UsageError
 
 # runc's maxID: larger ids do not fit 32-bit systems, and (uid_t)-1 means "leave unchanged".
@@ -113,6 +114,8 @@ def drop_privileges(identity: Identity) -> None:
                  "that includes the target ids") from None
     _verify_switched(identity, checked_groups=set_groups)
     _ensure_cannot_regain_root(identity)
+    # A uid change sets dumpability to fs.suid_dumpable, which may be 1 or 2: say 0 again.
+    dumpable.reassert()
 
 
 def set_no_new_privs() -> None:

@@ -5,14 +5,16 @@ fsync'd, given its mode and owner, then renamed over the old one, and the
 directory fsync'd. A reader (the app, or a loop in a test) sees the old
 file or the new one, never a partial or empty one.
 
-Env-file formats, each read back exactly by its reader:
-- dotenv: for docker compose's `env_file`: a value in single quotes, read
-  literally (no escapes, no ${...}); a value holding a single quote, a
-  backslash or a newline goes in double quotes instead, with \\ \" \n \r
-  and $ escaped. python-dotenv (shim's own --env-file) reads it back the
-  same, except that it keeps the backslash of \$ inside double quotes.
+Env-file formats:
+- dotenv: a value in single quotes, read literally by every reader; a value
+  holding a single quote or a backslash goes in double quotes, with \\ \" \$
+  and \` escaped, so sourcing the file with `set -a; . file` runs nothing.
+  What each reader (sh, docker compose, python-dotenv, shim's own --env-file,
+  docker run --env-file) gets back is the table in docs/long-running.md.
 - shell: `export NAME='value'` for POSIX sh `.`; a ' inside is written '\''.
 - json: one object, {"NAME": "value", ...}.
+Names that are not [A-Za-z_][A-Za-z0-9_]* are refused for shell and dotenv,
+and names that are not plain file names for --dir (65).
 """
 
 from __future__ import annotations
@@ -26,10 +28,43 @@ import click
 
 from shim import privileges
 from shim.cli import command_options, pipeline_for
-from shim.errors import UsageError
+from shim.errors import ShimError, UnusableValue, UsageError
 from shim.pipeline import Pipeline, secret_values
 
 FORMATS = ("dotenv", "shell", "json")
+# Names that sh and dotenv readers take as a variable name and nothing else.
+_SHELL_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
+def check_names(names, *, directory: str | None, file_format: str | None) -> None:
+    """Refuse (65) a name that would not stay a name: a path out of --dir, code when sourced.
+
+    Names come from the environment, and execve (or Kubernetes) allows '/', '..', ';'.
+    """
+    import re
+    for name in sorted(names):
+        if directory is not None and (name in ("", ".", "..") or "/" in name or "\0" in name):
+            raise UnusableValue("is not a plain file name, so render --dir cannot write it",
+                                variable=_printable(name),
+                                hint="rename the variable (letters, digits and _)")
+        if file_format in ("shell", "dotenv") and not re.fullmatch(_SHELL_NAME, name):
+            raise UnusableValue(f"is not a valid {file_format} variable name",
+                                variable=_printable(name),
+                                hint="rename the variable (letters, digits and _, not starting "
+                                     "with a digit) or use --format json")
+
+
+def _printable(name: str) -> str:
+    return name.encode("unicode_escape").decode("ascii")
+
+
+def contained_path(directory: str, name: str) -> str:
+    """directory/name, refused unless it is directly inside directory."""
+    path = os.path.join(directory, name)
+    if os.path.dirname(os.path.normpath(path)) != os.path.normpath(directory):
+        raise UnusableValue("would be written outside --dir", variable=_printable(name),
+                            hint="rename the variable (letters, digits and _)")
+    return path
 
 
 def format_env_file(values: dict[str, str], file_format: str) -> str:
@@ -46,10 +81,13 @@ def _shell_quote(value: str) -> str:
 
 
 def _dotenv_quote(value: str) -> str:
-    if not any(char in value for char in "'\\\n\r"):
+    r"""Single quotes (literal for every reader) unless the value holds ' or \; then double
+    quotes with \ " $ ` escaped, which makes the file safe to source with `set -a; . file`.
+    docs/long-running.md has what each reader gets back."""
+    if "'" not in value and "\\" not in value:
         return "'" + value + "'"
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-               .replace("\r", "\\r").replace("$", "\\$"))
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+               .replace("`", "\\`"))
     return '"' + escaped + '"'
 
 
@@ -98,11 +136,13 @@ class Renderer:
 
     def render(self, values: dict[str, str]) -> list[str]:
         """Write the files; the names whose file changed (all of them the first time)."""
+        check_names(values, directory=self.directory,
+                    file_format=self.file_format if self.env_file is not None else None)
         changed = sorted(name for name in set(values) | set(self.written)
                          if values.get(name) != self.written.get(name))
         if self.directory is not None:
             for name in changed:
-                path = os.path.join(self.directory, name)
+                path = contained_path(self.directory, name)
                 if name in values:
                     write_atomically(path, values[name].encode(), mode=self.mode,
                                      uid=self.uid, gid=self.gid)
@@ -203,22 +243,59 @@ def _render_watch(run: Pipeline, renderer, resolved) -> int:
             watcher.revoke_all()
 
 
+_known_start_times: dict[int, str] = {}
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (after the command name, which may hold spaces and ')')."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            return stream.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _signal_target(pid_file: str) -> tuple[int | None, str]:
+    """The PID to signal, or None and why not. The file may sit on a volume the app can
+    write: only a PID above 1 (0, -1 and negative numbers reach whole groups or every
+    process), and only the process that had that PID when we first read it."""
+    from shim.safe_read import read_capped
+    try:
+        text = read_capped(pid_file, cap=64, what="--pid-file").decode("ascii").strip()
+        pid = int(text) if text.isdigit() else -1
+    except (ShimError, UnicodeDecodeError):
+        return None, "cannot read it"
+    if pid <= 1:
+        return None, "it does not hold a process id above 1"
+    started = _start_time(pid)
+    if started is None:
+        return None, "no such process"
+    if _known_start_times.setdefault(pid, started) != started:
+        return None, "that process id now belongs to another process"
+    return pid, ""
+
+
 def _notify(run: Pipeline, action, pid_file) -> None:
     """--on-change for render: signal the process in --pid-file, or run a command."""
     import subprocess
     kind, argument = action
     if kind == "signal":
+        pid, problem = _signal_target(pid_file)
+        if pid is None:
+            run.log.event("render.signal_failed", "warning",
+                          f"not signalling the process in {pid_file}: {problem}")
+            return
         try:
-            with open(pid_file) as stream:
-                pid = int(stream.read().strip())
             os.kill(pid, argument)
             run.log.event("render.signalled", "info", pid=pid, signal=argument)
-        except (OSError, ValueError) as error:
+        except OSError as error:
             run.log.event("render.signal_failed", "warning",
                           f"could not signal the process in {pid_file}: {type(error).__name__}")
         return
     # The hook gets shim's own environment minus secrets it resolved: never the values.
     env = {k: v for k, v in run.environ.items() if not k.startswith(("SHIM_", "VAULT_"))}
-    result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False)
+    from shim.dumpable import restore_for_exec
+    result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False,
+                            preexec_fn=restore_for_exec)
     run.log.event("render.hook_ran", "info" if result.returncode == 0 else "warning",
                   command=argument[0], exit_code=result.returncode)

@@ -148,7 +148,7 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
     if size > MAX_ENV_STRING:
         result.error = UnusableValue(
             f"the value is {size} bytes, more than one environment string may hold (128 KiB)",
-            variable=entry.name, hint="deliver it as a file (shim render --dir) instead")
+            variable=entry.name, hint=_AS_A_FILE)
         result.value = None
     return result
 
@@ -198,10 +198,15 @@ def _as_text(value) -> str:
     return _check_text(value)
 
 
+# shim refuses such a value for every command (render too): the program must read it itself.
+_AS_A_FILE = ("mount it as a file and give the program the file's path in a variable shim does "
+              "not resolve (a NAME_FILE the program reads, listed in SHIM_SKIP)")
+
+
 def _check_text(text: str) -> str:
     if "\0" in text:
         raise UnusableValue("the secret contains a NUL byte, which no environment variable can hold",
-                            hint="deliver it as a file (shim render --dir) instead")
+                            hint="store it base64-encoded, or " + _AS_A_FILE)
     return text
 
 

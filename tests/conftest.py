@@ -86,10 +86,10 @@ def run_shim(canaries):
     """Run `python -m shim ARGS` with exactly `env` (plus PATH/LANG); check for leaks."""
 
     def run(args, env=None, *, input=None, timeout=60, cwd=None, check_leaks=True,
-            base_env=True, preexec_fn=None):
+            base_env=True, preexec_fn=None, python=None):
         environment = dict(BASE_ENV) if base_env else {}
         environment.update(env or {})
-        result = subprocess.run([sys.executable, "-m", "shim", *args], env=environment,
+        result = subprocess.run([python or sys.executable, "-m", "shim", *args], env=environment,
                                 capture_output=True, text=True, input=input, timeout=timeout,
                                 cwd=cwd, preexec_fn=preexec_fn)
         if check_leaks:

@@ -9,13 +9,12 @@ same with $(< file).
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 from datetime import datetime, timezone
 
 from shim.errors import NotFound, PermissionDenied, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
+from shim.safe_read import read_with_stat
 
 # A secret file larger than this is refused before reading it into memory.
 MAX_FILE_BYTES = 1024 * 1024
@@ -41,35 +40,8 @@ class FileProvider:
 
 
 def read_secret_file(path: str) -> Fetched:
-    try:
-        # O_NONBLOCK: opening a FIFO planted at the path must not hang start-up.
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(descriptor, "rb") as stream:
-            info = os.fstat(stream.fileno())
-            if not _is_regular(info.st_mode):
-                raise NotFound(f"{path} is not a regular file", hint="point it at a file")
-            if info.st_size > MAX_FILE_BYTES:
-                raise UnusableValue(f"{path} is larger than 1 MiB",
-                                    hint="a secret that large belongs in a mounted file")
-            content = stream.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise NotFound(f"file {path} does not exist",
-                       hint="check the path and that the secret is mounted") from None
-    except PermissionError:
-        raise PermissionDenied(f"file {path} is not readable by uid {os.getuid()}",
-                               hint="check its owner and mode") from None
-    except IsADirectoryError:
-        raise NotFound(f"{path} is a directory, not a file", hint="point it at a file") from None
-    except NotADirectoryError:
-        raise NotFound(f"file {path} does not exist (a parent is not a directory)",
-                       hint="check the path") from None
-    if len(content) > MAX_FILE_BYTES:
-        raise UnusableValue(f"{path} is larger than 1 MiB",
-                            hint="a secret that large belongs in a mounted file")
+    # Symlinks followed: Kubernetes secret volumes are links into ..data/.
+    content, info = read_with_stat(path, cap=MAX_FILE_BYTES, what="file", size_text="1 MiB")
     content = _TRAILING_NEWLINES.sub(b"", content)
     updated = datetime.fromtimestamp(info.st_mtime, timezone.utc)
     return Fetched(content, SecretMeta(updated=updated))
-
-
-def _is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)

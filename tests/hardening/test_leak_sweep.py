@@ -97,18 +97,32 @@ def test_the_sweep_covers_enough():
     assert len(CASES) >= 300
 
 
-def test_supervisor_argv_and_environment_hold_no_secret(canaries, tmp_path):
-    """/proc of the supervisor (--init --watch) and of the child's argv: no canary."""
+@pytest.mark.parametrize("mode", [["--watch", "1h"], ["--init"]], ids=["watch", "init"])
+@pytest.mark.parametrize("user", ["root", "nobody"])
+def test_supervisor_argv_and_environment_hold_no_secret(canaries, shared_dir, request, user, mode):
+    """/proc of the supervisor (--init, --watch) and of the child's argv: no canary.
+
+    As nobody (Kubernetes runAsUser) the supervisor shares its uid with the child, so its
+    /proc entries must also be closed to that uid (non-dumpable: owned by root).
+    """
     canary = canaries.new("proc")
-    secret = tmp_path / "s"
+    secret = shared_dir / "s"
     secret.write_text(canary)
-    marker = tmp_path / "started"
+    secret.chmod(0o644)
+    marker = shared_dir / "started"
     env = dict(BASE_ENV, SECRET=f"file:{secret}")
-    process = subprocess.Popen([sys.executable, "-m", "shim", "exec", "--watch", "1h", "--",
+    python, preexec_fn = sys.executable, None
+    if user == "nobody":
+        from tests.hardening.conftest import as_nobody
+        python, extra = request.getfixturevalue("nobody_python")
+        env.update(extra, VAULT_TOKEN=canaries.new("token"))
+        preexec_fn = as_nobody()
+    process = subprocess.Popen([python, "-m", "shim", "exec", *mode, "--",
                                 "sh", "-c", f"touch {marker}; exec sleep 30"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=shared_dir, preexec_fn=preexec_fn)
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while not marker.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert marker.exists()
@@ -116,10 +130,16 @@ def test_supervisor_argv_and_environment_hold_no_secret(canaries, tmp_path):
         for pid in [process.pid, *map(int, children)]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             canaries.assert_absent(argv, where=f"argv of pid {pid}")
-        supervisor_env = Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace")
-        canaries.assert_absent(supervisor_env, where="the supervisor's environment")
         child_env = Path(f"/proc/{children[0]}/environ").read_bytes().decode(errors="replace")
         assert canary in child_env  # the control: the child did get it
+        if user == "nobody":
+            # The caller's own environment (with VAULT_TOKEN) is the supervisor's; what
+            # matters is that its uid-mate, the child, cannot open it.
+            assert os.stat(f"/proc/{process.pid}/environ").st_uid == 0
+            assert os.stat(f"/proc/{children[0]}/environ").st_uid == 65534  # control
+        else:
+            supervisor_env = Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace")
+            canaries.assert_absent(supervisor_env, where="the supervisor's environment")
     finally:
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=15)
