@@ -128,8 +128,9 @@ def _remove(path: str) -> None:
               help="Write each secret variable to DIR/<NAME>.")
 @click.option("--env-file", "out_env_file", type=click.Path(dir_okay=False), envvar="SHIM_RENDER_ENV_FILE",
               help="Write every secret variable into this one env file.")
-@click.option("--format", "file_format", type=click.Choice(["dotenv", "shell", "json"]), default="dotenv",
-              envvar="SHIM_RENDER_FORMAT", help="Format of --env-file.")
+@click.option("--format", "file_format", default="dotenv", envvar="SHIM_RENDER_FORMAT",
+              type=click.Choice(["dotenv", "shell", "json", "github-actions", "azure-pipelines"]),
+              help="Format of --env-file; github-actions / azure-pipelines export to that CI.")
 @click.option("--mode", default="0400", envvar="SHIM_RENDER_MODE", help="File mode, octal (default 0400).")
 @click.option("--owner", envvar="SHIM_RENDER_OWNER", metavar="USER[:GROUP]", help="Owner of the files.")
 @click.option("--pid-file", envvar="SHIM_PID_FILE", type=click.Path(dir_okay=False),
@@ -139,7 +140,12 @@ def render_command(directory, out_env_file, file_format, mode, owner, pid_file, 
     from shim import privileges
 
     run = _prepare(options, command="render")
-    if not directory and not out_env_file:
+    ci_export = file_format in ("github-actions", "azure-pipelines")  # CI export: shim/ciexport.py
+    if ci_export:
+        from shim import ciexport
+        ciexport.preflight(file_format, os.environ, directory=directory, env_file=out_env_file,
+                           watching=options["watch_seconds"] is not None)
+    elif not directory and not out_env_file:
         raise UsageError("render needs --dir DIR or --env-file PATH (or both)",
                          hint="e.g. shim render --dir /run/app-secrets")
     try:
@@ -160,6 +166,11 @@ def render_command(directory, out_env_file, file_format, mode, owner, pid_file, 
     plan, resolution, errors = _resolve(run, pool)
     if errors:
         sys.exit(_report(run, errors))
+    if ci_export:
+        ciexport.export(file_format, _secret_values(resolution), os.environ)
+        run.log.event("render.exported", "info", f"exported for {file_format}",
+                      variables=sorted(_secret_values(resolution)))
+        return
     renderer = Renderer(directory=directory, env_file=out_env_file, file_format=file_format,
                         mode=file_mode, uid=uid, gid=gid)
     renderer.render(_secret_values(resolution))
