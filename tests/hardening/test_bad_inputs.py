@@ -80,6 +80,16 @@ ROWS = [
     ("env-file-bad-name", ["--env-file", "{tmp}/secrets/name.env"], {}, {"name.env": b"1ABC={canary}\n"}, 64, "line 1"),
     ("env-file-missing", ["--env-file", "{tmp}/secrets/none.env"], {}, {}, 66, "does not exist"),
     ("env-file-not-utf8", ["--env-file", "{tmp}/secrets/latin.env"], {}, {"latin.env": b"A=\xe9{canary}\n"}, 64, "not UTF-8"),
+    # ?encoding= (shim/decoding.py)
+    ("encoding-unknown", [], {"X": "ref+file:///x?encoding=rot13"}, {}, 64, "unknown encoding"),
+    ("encoding-lookalike", [], {"X": "ref+file:///x?encoding={canary}"}, {}, 64, "unknown encoding"),
+    ("encoding-bad-base64", [], {"X": "ref+file://{tmp}/secrets/b64?encoding=base64"}, {"b64": b"{canary}*"}, 65,
+     "X (ref+file://{tmp}/secrets/b64?encoding=base64): the value is not valid base64"),
+    ("encoding-bad-base64url", [], {"X": "ref+file://{tmp}/secrets/b64?encoding=base64url"}, {"b64": b"ab+/"}, 65, "not valid base64url"),
+    ("encoding-bad-hex", [], {"X": "ref+file://{tmp}/secrets/hex?encoding=hex"}, {"hex": b"{canary}"}, 65, "not valid hex"),
+    ("encoding-not-utf8", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"//79"}, 65, "not valid UTF-8"),
+    ("encoding-nul", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"YQBi"}, 65, "NUL byte"),
+    ("encoding-on-object", [], {"X": "ref+file://{tmp}/secrets/doc?encoding=hex#/k"}, {"doc": b'{"k": {"n": "{canary}"}}'}, 65, "JSON object"),
     # command problems
     ("command-not-found", [], {}, {}, 127, "not found", ["no-such-program-anywhere"]),
     ("command-not-executable", [], {}, {"script": b"#!/bin/sh\n"}, 126, "cannot execute", ["{tmp}/secrets/script"]),
@@ -111,7 +121,7 @@ def test_bad_input(row, run_shim, canaries, tmp_path, probe):
     target = [_fill(a, tmp_path, canary) for a in command] if command else probe.argv
     result = run_shim(["exec", "--secrets-dir", str(secrets_dir), *argv, "--", *target], environment)
     assert result.returncode == code, result.stderr
-    assert fragment in result.stderr
+    assert _fill(fragment, tmp_path, canary) in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1, result.stderr
     assert result.stdout == ""
