@@ -216,7 +216,9 @@ def _resolve(run: Run, pool=None, reuse=None):
     if pool is None:
         pool = _provider_pool(run)
     plan = build_plan(run.environ, run.settings)
-    resolution = resolve_plan(plan, pool, Deadline(run.deadline_seconds), reuse)
+    as_files = run.options.get("as_files_delivery")  # --as-files: those variables may be binary
+    resolution = resolve_plan(plan, pool, Deadline(run.deadline_seconds), reuse,
+                              binary_ok=as_files.delivers if as_files else None)
     record_resolution(run.log, resolution)
     rotation_errors = []
     if run.options["max_age_seconds"] or any(ref.option("max_age") for ref in plan.references()):
@@ -276,8 +278,23 @@ def cli():
     """Put secrets where programs expect them, then run them as the right user."""
 
 
+def _as_files_options(function):
+    """--as-files (shim/asfiles.py): exec and check."""
+    for option in reversed([
+        click.option("--as-files", "as_files", envvar="SHIM_AS_FILES", metavar="DIR",
+                     help="Deliver secrets as files DIR/NAME (tmpfs); the program gets NAME_FILE."),
+        click.option("--as-files-only", envvar="SHIM_AS_FILES_ONLY", metavar="NAME,...",
+                     help="Only these variables as files (default: every variable shim resolves)."),
+        click.option("--as-files-allow-disk", is_flag=True, envvar="SHIM_AS_FILES_ALLOW_DISK",
+                     help="Allow an --as-files DIR that is not on tmpfs or ramfs."),
+    ]):
+        function = option(function)
+    return function
+
+
 @cli.command("exec", context_settings={"allow_interspersed_args": False})
 @_shared_options
+@_as_files_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def exec_command(command, **options):
     """Resolve the environment, drop privileges, execve CMD (keeps the PID)."""
@@ -293,11 +310,14 @@ def exec_command(command, **options):
         # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
         import ctypes  # noqa: F401
     identity = _target_identity(run)
+    as_files = _as_files_setup(run, identity)  # --as-files (shim/asfiles.py)
     pool = _provider_pool(run)
     plan, resolution, errors = _resolve(run, pool)
     if errors:
         sys.exit(_report(run, errors))
     env = _child_env(run, plan, resolution, identity)
+    if as_files:  # --as-files: write the files now, as root, before any drop
+        as_files.materialize(env, run.log)
     if options["init"] or options["watch_seconds"]:
         sys.exit(_supervise(run, command, env, identity, pool, resolution))
     if identity is not None:
@@ -307,7 +327,7 @@ def exec_command(command, **options):
         privileges.set_no_new_privs()
     run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
                   variables=sorted(plan.entries))
-    execve(command, env)
+    execve(command, _delivered(run, env))
 
 
 def _log_dropped(run: Run, identity) -> None:
@@ -322,7 +342,27 @@ def _child_env(run: Run, plan, resolution, identity) -> dict:
                             passthrough=run.options["passthrough"])
     if identity is not None:
         env["HOME"] = identity.home
+    if run.options.get("as_files_delivery"):  # --as-files: values become stand-ins (shim/asfiles.py)
+        env = run.options["as_files_delivery"].stage(resolution, env)
     return env
+
+
+def _as_files_setup(run: Run, identity):
+    """--as-files: check DIR before resolving; let those variables be binary."""
+    if not (run.options.get("as_files") or run.options.get("as_files_only")):
+        return None
+    from shim import asfiles
+    as_files = asfiles.from_options(run.options)
+    if identity is not None:
+        as_files.uid, as_files.gid = identity.uid, identity.gid
+    run.options["as_files_delivery"] = as_files
+    return as_files
+
+
+def _delivered(run: Run, env: dict) -> dict:
+    """The child's env: with --as-files, NAME_FILE=DIR/NAME instead of the stand-ins."""
+    as_files = run.options.get("as_files_delivery")
+    return as_files.materialize(env, run.log) if as_files else env
 
 
 def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
@@ -350,9 +390,14 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
                             stop_signal=options["stop_signal_number"],
                             stop_timeout=options["stop_timeout_seconds"], prepare_child=prepare_child)
     supervisor.install()
-    supervisor.start(env)
+    supervisor.start(_delivered(run, env))
+    as_files = options.get("as_files_delivery")
     if not watching:
-        return supervisor.run()
+        try:
+            return supervisor.run()
+        finally:
+            if as_files:  # --as-files: the files go with the program
+                as_files.remove_all(run.log)
 
     def re_resolve(reuse):
         plan, new_resolution, errors = _resolve(run, pool, reuse)
@@ -363,8 +408,9 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
     action, argument = options["change_action"]
 
     def apply(new_env, changed):
+        child_env = _delivered(run, new_env)  # --as-files: rewrites the changed files
         if action == "restart":
-            supervisor.restart(new_env)
+            supervisor.restart(child_env)
         elif action == "signal":
             supervisor.deliver(argument)
         else:
@@ -378,6 +424,8 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
     finally:
         if options["revoke_on_exit"]:
             watcher.revoke_all()
+        if as_files:  # --as-files: the files go with the program
+            as_files.remove_all(run.log)
 
 
 def main(argv=None) -> None:

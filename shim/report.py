@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from shim.cli import _prepare, _report, _resolve, _shared_options, _target_identity
+from shim.cli import (_as_files_options, _as_files_setup, _prepare, _report, _resolve,
+                      _shared_options, _target_identity)
 from shim.errors import ShimError
 from shim.resolve import age_seconds
 
@@ -47,6 +48,17 @@ def plan_rows(plan, resolution) -> list[dict]:
     return rows
 
 
+def _mark_files(rows, as_files, resolution, errors) -> None:
+    """--as-files: the file each variable would be delivered as (DELIVERY / "delivery")."""
+    try:
+        names = set(as_files.names(resolution))
+    except ShimError as error:
+        errors.append(error)
+        names = set()
+    for row in rows:
+        row["delivery"] = as_files.path(row["variable"]) if row["variable"] in names else "env"
+
+
 def print_json(rows, errors) -> None:
     document = {"ok": not errors, "variables": rows,
                 "errors": [{"variable": e.variable, "reference": e.reference,
@@ -56,11 +68,13 @@ def print_json(rows, errors) -> None:
 
 def print_table(rows) -> None:
     header = ("VARIABLE", "SOURCE", "REFERENCE", "STATUS", "VERSION", "AGE")
-    table = [header]
+    files = any("delivery" in row for row in rows)
+    table = [header + ("DELIVERY",) if files else header]
     for row in rows:
-        table.append((row["variable"], row["source"], " ".join(row["references"]) or "-",
-                      row["status"], row["version"] or "-", _age(row["age_seconds"])))
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        line = (row["variable"], row["source"], " ".join(row["references"]) or "-",
+                row["status"], row["version"] or "-", _age(row["age_seconds"]))
+        table.append(line + (row.get("delivery", "env"),) if files else line)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
 
@@ -76,6 +90,7 @@ def _age(seconds) -> str:
 
 @click.command("check")
 @_shared_options
+@_as_files_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def check_command(as_json, **options):
     """Resolve exactly as exec would and print the plan; never a value."""
@@ -85,9 +100,16 @@ def check_command(as_json, **options):
         _target_identity(run)
     except ShimError as error:
         identity_errors.append(error)
+    try:
+        as_files = _as_files_setup(run, None)  # --as-files: which variables become files
+    except ShimError as error:
+        identity_errors.append(error)
+        as_files = None
     plan, resolution, errors = _resolve(run)
     errors = identity_errors + errors
     rows = plan_rows(plan, resolution)
+    if as_files:
+        _mark_files(rows, as_files, resolution, errors)
     if as_json:
         print_json(rows, errors)
     else:

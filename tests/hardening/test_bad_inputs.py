@@ -90,6 +90,18 @@ ROWS = [
     ("encoding-not-utf8", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"//79"}, 65, "not valid UTF-8"),
     ("encoding-nul", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"YQBi"}, 65, "NUL byte"),
     ("encoding-on-object", [], {"X": "ref+file://{tmp}/secrets/doc?encoding=hex#/k"}, {"doc": b'{"k": {"n": "{canary}"}}'}, 65, "JSON object"),
+    # --as-files (shim/asfiles.py)
+    ("as-files-missing-dir", ["--as-files", "{tmp}/nowhere"], {}, {}, 78, "No such file or directory"),
+    ("as-files-not-a-directory", ["--as-files", "{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 78, "is not a directory"),
+    ("as-files-symlink-dir", ["--as-files", "/proc/self/cwd"], {}, {}, 78, "a symlink is refused"),
+    ("as-files-on-disk", ["--as-files", "{tmp}/secrets"], {"X_FILE": "{tmp}/secrets/x"}, {"x": b"{canary}"}, 78, "not tmpfs or ramfs"),
+    ("as-files-only-without-dir", ["--as-files-only", "X"], {}, {}, 78, "--as-files-only needs --as-files"),
+    ("as-files-bad-name", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"], {"A:B": "file:{tmp}/secrets/x"},
+     {"x": b"{canary}"}, 65, "A:B (ref+file://{tmp}/secrets/x): the name cannot be a file name"),
+    ("as-files-only-other-nul", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk", "--as-files-only", "Y"],
+     {"X_FILE": "{tmp}/secrets/nul"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
+    ("as-files-binary-inside-larger", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"],
+     {"X": "pre-${ref+file://{tmp}/secrets/nul}"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
     # command problems
     ("command-not-found", [], {}, {}, 127, "not found", ["no-such-program-anywhere"]),
     ("command-not-executable", [], {}, {"script": b"#!/bin/sh\n"}, 126, "cannot execute", ["{tmp}/secrets/script"]),
