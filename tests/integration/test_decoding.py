@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.integration.test_asfiles import tmpfs  # noqa: F401 (fixture)
 from tests.integration.test_aws import aws, exec_env, moto_server, proxy  # noqa: F401 (fixtures)
 from tests.integration.test_vault import exec_probe, home, token_env, vault  # noqa: F401 (fixtures)
 
@@ -74,3 +75,25 @@ def test_aws_secret_decoded(run_shim, probe, canaries, aws):  # noqa: F811
                       exec_env(aws, {"CERT": "ref+awssecrets://app/cert?encoding=hex#/pem"}))
     assert result.returncode == 0, result.stderr
     assert probe.read()["env"]["CERT"] == text.decode()
+
+
+def test_azure_binary_certificate_decoded_into_a_file(run_shim, probe, canaries, tmpfs, tmp_path):  # noqa: F811
+    from tests.integration.test_azure import host, managed_identity_env
+    from tests.doubles.azure import AzureKeyVaultDouble
+
+    pfx = b"\x30\x82\x00\xff" + canaries.new("pfx").encode() + b"\x00"
+    text = canary_bytes(canaries, "azure")
+    with AzureKeyVaultDouble(tmp_path) as kv:
+        kv.add_secret("tls-pfx", ENCODE["base64"](pfx), content_type="application/x-pkcs12")
+        kv.add_secret("note", ENCODE["base64url"](text))
+        env = managed_identity_env(kv, PFX=f"ref+azurekeyvault://{host(kv)}/tls-pfx?encoding=base64",
+                                   NOTE=f"ref+azurekeyvault://{host(kv)}/note?encoding=base64url")
+        refused = run_shim(["exec", "--", *probe.argv], env)
+        assert refused.returncode == 65 and "PFX (ref+azurekeyvault://" in refused.stderr
+        assert "not valid UTF-8" in refused.stderr and not probe.ran
+        result = run_shim(["exec", "--as-files", str(tmpfs), "--as-files-only", "PFX", "--", *probe.argv], env)
+    assert result.returncode == 0, result.stderr
+    child = probe.read()["env"]
+    assert child["PFX_FILE"] == f"{tmpfs}/PFX" and "PFX" not in child
+    assert (tmpfs / "PFX").read_bytes() == pfx
+    assert child["NOTE"] == text.decode()
