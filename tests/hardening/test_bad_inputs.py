@@ -142,3 +142,42 @@ def test_bad_input(row, run_shim, canaries, tmp_path, probe):
 
 def test_the_table_is_large_enough():
     assert len(ROWS) >= 40
+
+
+# `shim render --format github-actions|azure-pipelines` (shim/ciexport.py): the same promises.
+# (id, args, env (with {canary}, {tmp}), exit code, fragment)
+CI_ROWS = [
+    ("gha-outside-actions", ["--format", "github-actions"], {}, 78, "only runs in a GitHub Actions job"),
+    ("gha-no-github-env", ["--format", "github-actions"], {"GITHUB_ACTIONS": "true"}, 78, "GITHUB_ENV set"),
+    ("gha-github-env-missing", ["--format", "github-actions"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/absent"}, 78, "cannot open it for appending"),
+    ("gha-github-env-directory", ["--format", "github-actions"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}"}, 78, "GITHUB_ENV {tmp}"),
+    ("gha-with-dir", ["--format", "github-actions", "--dir", "{tmp}"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/github_env"}, 64, "not to --dir/--env-file"),
+    ("gha-with-watch", ["--format", "github-actions", "--watch", "1m"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/github_env"}, 64, "--watch does not apply"),
+    ("gha-bad-name", ["--format", "github-actions"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/github_env", "BAD-NAME": "file:{tmp}/secret"},
+     65, "BAD-NAME: the name is not a valid identifier"),
+    ("azp-outside-azure", ["--format", "azure-pipelines"], {"TF_BUILD": "yes"}, 78, "only runs in an Azure Pipelines job"),
+    ("azp-bad-name", ["--format", "azure-pipelines"], {"TF_BUILD": "True", "A;B": "file:{tmp}/secret"},
+     65, "A;B: the name is not a valid identifier"),
+    ("format-unknown", ["--format", "gitlab"], {}, 64, "gitlab"),
+]
+
+
+@pytest.mark.parametrize("row", CI_ROWS, ids=[row[0] for row in CI_ROWS])
+def test_bad_ci_export(row, run_shim, canaries, tmp_path):
+    name, args, env, code, fragment = row
+    canary = canaries.new(name)
+    (tmp_path / "secret").write_text(canary)
+    (tmp_path / "github_env").write_text("")
+    environment = {"NEIGHBOUR_PASSWORD": f"file:{tmp_path}/secret"}
+    environment.update({k: _fill(v, tmp_path, canary) for k, v in env.items()})
+    result = run_shim(["render", *[_fill(a, tmp_path, canary) for a in args]], environment)
+    assert result.returncode == code, result.stderr
+    assert _fill(fragment, tmp_path, canary) in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
+    assert result.stdout == ""
+    assert (tmp_path / "github_env").read_text() == ""

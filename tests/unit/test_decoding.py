@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shim.decoding import decode
 from shim.errors import UnusableValue
@@ -45,3 +47,20 @@ def test_the_documented_rows_parse_to_their_canonical_forms():
     assert len(rows) >= 3
     for written, canonical in rows:
         assert parse_reference(written).canonical == (canonical or written)
+
+
+@given(st.binary(max_size=200), st.sampled_from(["base64", "base64url", "hex"]), st.booleans())
+def test_every_encoded_value_decodes_back(data, encoding, newline):
+    import base64
+    text = {"base64": base64.b64encode(data).decode(),
+            "base64url": base64.urlsafe_b64encode(data).decode().rstrip("="),
+            "hex": data.hex()}[encoding]
+    assert decode(encoding, text + ("\n" if newline else "")) == data
+
+
+@given(st.text(max_size=60), st.sampled_from(["base64", "base64url", "hex"]))
+def test_any_text_decodes_or_is_refused_with_65(text, encoding):
+    try:
+        decode(encoding, text)
+    except UnusableValue as error:
+        assert error.exit_code == 65
