@@ -20,6 +20,7 @@ allowed here only: `delivers()` tells resolution which variables may be bytes.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -42,11 +43,12 @@ def from_options(options: dict) -> "AsFiles | None":
     if only:
         names = frozenset(n.strip() for n in only.split(",") if n.strip())
     as_files = AsFiles(directory, names)
-    check_directory(directory, allow_disk=options.get("as_files_allow_disk", False))
+    as_files.device = check_directory(directory, allow_disk=options.get("as_files_allow_disk", False))
     return as_files
 
 
-def check_directory(directory: str, *, allow_disk: bool) -> None:
+def check_directory(directory: str, *, allow_disk: bool) -> int:
+    """DIR's device number, once DIR is known to be a real directory on tmpfs or ramfs."""
     import stat
     try:
         status = os.lstat(directory)
@@ -57,12 +59,13 @@ def check_directory(directory: str, *, allow_disk: bool) -> None:
         raise ConfigError(f"--as-files {directory} is not a directory (a symlink is refused)",
                           hint="give the real directory, a tmpfs mount")
     if allow_disk:
-        return
+        return status.st_dev
     fstype = filesystem_type(status.st_dev)
     if fstype not in FILESYSTEMS:
         raise ConfigError(f"--as-files {directory} is on {fstype or 'an unknown filesystem'}, "
                           "not tmpfs or ramfs: secrets would reach the disk",
                           hint="use /dev/shm or a tmpfs mount, or --as-files-allow-disk")
+    return status.st_dev
 
 
 def filesystem_type(device: int) -> str | None:
@@ -88,6 +91,7 @@ class AsFiles:
         self._staged: dict[str, bytes] = {}     # stand-in -> content
         self._written: dict[str, str] = {}      # name -> stand-in of the content on disk
         self.uid = self.gid = None
+        self.device = None                      # DIR's filesystem, as checked
 
     def delivers(self, name: str) -> bool:
         return self.only is None or name in self.only
@@ -171,6 +175,8 @@ class AsFiles:
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         directory = os.open(self.directory, flags)
         try:
+            if os.fstat(directory).st_dev != self.device:  # DIR was swapped since the check
+                raise OSError(errno.EXDEV, "the directory is no longer the one checked")
             temporary = f".shim-{secrets.token_hex(8)}.tmp"
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                                  | os.O_CLOEXEC, 0o600, dir_fd=directory)
