@@ -153,11 +153,14 @@ def exec_command(command, **raw):
         # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
         import ctypes  # noqa: F401
     identity = run.target_identity()
+    run.prepare_as_files(identity)
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
     run.warn_if_root(identity)
     env = run.child_environment(resolved, identity)
+    if run.as_files:  # --as-files: written now, as root, before any drop
+        run.delivered(env)
     if options.init or options.watch:
         sys.exit(_supervise(run, command, env, identity, resolved))
     if identity is not None:
@@ -167,7 +170,7 @@ def exec_command(command, **raw):
         privileges.set_no_new_privs()
     run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
                   variables=sorted(resolved.plan.entries))
-    execve(command, env)
+    execve(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
 
 
 def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
@@ -193,13 +196,19 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
                             stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
                             prepare_child=prepare_child)
     supervisor.install()
-    supervisor.start(env)
+    supervisor.start(run.delivered(env))
+    as_files = run.as_files
     if not watching:
-        return supervisor.run()
+        try:
+            return supervisor.run()
+        finally:
+            if as_files:  # --as-files: the files go with the program
+                as_files.remove_all(run.log)
 
     action, argument = options.on_change
 
     def apply(new_env, changed):
+        new_env = run.delivered(new_env)  # --as-files: rewrites the changed files
         if action == "restart":
             supervisor.restart(new_env)
         elif action == "signal":
@@ -214,6 +223,8 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
     finally:
         if options.revoke_on_exit:
             watcher.revoke_all()
+        if as_files:  # --as-files: the files go with the program
+            as_files.remove_all(run.log)
 
 
 def main(argv=None) -> None:

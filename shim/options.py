@@ -156,6 +156,15 @@ OPTIONS: tuple[Option, ...] = (
        _RESOLVING, choices=("debug", "info", "warning", "error")),
     _o("quiet", ["-q", "--quiet"], None, "count", 0, "Quieter.", _RESOLVING),
     _o("verbose", ["-v", "--verbose"], None, "count", 0, "More verbose.", _RESOLVING),
+    # --as-files (shim/asfiles.py): exec, and check shows the delivery
+    _o("as_files", ["--as-files"], "SHIM_AS_FILES", "text", None,
+       "Deliver secrets as files DIR/NAME (tmpfs); the program gets NAME_FILE.",
+       {"exec", "check"}, metavar="DIR"),
+    _o("as_files_only", ["--as-files-only"], "SHIM_AS_FILES_ONLY", "list", frozenset(),
+       "Only these variables as files (default: every variable shim resolves).",
+       {"exec", "check"}, metavar="NAMES"),
+    _o("as_files_allow_disk", ["--as-files-allow-disk"], "SHIM_AS_FILES_ALLOW_DISK", "flag", False,
+       "Allow an --as-files DIR that is not on tmpfs or ramfs.", {"exec", "check"}),
     # check
     _o("as_json", ["--json"], None, "flag", False, "Print the plan as JSON.", {"check"}),
     # render
@@ -165,7 +174,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("out_env_file", ["--env-file"], "SHIM_RENDER_ENV_FILE", "path", None,
        "Write every secret variable into this one env file.", {"render"}),
     _o("file_format", ["--format"], "SHIM_RENDER_FORMAT", "choice", "dotenv",
-       "Format of --env-file.", {"render"}, choices=("dotenv", "shell", "json")),
+       "Format of --env-file; github-actions / azure-pipelines export to that CI.", {"render"},
+       choices=("dotenv", "shell", "json", "github-actions", "azure-pipelines")),
     _o("mode", ["--mode"], "SHIM_RENDER_MODE", "mode", 0o400,
        "File mode, octal 0000-0777 (default 0400).", {"render"}, metavar="OCTAL"),
     _o("owner", ["--owner"], "SHIM_RENDER_OWNER", "user", None, "Owner of the files.",

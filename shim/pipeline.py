@@ -40,6 +40,7 @@ class Pipeline:
                                  placeholder_source=options.placeholder_source,
                                  allow_placeholders=options.allow_placeholders, skip=options.skip)
         self.environ = starting_environment()
+        self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
         self.pool = ProviderPool(ProviderContext(self.environ, self.log,
                                                  {"max_age": options.max_age}))
 
@@ -77,7 +78,9 @@ class Pipeline:
                            f"{file_var}: its path is outside every secrets dir; left as is "
                            f"(add the directory with --secrets-dir, or the name to --file-vars)",
                            variable=file_var)
-        resolution = resolve_plan(plan, self.pool, Deadline(self.options.deadline), reuse)
+        binary_ok = self.as_files.delivers if self.as_files else None  # files may hold bytes
+        resolution = resolve_plan(plan, self.pool, Deadline(self.options.deadline), reuse,
+                                  binary_ok=binary_ok)
         record_resolution(self.log, resolution)
         rotation_errors = []
         if self.options.max_age or any(ref.option("max_age") for ref in plan.references()):
@@ -98,7 +101,23 @@ class Pipeline:
                                 passthrough=self.options.passthrough)
         if identity is not None:
             env["HOME"] = identity.home
+        if self.as_files:  # --as-files: the values become stand-ins until delivered()
+            env = self.as_files.stage(resolved.resolution, env)
         return env
+
+    def prepare_as_files(self, identity=None):
+        """--as-files: check DIR before anything is resolved; None when not asked for."""
+        if not (self.options.as_files or self.options.as_files_only):
+            return None
+        from shim import asfiles   # only with --as-files
+        self.as_files = asfiles.from_options(self.options)
+        if identity is not None:
+            self.as_files.uid, self.as_files.gid = identity.uid, identity.gid
+        return self.as_files
+
+    def delivered(self, env: dict) -> dict:
+        """The child's env: with --as-files, files written and NAME_FILE=DIR/NAME given."""
+        return self.as_files.materialize(env, self.log) if self.as_files else env
 
     def report(self, errors) -> int:
         """Log every error; the exit code of the first."""

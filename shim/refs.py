@@ -25,7 +25,7 @@ from typing import NamedTuple
 from shim.errors import UsageError
 
 # Options every provider understands; each provider adds its own below.
-COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired"})
+COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
 PROVIDER_OPTIONS = {
     "file": frozenset(),
     "vault": frozenset({"version"}),
@@ -417,6 +417,8 @@ def _parse_query(text: str, provider: str, query: str | None) -> tuple[tuple[str
             raise _malformed(text, f"option {key!r} has no value", f"write {key}=<value>")
         seen.add(key)
     for key, value in pairs:
+        if key == "encoding" and value not in ("base64", "base64url", "hex"):  # shim/decoding.py
+            raise _malformed(text, "unknown encoding", "write encoding=base64, base64url or hex")
         if key in ("optional", "allow_expired") and value.lower() not in ("true", "false", "1", "0"):
             raise _malformed(text, f"option {key} must be true or false", f"write {key}=true")
         if key == "max_age":

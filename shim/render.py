@@ -170,7 +170,12 @@ def render_command(**raw):
     """Init container / sidecar: write secrets to files, optionally keep them current."""
     run = pipeline_for("render", raw)
     options = run.options
-    if not options.directory and not options.out_env_file:
+    ci_export = options.file_format in ("github-actions", "azure-pipelines")  # shim/ciexport.py
+    if ci_export:
+        from shim import ciexport
+        ciexport.preflight(options.file_format, os.environ, directory=options.directory,
+                           env_file=options.out_env_file, watching=options.watch is not None)
+    elif not options.directory and not options.out_env_file:
         raise UsageError("render needs --dir DIR or --env-file PATH (or both)",
                          hint="e.g. shim render --dir /run/app-secrets")
     action = options.on_change
@@ -189,6 +194,11 @@ def render_command(**raw):
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
+    if ci_export:
+        ciexport.export(options.file_format, secret_values(resolved), os.environ)
+        run.log.event("render.exported", "info", f"exported for {options.file_format}",
+                      variables=sorted(secret_values(resolved)))
+        return
     renderer = Renderer(directory=options.directory, env_file=options.out_env_file,
                         file_format=options.file_format, mode=options.mode, uid=uid, gid=gid)
     renderer.render(secret_values(resolved))

@@ -51,6 +51,17 @@ def plan_rows(plan, resolution) -> list[dict]:
     return rows
 
 
+def _mark_files(rows, as_files, resolution, errors) -> None:
+    """--as-files: the file each variable would be delivered as (DELIVERY / "delivery")."""
+    try:
+        names = set(as_files.names(resolution))
+    except ShimError as error:
+        errors.append(error)
+        names = set()
+    for row in rows:
+        row["delivery"] = as_files.path(row["variable"]) if row["variable"] in names else "env"
+
+
 def print_json(rows, errors) -> None:
     document = {"ok": not errors, "variables": rows,
                 "errors": [{"variable": e.variable, "reference": e.reference,
@@ -60,11 +71,13 @@ def print_json(rows, errors) -> None:
 
 def print_table(rows) -> None:
     header = ("VARIABLE", "SOURCE", "REFERENCE", "STATUS", "VERSION", "AGE")
-    table = [header]
+    files = any("delivery" in row for row in rows)
+    table = [header + ("DELIVERY",) if files else header]
     for row in rows:
-        table.append((row["variable"], row["source"], " ".join(row["references"]) or "-",
-                      row["status"], row["version"] or "-", _age(row["age_seconds"])))
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        line = (row["variable"], row["source"], " ".join(row["references"]) or "-",
+                row["status"], row["version"] or "-", _age(row["age_seconds"]))
+        table.append(line + (row.get("delivery", "env"),) if files else line)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
 
@@ -88,9 +101,16 @@ def check_command(**raw):
         run.target_identity()
     except ShimError as error:
         identity_errors.append(error)
+    try:
+        as_files = run.prepare_as_files()  # --as-files: which variables become files
+    except ShimError as error:
+        identity_errors.append(error)
+        as_files = None
     plan, resolution, errors = run.resolve()
     errors = identity_errors + errors
     rows = plan_rows(plan, resolution)
+    if as_files:
+        _mark_files(rows, as_files, resolution, errors)
     if run.options.as_json:
         print_json(rows, errors)
     else:

@@ -26,6 +26,7 @@ class VariableResult:
     def __init__(self, name: str, value: str | None, entry: Entry):
         self.name = name
         self.value = value                  # None: left unset (optional and missing)
+        self.data: bytes | None = None      # binary content, only for a variable sent as a file
         self.entry = entry
         self.metas: list[tuple[Reference, SecretMeta]] = []
         self.error: ShimError | None = None
@@ -93,7 +94,8 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
 
 
 def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
-                 reuse: Mapping[tuple, Fetched] | None = None) -> Resolution:
+                 reuse: Mapping[tuple, Fetched] | None = None, binary_ok=None) -> Resolution:
+    """`binary_ok(name)`: the variable goes to a file (--as-files), so bytes are fine."""
     resolution = Resolution()
     references = plan.references()
     outcomes = fetch_references(references, pool, deadline, plan.env_file_entries, reuse)
@@ -103,14 +105,14 @@ def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
             resolution.fetched[reference.fetch_key] = (reference.provider, outcome)
     for name in sorted(plan.entries):
         entry = plan.entries[name]
-        result = _fill(entry, outcomes)
+        result = _fill(entry, outcomes, keep_binary=bool(binary_ok and binary_ok(name)))
         resolution.variables[name] = result
         if result.error is not None:
             resolution.errors.append(result.error)
     return resolution
 
 
-def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
+def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_binary: bool = False) -> VariableResult:
     result = VariableResult(entry.name, None, entry)
     pieces: list[str] = []
     for part in entry.parts:
@@ -124,7 +126,11 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
         try:
             if isinstance(outcome, ShimError):
                 raise outcome
-            text = select(reference, outcome)
+            text = select(reference, outcome, keep_binary=keep_binary and len(entry.parts) == 1)
+            if isinstance(text, bytes):  # binary, for a file (--as-files): never in the environment
+                result.data, result.value = text, ""
+                result.metas.append((reference, outcome.meta))
+                return result
         except ShimError as error:
             if reference.optional and isinstance(error, NotFound):
                 if entry.whole:
@@ -145,7 +151,7 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
         pieces.append(text)
     result.value = "".join(pieces)
     size = len(entry.name.encode()) + 1 + len(result.value.encode()) + 1
-    if size > MAX_ENV_STRING:
+    if size > MAX_ENV_STRING and not keep_binary:  # a file (--as-files) has no such limit
         result.error = UnusableValue(
             f"the value is {size} bytes, more than one environment string may hold (128 KiB)",
             variable=entry.name, hint=_AS_A_FILE)
@@ -153,13 +159,28 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
     return result
 
 
-def select(reference: Reference, fetched: Fetched) -> str:
-    """The text a reference asks for: the whole secret, or one key inside it."""
+def select(reference: Reference, fetched: Fetched, *, keep_binary: bool = False) -> str | bytes:
+    """The text a reference asks for: the whole secret, or one key inside it, then decoded.
+
+    Binary (not UTF-8, or holding a NUL) is refused unless `keep_binary`: then it is
+    returned as bytes, for a variable delivered as a file.
+    """
     value = fetched.value
-    if not reference.selector:
-        if isinstance(value, Mapping):
-            return _json_text(value)
-        return _as_text(value)
+    if reference.selector:
+        value = _walk(reference, value)
+    encoding = reference.option("encoding")
+    if isinstance(value, (Mapping, list)):
+        if encoding:
+            raise UnusableValue(f"?encoding={encoding} needs encoded text, but this is a JSON "
+                                "object or list", hint="select the key that holds the encoded text")
+        return _json_text(value)
+    if encoding:  # ?encoding=: decode after selection (shim/decoding.py)
+        from shim.decoding import decode
+        value = decode(encoding, value)
+    return _as_text(value, keep_binary)
+
+
+def _walk(reference: Reference, value):
     # Only selectors need the json module: a run of plain files never imports it (~1 ms).
     import json
     if not isinstance(value, Mapping):
@@ -179,8 +200,10 @@ def select(reference: Reference, fetched: Fetched) -> str:
             raise NotFound(f"key {path} does not exist in the secret",
                            hint="check the key name (keys are case-sensitive)")
     if isinstance(value, str):
-        return _check_text(value)
-    return _json_text(value)
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return _json_text(value)
+    return value
 
 
 def _json_text(value) -> str:
@@ -188,18 +211,22 @@ def _json_text(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _as_text(value) -> str:
+def _as_text(value, keep_binary: bool = False) -> str | bytes:
     if isinstance(value, bytes):
         try:
             value = value.decode("utf-8")
         except UnicodeDecodeError:
+            if keep_binary:
+                return value
             raise UnusableValue("the secret is not valid UTF-8 text",
                                 hint="store text, or base64-encode binary secrets") from None
+    if keep_binary and "\0" in value:
+        return value.encode()
     return _check_text(value)
 
 
 # shim refuses such a value for every command (render too): the program must read it itself.
-_AS_A_FILE = ("mount it as a file and give the program the file's path in a variable shim does "
+_AS_A_FILE = ("deliver it as a file with --as-files DIR, or mount it as a file and give the program the file's path in a variable shim does "
               "not resolve (a NAME_FILE the program reads, listed in SHIM_SKIP)")
 
 

@@ -80,6 +80,28 @@ ROWS = [
     ("env-file-bad-name", ["--env-file", "{tmp}/secrets/name.env"], {}, {"name.env": b"1ABC={canary}\n"}, 64, "line 1"),
     ("env-file-missing", ["--env-file", "{tmp}/secrets/none.env"], {}, {}, 66, "does not exist"),
     ("env-file-not-utf8", ["--env-file", "{tmp}/secrets/latin.env"], {}, {"latin.env": b"A=\xe9{canary}\n"}, 64, "not UTF-8"),
+    # ?encoding= (shim/decoding.py)
+    ("encoding-unknown", [], {"X": "ref+file:///x?encoding=rot13"}, {}, 64, "unknown encoding"),
+    ("encoding-lookalike", [], {"X": "ref+file:///x?encoding={canary}"}, {}, 64, "unknown encoding"),
+    ("encoding-bad-base64", [], {"X": "ref+file://{tmp}/secrets/b64?encoding=base64"}, {"b64": b"{canary}*"}, 65,
+     "X (ref+file://{tmp}/secrets/b64?encoding=base64): the value is not valid base64"),
+    ("encoding-bad-base64url", [], {"X": "ref+file://{tmp}/secrets/b64?encoding=base64url"}, {"b64": b"ab+/"}, 65, "not valid base64url"),
+    ("encoding-bad-hex", [], {"X": "ref+file://{tmp}/secrets/hex?encoding=hex"}, {"hex": b"{canary}"}, 65, "not valid hex"),
+    ("encoding-not-utf8", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"//79"}, 65, "not valid UTF-8"),
+    ("encoding-nul", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"YQBi"}, 65, "NUL byte"),
+    ("encoding-on-object", [], {"X": "ref+file://{tmp}/secrets/doc?encoding=hex#/k"}, {"doc": b'{"k": {"n": "{canary}"}}'}, 65, "JSON object"),
+    # --as-files (shim/asfiles.py)
+    ("as-files-missing-dir", ["--as-files", "{tmp}/nowhere"], {}, {}, 78, "No such file or directory"),
+    ("as-files-not-a-directory", ["--as-files", "{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 78, "is not a directory"),
+    ("as-files-symlink-dir", ["--as-files", "/proc/self/cwd"], {}, {}, 78, "a symlink is refused"),
+    ("as-files-on-disk", ["--as-files", "{tmp}/secrets"], {"X_FILE": "{tmp}/secrets/x"}, {"x": b"{canary}"}, 78, "not tmpfs or ramfs"),
+    ("as-files-only-without-dir", ["--as-files-only", "X"], {}, {}, 78, "--as-files-only needs --as-files"),
+    ("as-files-bad-name", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"], {"A:B": "file:{tmp}/secrets/x"},
+     {"x": b"{canary}"}, 65, "A:B (ref+file://{tmp}/secrets/x): the name cannot be a file name"),
+    ("as-files-only-other-nul", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk", "--as-files-only", "Y"],
+     {"X_FILE": "{tmp}/secrets/nul"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
+    ("as-files-binary-inside-larger", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"],
+     {"X": "pre-${ref+file://{tmp}/secrets/nul}"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
     # command problems
     ("command-not-found", [], {}, {}, 127, "not found", ["no-such-program-anywhere"]),
     ("command-not-executable", [], {}, {"script": b"#!/bin/sh\n"}, 126, "cannot execute", ["{tmp}/secrets/script"]),
@@ -111,7 +133,7 @@ def test_bad_input(row, run_shim, canaries, tmp_path, probe):
     target = [_fill(a, tmp_path, canary) for a in command] if command else probe.argv
     result = run_shim(["exec", "--secrets-dir", str(secrets_dir), *argv, "--", *target], environment)
     assert result.returncode == code, result.stderr
-    assert fragment in result.stderr
+    assert _fill(fragment, tmp_path, canary) in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1, result.stderr
     assert result.stdout == ""
@@ -120,3 +142,42 @@ def test_bad_input(row, run_shim, canaries, tmp_path, probe):
 
 def test_the_table_is_large_enough():
     assert len(ROWS) >= 40
+
+
+# `shim render --format github-actions|azure-pipelines` (shim/ciexport.py): the same promises.
+# (id, args, env (with {canary}, {tmp}), exit code, fragment)
+CI_ROWS = [
+    ("gha-outside-actions", ["--format", "github-actions"], {}, 78, "only runs in a GitHub Actions job"),
+    ("gha-no-github-env", ["--format", "github-actions"], {"GITHUB_ACTIONS": "true"}, 78, "GITHUB_ENV set"),
+    ("gha-github-env-missing", ["--format", "github-actions"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/absent"}, 78, "cannot open it for appending"),
+    ("gha-github-env-directory", ["--format", "github-actions"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}"}, 78, "GITHUB_ENV {tmp}"),
+    ("gha-with-dir", ["--format", "github-actions", "--dir", "{tmp}"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/github_env"}, 64, "not to --dir/--env-file"),
+    ("gha-with-watch", ["--format", "github-actions", "--watch", "1m"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/github_env"}, 64, "--watch does not apply"),
+    ("gha-bad-name", ["--format", "github-actions"],
+     {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "{tmp}/github_env", "BAD-NAME": "file:{tmp}/secret"},
+     65, "BAD-NAME: the name is not a valid identifier"),
+    ("azp-outside-azure", ["--format", "azure-pipelines"], {"TF_BUILD": "yes"}, 78, "only runs in an Azure Pipelines job"),
+    ("azp-bad-name", ["--format", "azure-pipelines"], {"TF_BUILD": "True", "A;B": "file:{tmp}/secret"},
+     65, "A;B: the name is not a valid identifier"),
+    ("format-unknown", ["--format", "gitlab"], {}, 64, "gitlab"),
+]
+
+
+@pytest.mark.parametrize("row", CI_ROWS, ids=[row[0] for row in CI_ROWS])
+def test_bad_ci_export(row, run_shim, canaries, tmp_path):
+    name, args, env, code, fragment = row
+    canary = canaries.new(name)
+    (tmp_path / "secret").write_text(canary)
+    (tmp_path / "github_env").write_text("")
+    environment = {"NEIGHBOUR_PASSWORD": f"file:{tmp_path}/secret"}
+    environment.update({k: _fill(v, tmp_path, canary) for k, v in env.items()})
+    result = run_shim(["render", *[_fill(a, tmp_path, canary) for a in args]], environment)
+    assert result.returncode == code, result.stderr
+    assert _fill(fragment, tmp_path, canary) in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
+    assert result.stdout == ""
+    assert (tmp_path / "github_env").read_text() == ""

@@ -29,6 +29,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "detect_secrets", "yaml",
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
+    "shim.asfiles", "shim.ciexport", "shim.decoding",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):

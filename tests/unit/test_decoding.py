@@ -1,0 +1,66 @@
+"""shim/decoding.py: strict decoding, and the ?encoding= rows of docs/references.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shim.decoding import decode
+from shim.errors import UnusableValue
+from shim.refs import parse_reference
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "references.md"
+
+
+@pytest.mark.parametrize("encoding,text,expected", [
+    ("base64", "QUJD", b"ABC"),
+    ("base64", "QUJD\n", b"ABC"),
+    ("base64", "//79", b"\xff\xfe\xfd"),
+    ("base64url", "__79", b"\xff\xfe\xfd"),
+    ("base64url", "QUI", b"AB"),
+    ("base64url", "QUI=", b"AB"),
+    ("hex", "00ff41", b"\x00\xffA"),
+    ("hex", "00FF41", b"\x00\xffA"),
+    ("hex", "", b""),
+])
+def test_valid(encoding, text, expected):
+    assert decode(encoding, text) == expected
+
+
+@pytest.mark.parametrize("encoding,text", [
+    ("base64", "QUJ"), ("base64", "QU JD"), ("base64", "QUJD*"), ("base64", "__79"),
+    ("base64url", "//79"), ("hex", "0"), ("hex", "0g"), ("hex", "00 ff"), ("base64", "QUJDé"),
+])
+def test_invalid_is_65_and_quotes_nothing(encoding, text):
+    with pytest.raises(UnusableValue) as caught:
+        decode(encoding, text)
+    assert f"not valid {encoding}" in caught.value.line()
+    assert text.strip() not in caught.value.line()
+
+
+def test_the_documented_rows_parse_to_their_canonical_forms():
+    rows = re.findall(r"^\| `([^`]*encoding=[^`]*)` \| (?:`([^`]*)`|same) \|$", DOC.read_text(), re.M)
+    assert len(rows) >= 3
+    for written, canonical in rows:
+        assert parse_reference(written).canonical == (canonical or written)
+
+
+@given(st.binary(max_size=200), st.sampled_from(["base64", "base64url", "hex"]), st.booleans())
+def test_every_encoded_value_decodes_back(data, encoding, newline):
+    import base64
+    text = {"base64": base64.b64encode(data).decode(),
+            "base64url": base64.urlsafe_b64encode(data).decode().rstrip("="),
+            "hex": data.hex()}[encoding]
+    assert decode(encoding, text + ("\n" if newline else "")) == data
+
+
+@given(st.text(max_size=60), st.sampled_from(["base64", "base64url", "hex"]))
+def test_any_text_decodes_or_is_refused_with_65(text, encoding):
+    try:
+        decode(encoding, text)
+    except UnusableValue as error:
+        assert error.exit_code == 65
