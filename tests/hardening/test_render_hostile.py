@@ -6,7 +6,6 @@ spaces. The pid file sits on a volume the application can write.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
