@@ -201,8 +201,7 @@ def _provider_pool(run: Run):
     from shim.resolve import ProviderPool
 
     run.environ = starting_environment()
-    settings = {"max_age": run.options["max_age_seconds"]}
-    return ProviderPool(ProviderContext(run.environ, run.log, settings))
+    return ProviderPool(ProviderContext(run.environ, run.log))
 
 
 def _resolve(run: Run, pool=None, reuse=None):

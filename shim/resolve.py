@@ -18,6 +18,9 @@ from shim.providers import load_provider
 from shim.providers.base import Fetched, Outcome, ProviderContext, SecretMeta
 from shim.refs import Reference
 
+# Providers that read local files: run in the caller's thread, never on a runner.
+LOCAL_PROVIDERS = frozenset({"file"})
+
 # One env string ("NAME=value\0") may be at most MAX_ARG_STRLEN (32 pages).
 MAX_ENV_STRING = 131072
 
@@ -80,15 +83,23 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
         except ShimError as error:
             return {ref.fetch_key: error for ref in refs}
 
-    if len(by_provider) <= 1:
-        for name, refs in by_provider.items():
+    # Files are read in this thread (a local-only run starts no thread); every store is asked
+    # on a daemon thread that is abandoned at the deadline, whatever its server does.
+    remote = {name: refs for name, refs in by_provider.items() if name not in LOCAL_PROVIDERS}
+    for name, refs in by_provider.items():
+        if name in LOCAL_PROVIDERS:
             outcomes.update(run(name, refs))
-        return outcomes
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max_workers=len(by_provider)) as executor:
-        futures = [executor.submit(run, name, refs) for name, refs in by_provider.items()]
-        for future in futures:
-            outcomes.update(future.result())
+    if remote:
+        from shim.providers.mechanism import SLACK, run_concurrently
+        names = list(remote)
+        # A little more slack than each provider's own runner, so the provider's more
+        # precise message wins over this one.
+        answers = run_concurrently([lambda n=n: run(n, remote[n]) for n in names], deadline,
+                                   title="the secret store", slack=SLACK * 1.5)
+        for name, answer in zip(names, answers):
+            if isinstance(answer, ShimError):
+                answer = {ref.fetch_key: answer for ref in remote[name]}
+            outcomes.update(answer)
     return outcomes
 
 

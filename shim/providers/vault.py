@@ -2,8 +2,8 @@
 
 Built on hvac's request adapter (session, X-Vault-Request, X-Vault-Namespace); every status is
 classified here, because hvac never retries, its exception text embeds the full URL, and its
-`Client.read()` turns a 404 into None. hvac and tenacity are imported when the provider is
-created, which happens only when the plan holds a Vault reference.
+`Client.read()` turns a 404 into None. This module (and so hvac) is imported only when the plan
+holds a Vault reference; a missing SDK is the registry's "install shim[vault]" (exit 78).
 
 One run:
 
@@ -41,11 +41,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
+
+import hvac.adapters
+import requests
+import tenacity  # noqa: F401 - used by the retry mechanism; missing means shim[vault] is not installed
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable
 from shim.providers.base import Fetched, SecretMeta
+from shim.providers.mechanism import (
+    MAX_WORKERS, Transient, by_fetch_key, retry, run_concurrently,
+)
 
 # Vault's own default (the CLI and Go client), not hvac's http://localhost:8200.
 DEFAULT_ADDR = "https://127.0.0.1:8200"
@@ -53,14 +60,11 @@ SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")
 DEFAULT_AUTH_MOUNTS = {"approle": "approle", "kubernetes": "kubernetes", "jwt": "jwt"}
 
-MAX_WORKERS = 16              # concurrent reads; also the HTTP connection pool size
 REQUEST_TIMEOUT = 10.0        # per request, unless VAULT_CLIENT_TIMEOUT says otherwise
-BACKOFF_FIRST = 0.25          # seconds; jittered exponential backoff between attempts ...
-BACKOFF_MAX = 3.0             # ... capped, so a Vault unsealed mid-wait is noticed soon
-LAST_ATTEMPT = 0.25           # an attempt is not started with less time than this left
 MAX_CREDENTIAL_FILE = 64 * 1024
 _TRUE = ("1", "t", "true")    # Go's strconv.ParseBool, as the Vault CLI reads VAULT_SKIP_VERIFY
 _FALSE = ("0", "f", "false")
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/@]*@")
 _VAULT_TOKEN = re.compile(r"^(hvs|s)\.")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -71,13 +75,6 @@ class VaultProvider:
     name = "vault"
 
     def __init__(self, context):
-        try:
-            import hvac  # noqa: F401 - fail here, cleanly, when shim[vault] is not installed
-            import requests  # noqa: F401
-            import tenacity  # noqa: F401
-        except ImportError as error:
-            raise ConfigError("provider vault is not available: install shim[vault]",
-                              hint=f"{error.name} cannot be imported") from None
         self.environ: Mapping[str, str] = context.environ
         self.log = context.log
         self._connection = _Connection.from_environ(self.environ)
@@ -97,9 +94,7 @@ class VaultProvider:
     # -- the Provider interface -------------------------------------------------------------
 
     def fetch_all(self, references, deadline: Deadline) -> dict:
-        representatives: dict[tuple, Any] = {}
-        for reference in references:
-            representatives.setdefault(reference.fetch_key, reference)
+        representatives = {key: refs[0] for key, refs in by_fetch_key(references).items()}
         try:
             self._ensure_authenticated(deadline)
         except ShimError as error:
@@ -121,10 +116,11 @@ class VaultProvider:
         # Two rounds, so that a worker never waits for a read another worker is doing: first
         # each reference's read plan (mount lookups), then each distinct plan once.
         keys = list(representatives)
-        with _Pool(len(keys)) as pool:
-            planned = dict(zip(keys, pool.map(plan, [representatives[k] for k in keys])))
-            distinct = list(dict.fromkeys(p for p in planned.values() if isinstance(p, tuple)))
-            fetched = dict(zip(distinct, pool.map(read, distinct)))
+        planned = dict(zip(keys, run_concurrently(
+            [lambda r=representatives[k]: plan(r) for k in keys], deadline, title="Vault")))
+        distinct = list(dict.fromkeys(p for p in planned.values() if isinstance(p, tuple)))
+        fetched = dict(zip(distinct, run_concurrently(
+            [lambda p=p: read(p) for p in distinct], deadline, title="Vault")))
         return {key: fetched.get(p, p) if isinstance(p, tuple) else p
                 for key, p in planned.items()}
 
@@ -294,11 +290,19 @@ class VaultProvider:
     # -- authentication ---------------------------------------------------------------------
 
     def _ensure_authenticated(self, deadline: Deadline) -> None:
-        with self._auth_lock:
+        # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
+        # lease and token renewal behind it.
+        if not self._auth_lock.acquire(timeout=deadline.remaining()):
+            raise Unavailable("Vault: no answer to the login within the deadline",
+                              hint="check VAULT_ADDR and the network, or allow more time "
+                                   "with --deadline")
+        try:
             if self._http is None:
                 self._http = self._connection.client(self.log)
             if self._token is None:
                 self._authenticate(deadline)
+        finally:
+            self._auth_lock.release()
 
     def _authenticate(self, deadline: Deadline) -> None:
         method = self._auth_method()
@@ -373,14 +377,8 @@ class VaultProvider:
         return payload
 
     def _secret_id_is_wrapped(self, value: str) -> bool:
-        flag = (self.environ.get("VAULT_SECRET_ID_WRAPPED") or "").strip().lower()
-        if flag:
-            if flag in _TRUE:
-                return True
-            if flag in _FALSE:
-                return False
-            raise ConfigError(f"VAULT_SECRET_ID_WRAPPED={flag!r} is not true or false",
-                              hint="write VAULT_SECRET_ID_WRAPPED=true or false")
+        if (self.environ.get("VAULT_SECRET_ID_WRAPPED") or "").strip():
+            return _parse_bool(self.environ, "VAULT_SECRET_ID_WRAPPED")
         # Unset: a Vault token (hvs.…, s.…) is a wrapping token; secret ids are UUIDs.
         return bool(_VAULT_TOKEN.match(value)) and not _UUID.match(value)
 
@@ -456,50 +454,13 @@ class VaultProvider:
     def _request(self, method: str, path: str, deadline: Deadline, what: str,
                  **kwargs) -> "_Answer":
         """One Vault call, retried on transient failures until the deadline."""
-        import tenacity
+        return retry(lambda: self._send(method, path, deadline, what, **kwargs), deadline, self.log,
+                     provider="vault", title="Vault", operation=what, path=path,
+                     hint="check VAULT_ADDR and that Vault is unsealed and reachable, "
+                          "or allow more time with --deadline")
 
-        attempts = 0
-        started = time.monotonic()
-        backoff = tenacity.wait_random_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX)
-
-        def attempt() -> _Answer:
-            nonlocal attempts
-            attempts += 1
-            return self._send(method, path, deadline, **kwargs)
-
-        def wait(state) -> float:
-            # Never sleep into the last LAST_ATTEMPT seconds: they are for one more attempt.
-            return min(backoff(state), max(0.0, deadline.remaining() - LAST_ATTEMPT))
-
-        def stop(state) -> bool:
-            return deadline.remaining() < LAST_ATTEMPT
-
-        def before_sleep(state) -> None:
-            reason = state.outcome.exception().reason
-            self.log.event("provider.retry", "info",
-                           f"Vault: {what} failed ({reason}); retrying in "
-                           f"{state.upcoming_sleep:.2f}s", provider="vault", path=path,
-                           reason=reason, attempt=state.attempt_number,
-                           wait=round(state.upcoming_sleep, 3))
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Transient), wait=wait, stop=stop,
-            before_sleep=before_sleep, reraise=False)
-        try:
-            return retrying(attempt)
-        except tenacity.RetryError as failure:
-            reason = failure.last_attempt.exception().reason
-            elapsed = time.monotonic() - started
-            noun = "attempt" if attempts == 1 else "attempts"
-            raise Unavailable(
-                f"Vault unreachable or sealed after {attempts} {noun} over {elapsed:.1f}s "
-                f"(last: {reason})",
-                hint="check VAULT_ADDR and that Vault is unsealed and reachable, "
-                     "or allow more time with --deadline") from None
-
-    def _send(self, method: str, path: str, deadline: Deadline, **kwargs) -> "_Answer":
-        import requests
-
+    def _send(self, method: str, path: str, deadline: Deadline, what: str,
+              **kwargs) -> "_Answer":
         timeout = max(0.1, min(deadline.remaining(), self._connection.timeout))
         url = "v1/" + quote(path, safe="/")
         try:
@@ -507,25 +468,31 @@ class VaultProvider:
                                                   timeout=timeout, **kwargs)
         except requests.exceptions.SSLError:
             raise ConfigError(
-                f"TLS verification of {self._connection.addr} failed",
+                f"TLS verification of {self._connection.shown} failed",
                 hint="point VAULT_CACERT (or VAULT_CAPATH) at the CA that signed Vault's "
                      "certificate") from None
         except requests.exceptions.Timeout:
-            raise _Transient("timeout") from None
+            raise Transient("timeout") from None
         except requests.exceptions.ConnectionError as error:
-            raise _Transient(_connection_reason(error)) from None
+            raise Transient(_connection_reason(error)) from None
         except requests.exceptions.InvalidHeader:
             # Its text would quote the header, token included.
             raise ConfigError("the Vault token holds characters an HTTP header cannot carry",
                               hint="check what writes the token (one line, no spaces)") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema):
-            raise ConfigError(f"VAULT_ADDR={self._connection.addr!r} is not a usable URL",
+            raise ConfigError(f"VAULT_ADDR={self._connection.shown!r} is not a usable URL",
                               hint="write e.g. VAULT_ADDR=https://vault.example.com:8200") from None
         except requests.exceptions.RequestException:
-            raise _Transient("connection failed") from None
+            raise Transient("connection failed") from None
         if isinstance(result, dict):
             return _Answer(200, result)
+        if 300 <= result.status_code < 400:
+            raise ConfigError(
+                f"Vault at {self._connection.shown} answered {what} with a redirect "
+                f"(HTTP {result.status_code}) that shim does not follow",
+                hint="point VAULT_ADDR at the active Vault node or its load balancer; shim "
+                     "follows only 307/308 to the same scheme, host and port (docs/vault.md)")
         body = None
         if "json" in (result.headers.get("Content-Type") or ""):
             try:
@@ -534,7 +501,7 @@ class VaultProvider:
                 body = None
         answer = _Answer(result.status_code, body if isinstance(body, dict) else None)
         if answer.status in (412, 429) or answer.status >= 500:
-            raise _Transient(self._status_text(answer))
+            raise Transient(self._status_text(answer))
         return answer
 
     def _status_text(self, answer: "_Answer") -> str:
@@ -593,22 +560,24 @@ class _Connection:
         namespace = (environ.get("VAULT_NAMESPACE") or "").strip("/") or None
         return cls(addr, verify, cert, namespace, timeout, bool(skip))
 
+    @property
+    def shown(self) -> str:
+        """The address as messages and events show it: user-info (user:password@) redacted."""
+        return _USERINFO.sub(r"\1<redacted>@", self.addr)
+
     def client(self, log):
         """hvac's request adapter with every setting explicit.
 
         hvac.Client would read VAULT_TOKEN, ~/.vault-token and (at import) VAULT_CACERT and
         VAULT_CLIENT_CERT from os.environ by itself; the adapter takes only what it is given.
         """
-        import hvac.adapters
-        import requests
-
         if self.skip_verify:
             import urllib3
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             log.event("vault.tls_unverified", "warning",
                       "VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified",
-                      addr=self.addr)
-        session = requests.Session()
+                      addr=self.shown)
+        session = _SameOriginSession()
         session.verify = self.verify
         session.cert = self.cert
         # One pool slot per worker, or urllib3 drops (and warns about) the extra connections.
@@ -618,6 +587,24 @@ class _Connection:
         return hvac.adapters.JSONAdapter(base_uri=self.addr, token="", cert=self.cert,
                                          verify=self.verify, timeout=self.timeout,
                                          session=session, namespace=self.namespace)
+
+
+class _SameOriginSession(requests.Session):
+    """Follows only the redirects the Vault CLI follows, and only where the token already goes.
+
+    requests would follow 301/302/303 (turning a PUT into a GET) and https to http, carrying
+    X-Vault-Token along. Here only 307/308 to the same scheme, host and port are followed; any
+    other redirect is returned as it is and reported by VaultProvider._send instead.
+    """
+
+    def get_redirect_target(self, response):
+        target = super().get_redirect_target(response)
+        if target is None or response.status_code not in (307, 308):
+            return None
+        here, there = urlsplit(response.url), urlsplit(urljoin(response.url, target))
+        if (here.scheme, here.netloc.lower()) != (there.scheme, there.netloc.lower()):
+            return None
+        return target
 
 
 def _parse_bool(environ: Mapping[str, str], name: str) -> bool:
@@ -695,14 +682,6 @@ def _connection_reason(error: Exception) -> str:
 
 # --- answers ------------------------------------------------------------------------------
 
-class _Transient(Exception):
-    """A failure worth another attempt; `reason` is safe to show."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass
 class _Answer:
     status: int
@@ -712,29 +691,6 @@ class _Answer:
     def errors(self) -> list[str]:
         errors = (self.body or {}).get("errors") or []
         return [str(e) for e in errors] if isinstance(errors, list) else [str(errors)]
-
-
-class _Pool:
-    """A bounded thread pool, or none at all for a single item."""
-
-    def __init__(self, items: int):
-        self._executor = None
-        if items > 1:
-            from concurrent.futures import ThreadPoolExecutor
-            self._executor = ThreadPoolExecutor(max_workers=min(MAX_WORKERS, items),
-                                                thread_name_prefix="shim-vault")
-
-    def map(self, function, items: list) -> list:
-        if self._executor is None or len(items) < 2:
-            return [function(item) for item in items]
-        return list(self._executor.map(function, items))
-
-    def __enter__(self) -> "_Pool":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
 
 
 class _DeletedVersion(NotFound):
