@@ -1,8 +1,10 @@
 """The reference grammar: every accepted syntax parses to one Reference.
 
 A Reference says where a secret lives, which part of it to take and how to
-treat it; nothing is fetched here. Each syntax of interface.md is a small
-parser; `canonical` is the one spelling `shim check` and every message show.
+treat it; nothing is fetched here. Each provider is one row of the table at the
+end of this module (its ref+ scheme, options, parser and canonical render), and
+each other spelling one Spelling row; `canonical` is the one spelling `shim
+check` and every message show.
 
 Canonical forms (docs/references.md has the full table):
 

@@ -85,10 +85,19 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
 
     # Files are read in this thread (a local-only run starts no thread); every store is asked
     # on a daemon thread that is abandoned at the deadline, whatever its server does.
-    remote = {name: refs for name, refs in by_provider.items() if name not in LOCAL_PROVIDERS}
+    remote = {}
     for name, refs in by_provider.items():
         if name in LOCAL_PROVIDERS:
             outcomes.update(run(name, refs))
+            continue
+        # SDKs are imported here, one after the other: importing the same libraries (urllib3,
+        # requests) from several threads at once can see a module half-initialized.
+        try:
+            pool.get(name)
+        except ShimError as error:
+            outcomes.update({ref.fetch_key: error for ref in refs})
+            continue
+        remote[name] = refs
     if remote:
         from shim.providers.mechanism import SLACK, run_concurrently
         names = list(remote)

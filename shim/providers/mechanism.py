@@ -25,10 +25,15 @@ The provider contract, whole (a new store needs this module's three functions, n
             jobs = [lambda key=key: read(key) for key in groups]
             return dict(zip(groups, run_concurrently(jobs, deadline, title="Example")))
 
-Then one line in shim/providers/__init__.py's REGISTRY and one row in shim/refs.py's SYNTAXES
-(or `refs.register(...)` from the provider's own module). A job that raises a ShimError gives
-that error as its outcome; a job still running at the deadline gives Unavailable; any other
-exception is a bug and is raised again in the caller's thread.
+Then one line in shim/providers/__init__.py's REGISTRY (module, class, pip extra) and one
+`register(ProviderSyntax(...), Spelling(...)...)` call at the end of shim/refs.py: its ref+
+scheme, options, parser and canonical render, plus any other spelling (a prefix such as `sm://`).
+The syntax lives in refs.py, not in the provider's module, because references are parsed before
+any provider is imported (a run that needs no store imports no SDK).
+
+run_concurrently: a job that raises a ShimError gives that error as its outcome; a job still
+running at the deadline gives Unavailable; any other exception is a bug and is raised again in
+the caller's thread.
 """
 
 from __future__ import annotations

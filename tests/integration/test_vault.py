@@ -661,7 +661,7 @@ def test_token_ttl_renew_and_revoke(vault):
     login = [r for r in vault.requests if r.path.endswith("/login")]
     assert len(login) == 1                               # authenticated once
 
-    token = provider._token
+    token = provider.http.token
     assert vault.token_info(token).path == "auth/approle/login"
     provider.revoke_token(Deadline(10))
     assert vault.token_info(token).revoked
