@@ -171,10 +171,9 @@ class Watcher:
                 continue
             provider = self.pool.get(lease.provider)
             try:
-                deadline = Deadline(self.deadline_seconds)
-                granted = call_within(
-                    lambda: provider.renew_lease(lease.lease_id, lease.duration or None, deadline),
-                    deadline, title="lease renewal")
+                granted = self._bounded(
+                    lambda deadline: provider.renew_lease(lease.lease_id, lease.duration or None,
+                                                          deadline), "lease renewal")
             except ShimError as error:
                 self.log.event("lease.renew_failed", "warning",
                                f"lease renewal failed: {error.line()}", lease_id=lease.lease_id)
@@ -205,9 +204,7 @@ class Watcher:
             return
         provider = self.pool.get(self._token_provider)
         try:
-            deadline = Deadline(self.deadline_seconds)
-            ttl = call_within(lambda: provider.renew_token(deadline), deadline,
-                              title="token renewal")
+            ttl = self._bounded(provider.renew_token, "token renewal")
             self.log.event("token.renewed", "debug", provider=self._token_provider, ttl=ttl)
         except ShimError as error:
             self.log.event("token.renew_failed", "warning", f"token renewal failed: {error.line()}")
@@ -218,7 +215,9 @@ class Watcher:
         """--revoke-on-exit: leases first, then each provider's token."""
         for lease in list(self.leases.values()):
             try:
-                self.pool.get(lease.provider).revoke_lease(lease.lease_id, Deadline(self.deadline_seconds))
+                provider = self.pool.get(lease.provider)
+                self._bounded(lambda deadline: provider.revoke_lease(lease.lease_id, deadline),
+                              "lease revocation")
                 self.log.event("lease.revoked", "info", lease_id=lease.lease_id)
             except ShimError as error:
                 self.log.event("lease.revoke_failed", "warning", error.line(), lease_id=lease.lease_id)
@@ -227,10 +226,15 @@ class Watcher:
             if revoke is None:
                 continue
             try:
-                revoke(Deadline(self.deadline_seconds))
+                self._bounded(revoke, "token revocation")
                 self.log.event("token.revoked", "info", provider=name)
             except ShimError as error:
                 self.log.event("token.revoke_failed", "warning", error.line(), provider=name)
+
+    def _bounded(self, call: Callable[[Deadline], object], title: str):
+        """call(deadline), given up at the deadline however the store answers (a slow body)."""
+        deadline = Deadline(self.deadline_seconds)
+        return call_within(lambda: call(deadline), deadline, title=title)
 
     @staticmethod
     def _jittered(seconds: float) -> float:
