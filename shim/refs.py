@@ -17,6 +17,10 @@ Canonical forms (docs/references.md has the full table):
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
+
+Longer than our other modules on purpose: every syntax's parser sits next to the table
+that registers it and the shared helpers they all use (the parsers and the table would
+otherwise import each other).
 """
 
 from __future__ import annotations

@@ -42,6 +42,9 @@ decryption denied and rejected credentials → 77, throttled / 5xx /
 unreachable after retries → 69, no region → 78, SecretBinary that is not
 UTF-8 → 65. Messages carry the service's error code, never its free text
 (and never a value); the resolver adds the variable and canonical reference.
+
+Longer than our other modules on purpose: two services that share clients, batching and
+error mapping, kept side by side so that a change to one is checked against the other.
 """
 
 from __future__ import annotations

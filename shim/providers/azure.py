@@ -41,6 +41,9 @@ Options, read from the environment (docs/azure.md):
 
 Messages quote hosts, names, versions, status codes and service error codes; SDK text is shown
 only for authentication failures, with credential material and anything token-shaped redacted.
+
+Longer than our other modules on purpose: most of it is the mapping of every SDK failure
+to one exit code and one safe message, which reads best next to the calls that raise them.
 """
 
 from __future__ import annotations
