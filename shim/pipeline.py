@@ -41,8 +41,7 @@ class Pipeline:
                                  allow_placeholders=options.allow_placeholders, skip=options.skip)
         self.environ = starting_environment()
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
-        self.pool = ProviderPool(ProviderContext(self.environ, self.log,
-                                                 {"max_age": options.max_age}))
+        self.pool = ProviderPool(ProviderContext(self.environ, self.log))
 
     def target_identity(self) -> privileges.Identity | None:
         """The identity CMD will run as, checked before anything is resolved."""

@@ -1,8 +1,10 @@
 """The reference grammar: every accepted syntax parses to one Reference.
 
 A Reference says where a secret lives, which part of it to take and how to
-treat it; nothing is fetched here. Each syntax of docs/references.md is a small
-parser; `canonical` is the one spelling `shim check` and every message show.
+treat it; nothing is fetched here. Each provider is one row of the table at the
+end of this module (its ref+ scheme, options, parser and canonical render), and
+each other spelling one Spelling row; `canonical` is the one spelling `shim
+check` and every message show.
 
 Canonical forms (docs/references.md has the full table):
 
@@ -15,30 +17,21 @@ Canonical forms (docs/references.md has the full table):
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
+
+Longer than our other modules on purpose: every syntax's parser sits next to the table
+that registers it and the shared helpers they all use (the parsers and the table would
+otherwise import each other).
 """
 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from shim.errors import UsageError
 
-# Options every provider understands; each provider adds its own below.
+# Options every provider understands; each provider's row (SYNTAXES, at the end) adds its own.
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
-PROVIDER_OPTIONS = {
-    "file": frozenset(),
-    "vault": frozenset({"version"}),
-    "awssecrets": frozenset({"version_stage", "version_id", "region"}),
-    "awsssm": frozenset({"version", "label", "region"}),
-    "azurekeyvault": frozenset(),
-}
-
-# Prefixes that make a value a reference. Order matters only for display.
-REFERENCE_PREFIXES = (
-    "ref+", "vault:", "file:", "@Microsoft.KeyVault(",
-)
-_ARN_PREFIX = r"arn:aws[a-z-]*:(secretsmanager|ssm):"  # compiled by re on first use
 
 
 # The data carriers on the start-up path are NamedTuples or plain classes, not dataclasses:
@@ -86,36 +79,26 @@ class Reference(NamedTuple):
 
 
 def looks_like_reference(text: str) -> bool:
-    return text.startswith(REFERENCE_PREFIXES) or (
-        text.startswith("arn:") and re.match(_ARN_PREFIX, text) is not None)
+    return _spelling_of(text) is not None
 
 
 def parse_reference(text: str) -> Reference:
     """Parse one reference; UsageError (64) says what is wrong and how to write it."""
-    if text.startswith("ref+"):
-        return _parse_vals(text)
-    if text.startswith("vault:"):
-        return _parse_bank_vaults(text)
-    if text.startswith("file:"):
-        return _parse_file_short(text)
-    if text.startswith("@Microsoft.KeyVault("):
-        return _parse_app_service(text)
-    match = re.match(_ARN_PREFIX, text)
-    if match:
-        if match.group(1) == "secretsmanager":
-            return _parse_secretsmanager_arn(text)
-        return _parse_ssm_arn(text)
-    raise _malformed(text, "not a reference",
-                     "see the reference syntaxes in docs/references.md")
+    spelling = _spelling_of(text)
+    if spelling is None:
+        raise _malformed(text, "not a reference", "see the reference syntaxes in docs/references.md")
+    return spelling.parse(text)
+
+
+def _spelling_of(text: str) -> "Spelling | None":
+    for spelling in SPELLINGS:
+        if text.startswith(spelling.prefix) and (
+                spelling.pattern is None or re.match(spelling.pattern, text) is not None):
+            return spelling
+    return None
 
 
 # --- vals: ref+<provider>://<path>[?query][#/pointer] -----------------------
-
-_VALS_SCHEMES = {
-    "file": "file", "vault": "vault", "awssecrets": "awssecrets",  # pragma: allowlist secret
-    "awsssm": "awsssm", "azurekeyvault": "azurekeyvault",
-}
-
 
 def _parse_vals(text: str) -> Reference:
     match = re.fullmatch(r"ref\+([a-z0-9]+)://(.*)", text, re.DOTALL)
@@ -123,38 +106,45 @@ def _parse_vals(text: str) -> Reference:
         raise _malformed(text, "a ref+ reference needs a scheme and ://",
                          "write e.g. ref+vault://secret/app#/password")
     scheme, rest = match.groups()
-    provider = _VALS_SCHEMES.get(scheme)
-    if provider is None:
-        raise _malformed(text, f"unknown provider {scheme!r}",
-                         "use one of: " + ", ".join(sorted(_VALS_SCHEMES)))
+    row = SCHEMES.get(scheme)
+    if row is None:
+        raise _malformed(text, "unknown provider after ref+",
+                         "use one of: " + ", ".join(sorted(SCHEMES)))
     rest, fragment = _split_once(rest, "#")
     path, query = _split_once(rest, "?")
     path = _unescape_body(path)
     selector = _parse_selector(text, fragment) if fragment is not None else ()
-    options = _parse_query(text, provider, query)
+    options = _parse_query(text, row, query)
     if not path:
         raise _malformed(text, "the path is empty", "name the secret after ://")
-    if provider == "file":
-        return _make("file", path, selector, None, options, "vals")
-    if provider == "vault":
-        version, options = _take_option(options, "version")
-        if version is not None:
-            _require_int(text, version, "version")
-        path = path.strip("/")
-        if not path:
-            raise _malformed(text, "the Vault path is empty", "write ref+vault://secret/app#/key")
-        return _make("vault", path, selector, version, options, "vals")
-    if provider == "awssecrets":
-        if _option_value(options, "version_stage") and _option_value(options, "version_id"):
-            raise _malformed(text, "version_stage and version_id are exclusive",
-                             "give one of them")
-        secret_id = path
-        if secret_id.startswith("arn:"):
-            secret_id, options = _arn_region(text, secret_id, "secretsmanager", options)
-        return _make("awssecrets", secret_id, selector, None, options, "vals")
-    if provider == "awsssm":
-        return _ssm_reference(text, path, selector, options, "vals")
-    return _azure_from_vals(text, path, selector, options)
+    return row.parse_vals(text, path, selector, options)
+
+
+def _file_from_vals(text, path, selector, options) -> Reference:
+    return _make("file", path, selector, None, options, "vals")
+
+
+def _vault_from_vals(text, path, selector, options) -> Reference:
+    version, options = _take_option(options, "version")
+    if version is not None:
+        _require_int(text, version)
+    path = path.strip("/")
+    if not path:
+        raise _malformed(text, "the Vault path is empty", "write ref+vault://secret/app#/key")
+    return _make("vault", path, selector, version, options, "vals")
+
+
+def _awssecrets_from_vals(text, path, selector, options) -> Reference:
+    if _option_value(options, "version_stage") and _option_value(options, "version_id"):
+        raise _malformed(text, "version_stage and version_id are exclusive", "give one of them")
+    secret_id = path
+    if secret_id.startswith("arn:"):
+        secret_id, options = _arn_region(text, secret_id, options)
+    return _make("awssecrets", secret_id, selector, None, options, "vals")
+
+
+def _awsssm_from_vals(text, path, selector, options) -> Reference:
+    return _ssm_reference(text, path, selector, options, "vals")
 
 
 # --- bank-vaults: vault:<api-path>#<key>[#<version>] ------------------------
@@ -174,7 +164,7 @@ def _parse_bank_vaults(text: str) -> Reference:
                          "write vault:<path>#<key>[#<version>]")
     version = parts[2] if len(parts) == 3 else None
     if version is not None:
-        _require_int(text, version, "version")
+        _require_int(text, version)
     return _make("vault", path, (parts[1],), version, (), "bank-vaults")
 
 
@@ -248,12 +238,12 @@ def _ssm_reference(text, path, selector, options, syntax) -> Reference:
             label = suffix
             options = _set_option(options, "label", label)
     if version is not None:
-        _require_int(text, version, "version")
+        _require_int(text, version)
     if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", name):
-        raise _malformed(text, f"parameter name {name!r} has characters SSM does not allow",
+        raise _malformed(text, "the parameter name has characters SSM does not allow",
                          "names use letters, digits and _ . - /")
     if label is not None and not re.fullmatch(r"[A-Za-z0-9_.\-]+", label):
-        raise _malformed(text, f"label {label!r} is not a valid SSM label",
+        raise _malformed(text, "the label is not a valid SSM label",
                          "labels use letters, digits and _ . -")
     if version is not None and label:
         raise _malformed(text, "a version and a label are exclusive", "give one of them")
@@ -262,11 +252,11 @@ def _ssm_reference(text, path, selector, options, syntax) -> Reference:
     return _make("awsssm", full_name, selector, version, options, syntax)
 
 
-def _arn_region(text, arn, service, options):
+def _arn_region(text, arn, options):
     fields = arn.split(":")
-    if len(fields) < 7 or fields[2] != service or not fields[3]:
-        raise _malformed(text, f"not a {service} ARN with a region",
-                         f"write arn:aws:{service}:<region>:<account>:...")
+    if len(fields) < 7 or fields[2] != "secretsmanager" or not fields[3]:
+        raise _malformed(text, "not a secretsmanager ARN with a region",
+                         "write arn:aws:secretsmanager:<region>:<account>:secret:<name>")
     if len(fields) > 7:
         # The ECS :json-key:stage:version-id suffix would otherwise be dropped silently.
         raise _malformed(text, "a ref+awssecrets ARN ends at the secret name",
@@ -294,13 +284,13 @@ def _parse_app_service(text: str) -> Reference:
             continue
         key, sep, value = item.partition("=")
         if not sep or not value.strip():
-            raise _malformed(text, f"{item.strip()!r} is not Name=value",
+            raise _malformed(text, "a setting is not Name=value",
                              "separate settings with ; e.g. VaultName=v;SecretName=n")
         settings[key.strip()] = value.strip()
     known = {"SecretUri", "VaultName", "SecretName", "SecretVersion"}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise _malformed(text, f"unknown setting {unknown[0]!r}",
+        raise _malformed(text, "unknown setting name",
                          "use SecretUri=... or VaultName=...;SecretName=...[;SecretVersion=...]")
     if "SecretUri" in settings:
         if len(settings) > 1:
@@ -335,10 +325,10 @@ def _azure_from_vals(text, path, selector, options) -> Reference:
 
 def _azure(text, host, name, version, selector, options, syntax) -> Reference:
     if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", name):
-        raise _malformed(text, f"secret name {name!r} is not valid for Key Vault",
+        raise _malformed(text, "the secret name is not valid for Key Vault",
                          "names use letters, digits and dashes only")
     if version is not None and not re.fullmatch(r"[0-9A-Za-z]{1,64}", version):
-        raise _malformed(text, f"secret version {version!r} is not valid",
+        raise _malformed(text, "the secret version is not valid",
                          "a version is the 32-character id from the portal")
     locator = f"https://{host}/secrets/{name}"
     return _make("azurekeyvault", locator, selector, version, tuple(options), syntax)
@@ -353,36 +343,49 @@ def _make(provider, locator, selector, version, options, syntax) -> Reference:
 
 
 def _render(provider, syntax, locator, selector, version, options) -> str:
-    if provider == "vault" and syntax == "bank-vaults" and len(selector) == 1 and not options:
-        text = f"vault:{locator}#{selector[0]}"
-        return text + (f"#{version}" if version else "")
-    query = list(options)
-    if provider == "vault":
-        if version:
-            query.append(("version", version))
-        body = locator
-    elif provider == "file":
-        body = locator
-    elif provider == "awssecrets":
-        body = locator
-        if locator.startswith("arn:"):
-            # The ARN already names its region.
-            query = [(k, v) for k, v in query if k != "region"]
-    elif provider == "awsssm":
-        if version:
-            query.append(("version", version))
-        body = locator.lstrip("/")
-    else:  # azurekeyvault
-        host, name = re.fullmatch(r"https://([^/]+)/secrets/(.+)", locator).groups()
-        vault = host[:-len(_AZURE_DEFAULT_SUFFIX)] if host.endswith(_AZURE_DEFAULT_SUFFIX) else host
-        body = f"{vault}/{name}" + (f"/{version}" if version else "")
-    text = f"ref+{provider}://{_escape_body(body)}"
+    row = PROVIDERS[provider]
+    if row.render_native is not None:
+        native = row.render_native(syntax, locator, selector, version, options)
+        if native is not None:
+            return native
+    body, query = row.render(locator, version, list(options))
+    text = f"ref+{row.name}://{_escape_body(body)}"
     if query:
         from urllib.parse import quote  # lazily: only references with options need it
         text += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(query))
     if selector:
         text += "#/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in selector)
     return text
+
+
+def _render_path(locator, version, query):
+    return locator, query
+
+
+def _render_vault(locator, version, query):
+    return locator, query + ([("version", version)] if version else [])
+
+
+def _render_bank_vaults(syntax, locator, selector, version, options):
+    if syntax == "bank-vaults" and len(selector) == 1 and not options:
+        return f"vault:{locator}#{selector[0]}" + (f"#{version}" if version else "")
+    return None
+
+
+def _render_awssecrets(locator, version, query):
+    if locator.startswith("arn:"):
+        query = [(k, v) for k, v in query if k != "region"]  # the ARN names its region
+    return locator, query
+
+
+def _render_awsssm(locator, version, query):
+    return locator.lstrip("/"), query + ([("version", version)] if version else [])
+
+
+def _render_azure(locator, version, query):
+    host, name = re.fullmatch(r"https://([^/]+)/secrets/(.+)", locator).groups()
+    vault = host[:-len(_AZURE_DEFAULT_SUFFIX)] if host.endswith(_AZURE_DEFAULT_SUFFIX) else host
+    return f"{vault}/{name}" + (f"/{version}" if version else ""), query
 
 
 def _parse_selector(text: str, fragment: str) -> tuple[str, ...]:
@@ -396,7 +399,7 @@ def _parse_selector(text: str, fragment: str) -> tuple[str, ...]:
     return tuple(part.replace("~1", "/").replace("~0", "~") for part in parts)
 
 
-def _parse_query(text: str, provider: str, query: str | None) -> tuple[tuple[str, str], ...]:
+def _parse_query(text: str, row: "ProviderSyntax", query: str | None) -> tuple[tuple[str, str], ...]:
     if query is None:
         return ()
     from urllib.parse import parse_qsl  # lazily: only references with options need it
@@ -405,28 +408,29 @@ def _parse_query(text: str, provider: str, query: str | None) -> tuple[tuple[str
     except ValueError:
         raise _malformed(text, "the query is not name=value pairs",
                          "write ?name=value&name=value") from None
-    allowed = COMMON_OPTIONS | PROVIDER_OPTIONS[provider]
+    allowed = COMMON_OPTIONS | row.options
     seen = set()
     for key, value in pairs:
         if key not in allowed:
-            raise _malformed(text, f"unknown option {key!r}",
+            raise _malformed(text, "unknown option name for this provider",
                              "options here: " + ", ".join(sorted(allowed)))
         if key in seen:
-            raise _malformed(text, f"option {key!r} given twice", "give it once")
+            raise _malformed(text, "an option is given twice", "give each option once")
         if value == "":
-            raise _malformed(text, f"option {key!r} has no value", f"write {key}=<value>")
+            raise _malformed(text, "an option has no value", "write name=value")
         seen.add(key)
     for key, value in pairs:
         if key == "encoding" and value not in ("base64", "base64url", "hex"):  # shim/decoding.py
             raise _malformed(text, "unknown encoding", "write encoding=base64, base64url or hex")
         if key in ("optional", "allow_expired") and value.lower() not in ("true", "false", "1", "0"):
-            raise _malformed(text, f"option {key} must be true or false", f"write {key}=true")
+            raise _malformed(text, "optional and allow_expired take true or false",
+                             "write e.g. optional=true")
         if key == "max_age":
             from shim.durations import parse_duration
             try:
                 parse_duration(value, option="max_age")
             except UsageError:
-                raise _malformed(text, f"max_age {value!r} is not a duration",
+                raise _malformed(text, "max_age is not a duration",
                                  "write e.g. max_age=90d") from None
     return tuple(pairs)
 
@@ -465,24 +469,80 @@ def _set_option(options, name, value):
     return tuple([(k, v) for k, v in options if k != name] + [(name, value)])
 
 
-def _require_int(text: str, value: str, what: str) -> None:
+def _require_int(text: str, value: str) -> None:
     if not value.isdigit():
-        raise _malformed(text, f"{what} {value!r} is not a whole number", f"write {what} as digits")
+        raise _malformed(text, "the version is not a whole number", "write the version as digits")
 
 
 def _malformed(text: str, what: str, hint: str) -> UsageError:
-    # The text itself is not quoted: a value that only looks like a reference (a password
-    # that happens to start with "vault:") would be printed whole. The variable is named by
-    # the caller, and the syntax is enough to find the fault.
+    """The only way this module reports a malformed reference.
+
+    `what` and `hint` are fixed text (tests/hardening/test_malformed_messages.py checks that
+    every call passes string literals): nothing taken from the value is quoted, because a
+    value that only looks like a reference (a password that happens to start with "vault:")
+    would be printed, in part or whole. The caller names the variable; the syntax, from the
+    table, is enough to find the fault.
+    """
     return UsageError(f"malformed {_syntax_of(text)} reference: {what}", hint=hint)
 
 
 def _syntax_of(text: str) -> str:
+    """The spelling's fixed name (never text from the value)."""
     if text.startswith("ref+"):
-        scheme = text.split("://", 1)[0] if "://" in text else "ref+"
-        return scheme if len(scheme) <= 20 else "ref+"
-    for prefix in ("vault:", "file:", "@Microsoft.KeyVault("):
-        if text.startswith(prefix):
-            return prefix
-    match = re.match(_ARN_PREFIX, text)
-    return match.group(0) if match else "reference-like"
+        scheme = text[len("ref+"):].split("://", 1)[0]
+        return f"ref+{scheme}" if scheme in SCHEMES else "ref+"
+    spelling = _spelling_of(text)
+    return spelling.name if spelling is not None else "reference-like"
+
+
+# --- the syntax table -------------------------------------------------------
+#
+# One row per provider: its ref+ scheme (the canonical spelling), the options it takes beyond
+# COMMON_OPTIONS, how a ref+<scheme>:// body becomes a Reference, and how a Reference is
+# written back. Other spellings (vault:, file:, ARNs, @Microsoft.KeyVault(...)) are rows of
+# SPELLINGS: a prefix (and, where a prefix is shared, a regex) and the parser of the whole
+# text. A new provider adds its row here (or calls register() at import of this module).
+
+class ProviderSyntax(NamedTuple):
+    name: str                           # provider name (shim/providers REGISTRY) = ref+ scheme
+    options: frozenset                  # options beyond COMMON_OPTIONS
+    parse_vals: Callable                # (text, path, selector, options) -> Reference
+    render: Callable                    # (locator, version, query) -> (body, query)
+    aliases: tuple = ()                 # more ref+ schemes for the same provider
+    render_native: Callable | None = None   # (syntax, ...) -> canonical text, or None for ref+
+
+
+class Spelling(NamedTuple):
+    name: str                           # how messages name the syntax
+    prefix: str
+    parse: Callable                     # (text) -> Reference
+    pattern: str | None = None          # a regex the text must also match at its start
+
+
+PROVIDERS: dict[str, ProviderSyntax] = {}
+SCHEMES: dict[str, ProviderSyntax] = {}
+SPELLINGS: list[Spelling] = [Spelling("ref+", "ref+", _parse_vals)]
+
+
+def register(row: ProviderSyntax, *spellings: Spelling) -> None:
+    """Add a provider's syntax: its ref+ scheme(s) and any other spellings."""
+    PROVIDERS[row.name] = row
+    for scheme in (row.name, *row.aliases):
+        SCHEMES[scheme] = row
+    SPELLINGS.extend(spellings)
+
+
+register(ProviderSyntax("file", frozenset(), _file_from_vals, _render_path),
+         Spelling("file:", "file:", _parse_file_short))
+register(ProviderSyntax("vault", frozenset({"version"}), _vault_from_vals, _render_vault,
+                        render_native=_render_bank_vaults),
+         Spelling("vault:", "vault:", _parse_bank_vaults))
+register(ProviderSyntax("awssecrets", frozenset({"version_stage", "version_id", "region"}),
+                        _awssecrets_from_vals, _render_awssecrets),
+         Spelling("arn:aws:secretsmanager:", "arn:", _parse_secretsmanager_arn,
+                  r"arn:aws[a-z-]*:secretsmanager:"))
+register(ProviderSyntax("awsssm", frozenset({"version", "label", "region"}),
+                        _awsssm_from_vals, _render_awsssm),
+         Spelling("arn:aws:ssm:", "arn:", _parse_ssm_arn, r"arn:aws[a-z-]*:ssm:"))
+register(ProviderSyntax("azurekeyvault", frozenset(), _azure_from_vals, _render_azure),
+         Spelling("@Microsoft.KeyVault(", "@Microsoft.KeyVault(", _parse_app_service))

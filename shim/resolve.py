@@ -18,6 +18,9 @@ from shim.providers import load_provider
 from shim.providers.base import Fetched, Outcome, ProviderContext, SecretMeta
 from shim.refs import Reference
 
+# Providers that read local files: run in the caller's thread, never on a runner.
+LOCAL_PROVIDERS = frozenset({"file"})
+
 # One env string ("NAME=value\0") may be at most MAX_ARG_STRLEN (32 pages).
 MAX_ENV_STRING = 131072
 
@@ -81,15 +84,32 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
         except ShimError as error:
             return {ref.fetch_key: error for ref in refs}
 
-    if len(by_provider) <= 1:
-        for name, refs in by_provider.items():
+    # Files are read in this thread (a local-only run starts no thread); every store is asked
+    # on a daemon thread that is abandoned at the deadline, whatever its server does.
+    remote = {}
+    for name, refs in by_provider.items():
+        if name in LOCAL_PROVIDERS:
             outcomes.update(run(name, refs))
-        return outcomes
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max_workers=len(by_provider)) as executor:
-        futures = [executor.submit(run, name, refs) for name, refs in by_provider.items()]
-        for future in futures:
-            outcomes.update(future.result())
+            continue
+        # SDKs are imported here, one after the other: importing the same libraries (urllib3,
+        # requests) from several threads at once can see a module half-initialized.
+        try:
+            pool.get(name)
+        except ShimError as error:
+            outcomes.update({ref.fetch_key: error for ref in refs})
+            continue
+        remote[name] = refs
+    if remote:
+        from shim.providers.mechanism import SLACK, run_concurrently
+        names = list(remote)
+        # A little more slack than each provider's own runner, so the provider's more
+        # precise message wins over this one.
+        answers = run_concurrently([lambda n=n: run(n, remote[n]) for n in names], deadline,
+                                   title="the secret store", slack=SLACK * 1.5)
+        for name, answer in zip(names, answers):
+            if isinstance(answer, ShimError):
+                answer = {ref.fetch_key: answer for ref in remote[name]}
+            outcomes.update(answer)
     return outcomes
 
 
@@ -225,9 +245,11 @@ def _as_text(value, keep_binary: bool = False) -> str | bytes:
     return _check_text(value)
 
 
-# shim refuses such a value for every command (render too): the program must read it itself.
-_AS_A_FILE = ("deliver it as a file with --as-files DIR, or mount it as a file and give the program the file's path in a variable shim does "
-              "not resolve (a NAME_FILE the program reads, listed in SHIM_SKIP)")
+# No environment string can hold such a value (render refuses it too): a file can, either one
+# `exec --as-files` writes or one the program reads itself.
+_AS_A_FILE = ("deliver it with shim exec --as-files DIR, or mount it as a file and give the "
+              "program the file's path in a variable shim does not resolve (a NAME_FILE the "
+              "program reads, listed in SHIM_SKIP)")
 
 
 def _check_text(text: str) -> str:

@@ -26,6 +26,7 @@ from typing import Callable
 
 from shim.deadline import Deadline
 from shim.errors import ShimError
+from shim.providers.mechanism import call_within
 
 RENEW_FRACTION = 2 / 3
 POLL_SECONDS = 0.2
@@ -79,6 +80,10 @@ class Watcher:
 
     def tick(self) -> None:
         now = time.monotonic()
+        # Leases and the token first: a resolution that hangs on a slow store must not let
+        # them expire (each renewal is bounded by --deadline on its own).
+        self._keep_leases(now)
+        self._keep_token(now)
         if self._thread is not None:
             if self._thread.is_alive():
                 self._next = now + POLL_SECONDS
@@ -86,8 +91,6 @@ class Watcher:
             self._thread = None
             self._handle(self._result)
             return
-        self._keep_leases(now)
-        self._keep_token(now)
         if now >= self._next:
             self._start_resolution()
 
@@ -168,8 +171,9 @@ class Watcher:
                 continue
             provider = self.pool.get(lease.provider)
             try:
-                granted = provider.renew_lease(lease.lease_id, lease.duration or None,
-                                               Deadline(self.deadline_seconds))
+                granted = self._bounded(
+                    lambda deadline: provider.renew_lease(lease.lease_id, lease.duration or None,
+                                                          deadline), "lease renewal")
             except ShimError as error:
                 self.log.event("lease.renew_failed", "warning",
                                f"lease renewal failed: {error.line()}", lease_id=lease.lease_id)
@@ -200,7 +204,7 @@ class Watcher:
             return
         provider = self.pool.get(self._token_provider)
         try:
-            ttl = provider.renew_token(Deadline(self.deadline_seconds))
+            ttl = self._bounded(provider.renew_token, "token renewal")
             self.log.event("token.renewed", "debug", provider=self._token_provider, ttl=ttl)
         except ShimError as error:
             self.log.event("token.renew_failed", "warning", f"token renewal failed: {error.line()}")
@@ -211,7 +215,9 @@ class Watcher:
         """--revoke-on-exit: leases first, then each provider's token."""
         for lease in list(self.leases.values()):
             try:
-                self.pool.get(lease.provider).revoke_lease(lease.lease_id, Deadline(self.deadline_seconds))
+                provider = self.pool.get(lease.provider)
+                self._bounded(lambda deadline: provider.revoke_lease(lease.lease_id, deadline),
+                              "lease revocation")
                 self.log.event("lease.revoked", "info", lease_id=lease.lease_id)
             except ShimError as error:
                 self.log.event("lease.revoke_failed", "warning", error.line(), lease_id=lease.lease_id)
@@ -220,10 +226,15 @@ class Watcher:
             if revoke is None:
                 continue
             try:
-                revoke(Deadline(self.deadline_seconds))
+                self._bounded(revoke, "token revocation")
                 self.log.event("token.revoked", "info", provider=name)
             except ShimError as error:
                 self.log.event("token.revoke_failed", "warning", error.line(), provider=name)
+
+    def _bounded(self, call: Callable[[Deadline], object], title: str):
+        """call(deadline), given up at the deadline however the store answers (a slow body)."""
+        deadline = Deadline(self.deadline_seconds)
+        return call_within(lambda: call(deadline), deadline, title=title)
 
     @staticmethod
     def _jittered(seconds: float) -> float:

@@ -26,11 +26,13 @@ What one run does:
   returned parameter maps back to exactly one request. The Secrets Manager
   pass-through `/aws/reference/secretsmanager/<name>` is read with
   GetParameter (its answers carry the secret's name, not the path asked for).
-- Groups run concurrently; each distinct (secret, version) is read once.
+- Groups run concurrently on shim.providers.mechanism's runner (abandoned at
+  the deadline, however slowly an answer trickles in); each distinct
+  (secret, version) is read once.
 - Retries: botocore makes one attempt per call (its own back-off sleeps are
-  not bounded by --deadline and would be invisible in the log); our loop
-  retries throttling, 5xx and connection failures with full-jitter
-  exponential back-off, never sleeping past the deadline, logging
+  not bounded by --deadline and would be invisible in the log); the shared
+  retry (shim.providers.mechanism.retry) retries throttling, 5xx and
+  connection failures, never sleeping past the deadline, logging
   `provider.retry` each time, then gives up with Unavailable (69) naming the
   last error code. Each client's connect/read timeouts are bounded by the
   time left when it is made.
@@ -40,13 +42,15 @@ decryption denied and rejected credentials → 77, throttled / 5xx /
 unreachable after retries → 69, no region → 78, SecretBinary that is not
 UTF-8 → 65. Messages carry the service's error code, never its free text
 (and never a value); the resolver adds the variable and canonical reference.
+
+Longer than our other modules on purpose: two services that share clients, batching and
+error mapping, kept side by side so that a change to one is checked against the other.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 
 import boto3
@@ -60,15 +64,13 @@ from shim.errors import (
     ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue, UsageError,
 )
 from shim.providers.base import Fetched, SecretMeta
+from shim.providers.mechanism import by_fetch_key, retry, run_concurrently
 
 SECRETS_PER_BATCH = 20          # BatchGetSecretValue's SecretIdList limit
 PARAMETERS_PER_BATCH = 10       # GetParameters' Names limit
 MAX_CONCURRENT_CALLS = 8
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 10.0
-BACKOFF_MULTIPLIER = 0.2        # full jitter: sleep in [0, min(5, 0.2 * 2^n)] seconds
-BACKOFF_MAX = 5.0
-LAST_ATTEMPT_MARGIN = 0.1       # no new attempt with less time than this left
 
 THROTTLING_CODES = frozenset({
     "ThrottlingException", "Throttling", "ThrottledException", "TooManyRequestsException",
@@ -138,11 +140,6 @@ class _AwsProvider:
 
     def call(self, client, operation: str, params: dict, reference, deadline, *, batch=1):
         """The response of `operation`; raises ClientError for what retrying cannot fix."""
-        import tenacity
-
-        if deadline.expired():
-            raise Unavailable(f"{self.title}: no time left within --deadline for {operation}",
-                              hint="raise --deadline")
         attempts = [0]
 
         def attempt():
@@ -152,38 +149,13 @@ class _AwsProvider:
                 region=client.meta.region_name, items=batch, attempt=attempts[0])
             return getattr(client, _snake(operation))(**params)
 
-        def before_sleep(state):
-            reason = _reason(state.outcome.exception())
-            self.context.log.event(
-                "provider.retry", "info",
-                f"{self.title}: {operation} failed with {reason}; retrying "
-                f"(attempt {state.attempt_number}, {reference.canonical})",
-                provider=self.name, reference=reference.canonical, operation=operation,
-                attempt=state.attempt_number, reason=reason, items=batch)
-
-        backoff = tenacity.wait_random_exponential(multiplier=BACKOFF_MULTIPLIER, max=BACKOFF_MAX)
-
-        def wait(state) -> float:
-            # Never sleep past the deadline: the last attempt goes out just before it.
-            return min(backoff(state), max(0.0, deadline.remaining() - LAST_ATTEMPT_MARGIN))
-
-        def out_of_time(state) -> bool:
-            return deadline.remaining() <= LAST_ATTEMPT_MARGIN
-
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_transient), wait=wait,
-            stop=out_of_time, before_sleep=before_sleep, reraise=True)
         try:
-            return retrying(attempt)
-        except (ClientError, BotoCoreError) as error:
-            if _transient(error):
-                reason = _reason(error)
-                raise Unavailable(
-                    f"{self.title}: {reason} on every attempt ({attempts[0]}) within the deadline",
-                    hint="the service is throttling, failing or unreachable; check the endpoint "
-                         "and network, or raise --deadline") from None
-            if isinstance(error, ClientError):
-                raise
+            return retry(attempt, deadline, self.context.log, provider=self.name,
+                         title=self.title, operation=operation, transient=_transient_reason,
+                         hint="the service is throttling, failing or unreachable; check the "
+                              "endpoint and network, or raise --deadline",
+                         reference=reference.canonical, items=batch)
+        except BotoCoreError as error:
             raise self.client_failure(error) from None
 
     def single_read(self, region, refs, deadline, read) -> dict:
@@ -233,13 +205,11 @@ class _AwsProvider:
 
     # --- running groups concurrently ------------------------------------------
 
-    def run_groups(self, groups) -> dict:
+    def run_groups(self, groups, deadline) -> dict:
         """groups: [(keys, callable -> {key: Outcome})]; every key gets an Outcome."""
         def guarded(keys, work):
             try:
                 return work()
-            except ShimError as error:
-                return {key: error for key in keys}
             except ClientError as error:
                 failure = self.failure(error, None)
                 return {key: failure for key in keys}
@@ -248,14 +218,11 @@ class _AwsProvider:
                 return {key: failure for key in keys}
 
         outcomes: dict = {}
-        if len(groups) <= 1:
-            for keys, work in groups:
-                outcomes.update(guarded(keys, work))
-            return outcomes
-        with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT_CALLS, len(groups))) as pool:
-            futures = [pool.submit(guarded, keys, work) for keys, work in groups]
-            for future in futures:
-                outcomes.update(future.result())
+        results = run_concurrently([_bind(guarded, keys, work) for keys, work in groups],
+                                   deadline, title=self.title, workers=MAX_CONCURRENT_CALLS)
+        for (keys, _work), result in zip(groups, results):
+            outcomes.update({key: result for key in keys} if isinstance(result, ShimError)
+                            else result)
         return outcomes
 
     def failure(self, error: ClientError, reference) -> ShimError:
@@ -279,7 +246,7 @@ class SecretsManagerProvider(_AwsProvider):
     def fetch_all(self, references, deadline):
         batched: dict[str | None, dict[str, list]] = {}   # region -> secret id -> references
         pinned: dict[tuple, list] = {}      # (region, id, stage, version id) -> references
-        for reference in _distinct(references):
+        for reference in _first_of_each(references):
             region = self.region_of(reference)
             stage = reference.option("version_stage")
             version_id = reference.option("version_id")
@@ -299,7 +266,7 @@ class SecretsManagerProvider(_AwsProvider):
         for (region, secret_id, stage, version_id), refs in pinned.items():
             work = _bind(self._single, region, secret_id, stage, version_id, refs, deadline)
             groups.append((_keys({secret_id: refs}), work))
-        return self.run_groups(groups)
+        return self.run_groups(groups, deadline)
 
     def _batch(self, region, by_id: dict[str, list], deadline) -> dict:
         ids = list(by_id)
@@ -428,7 +395,7 @@ class ParameterStoreProvider(_AwsProvider):
     def fetch_all(self, references, deadline):
         batched: dict[str | None, dict[str, list]] = {}   # region -> name[:selector] -> refs
         alone: dict[tuple, list] = {}
-        for reference in _distinct(references):
+        for reference in _first_of_each(references):
             region = self.region_of(reference)
             request = _parameter_request(reference)
             if reference.locator.startswith(PASS_THROUGH_PREFIX):
@@ -443,7 +410,7 @@ class ParameterStoreProvider(_AwsProvider):
         for (region, request), refs in alone.items():
             groups.append((_keys({request: refs}),
                            _bind(self._single, region, request, refs, deadline)))
-        return self.run_groups(groups)
+        return self.run_groups(groups, deadline)
 
     def _batch(self, region, by_request: dict[str, list], deadline) -> dict:
         names = list(by_request)
@@ -584,12 +551,9 @@ def _base_name(name: str) -> str:
     return name if "/" in stripped else stripped
 
 
-def _distinct(references):
-    seen = set()
-    for reference in references:
-        if reference.fetch_key not in seen:
-            seen.add(reference.fetch_key)
-            yield reference
+def _first_of_each(references):
+    """One reference per fetch key: the others share its read (their keys are its key)."""
+    return [refs[0] for refs in by_fetch_key(references).values()]
 
 
 def _keys(by_id: dict[str, list]) -> list:
@@ -607,6 +571,10 @@ def _transient(error: BaseException) -> bool:
         return (code in THROTTLING_CODES or code in TRANSIENT_CODES
                 or status == 429 or (status is not None and status >= 500))
     return isinstance(error, (BotoConnectionError, HTTPClientError))
+
+
+def _transient_reason(error: BaseException) -> str | None:
+    return _reason(error) if _transient(error) else None
 
 
 def _reason(error: BaseException) -> str:

@@ -30,8 +30,7 @@ Attributes: a disabled secret is refused by the service (403 SecretDisabled, 77)
 (`exp` passed) or not-yet-valid (`nbf` ahead) secret is returned by the service but refused here
 (77, event `secret.expired`) unless the reference says `?allow_expired=true`.
 
-Options (docs/azure.md); the settings keys azure_verify_challenge_resource, azure_ca_bundle and
-azure_disable_instance_discovery (command-line flags) win over the environment.
+Options, read from the environment (docs/azure.md):
 
     SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE=false   accept a vault host outside the challenge's
                                                  resource domain (private endpoint, custom name)
@@ -42,6 +41,9 @@ azure_disable_instance_discovery (command-line flags) win over the environment.
 
 Messages quote hosts, names, versions, status codes and service error codes; SDK text is shown
 only for authentication failures, with credential material and anything token-shaped redacted.
+
+Longer than our other modules on purpose: most of it is the mapping of every SDK failure
+to one exit code and one safe message, which reads best next to the calls that raise them.
 """
 
 from __future__ import annotations
@@ -70,11 +72,10 @@ from azure.keyvault.secrets import SecretClient
 
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
+from shim.providers.mechanism import run_concurrently
 
 # Reads in flight at once (across all vaults); Key Vault allows thousands of GETs per 10 s.
 MAX_CONCURRENT_READS = 16
-# How long past --deadline the SDK gets to report its own timeout before a read is abandoned.
-_ABANDON_AFTER = 1.0
 # DefaultAzureCredential members that need a desktop session; not tried unless
 # AZURE_TOKEN_CREDENTIALS asks for them.
 _DESKTOP_ONLY = ("shared_token_cache", "visual_studio_code", "powershell", "developer_cli", "broker")
@@ -98,17 +99,14 @@ class AzureOptions:
 
     @classmethod
     def from_context(cls, context) -> "AzureOptions":
-        def setting(key: str, variable: str):
-            value = context.settings.get(key)
-            return value if value is not None else context.environ.get(variable) or None
+        def setting(variable: str):
+            return context.environ.get(variable) or None
 
-        verify = _boolean(setting("azure_verify_challenge_resource",
-                                  "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE"),
+        verify = _boolean(setting("SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE"),
                           "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE", default=True)
-        discovery_off = _boolean(setting("azure_disable_instance_discovery",
-                                         "SHIM_AZURE_DISABLE_INSTANCE_DISCOVERY"),
+        discovery_off = _boolean(setting("SHIM_AZURE_DISABLE_INSTANCE_DISCOVERY"),
                                  "SHIM_AZURE_DISABLE_INSTANCE_DISCOVERY", default=False)
-        ca_bundle = setting("azure_ca_bundle", "SHIM_AZURE_CA_BUNDLE")
+        ca_bundle = setting("SHIM_AZURE_CA_BUNDLE")
         if ca_bundle is not None and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
             raise ConfigError(f"SHIM_AZURE_CA_BUNDLE {ca_bundle} is not a readable file",
                               hint="point it at a PEM bundle of the CAs to trust")
@@ -257,14 +255,12 @@ class KeyVaultProvider:
         ordered = leaders + followers
         jobs = [self._job(item, vaults[item.vault_url], leader=index < len(leaders))
                 for index, item in enumerate(ordered)]
-        results = _run_concurrently(jobs, deadline)
+        results = run_concurrently(jobs, deadline, title="Key Vault",
+                                   workers=MAX_CONCURRENT_READS)
         self._log_credential()
         outcomes = {}
         for item, result in zip(ordered, results):
-            if result is None:
-                result = Unavailable(f"no answer from Key Vault {item.host} within the deadline",
-                                     hint="check the network path to the vault, or raise --deadline")
-            elif isinstance(result, Fetched):
+            if isinstance(result, Fetched):
                 result = self._check_validity(item, result)
             for reference in item.references:
                 outcomes[reference.fetch_key] = result
@@ -383,43 +379,6 @@ def _distinct_secrets(references) -> list[_Wanted]:
             wanted[key] = _Wanted(vault_url, name, reference.version)
         wanted[key].references.append(reference)
     return list(wanted.values())
-
-
-def _run_concurrently(jobs, deadline) -> list:
-    """Run every job on daemon threads; a job still running at the deadline gives None.
-
-    Daemon threads rather than a ThreadPoolExecutor: an executor's workers are joined at
-    interpreter exit, so one request stuck past --deadline would keep a failing shim alive.
-    """
-    results: list = [None] * len(jobs)
-    pending = iter(range(len(jobs)))
-    state = threading.Condition()
-    unfinished = [len(jobs)]
-
-    def work():
-        while True:
-            with state:
-                index = next(pending, None)
-            if index is None:
-                return
-            try:
-                outcome = jobs[index]()
-            except BaseException as error:  # a bug: re-raised in the caller's thread
-                outcome = error
-            with state:
-                results[index] = outcome
-                unfinished[0] -= 1
-                state.notify_all()
-
-    for _ in range(min(MAX_CONCURRENT_READS, len(jobs))):
-        threading.Thread(target=work, name="shim-azure-read", daemon=True).start()
-    with state:
-        state.wait_for(lambda: unfinished[0] == 0, timeout=deadline.remaining() + _ABANDON_AFTER)
-        finished = list(results)
-    for outcome in finished:
-        if isinstance(outcome, BaseException) and not isinstance(outcome, ShimError):
-            raise outcome
-    return finished
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -4,7 +4,9 @@ A provider receives every reference that points into its store, reads each
 distinct `Reference.fetch_key` once (batched and concurrent where the store
 allows), and returns, per fetch key, either the secret or the ShimError that
 explains why not. Selecting a key inside the secret is not its job: the
-resolver does that the same way for every store.
+resolver does that the same way for every store. Retries, the deadline and
+concurrency are shim/providers/mechanism.py's job, which also shows how to
+write a provider.
 """
 
 from __future__ import annotations
@@ -40,12 +42,11 @@ Outcome = Union[Fetched, ShimError]
 
 
 class ProviderContext:
-    """What a provider may use: the starting environment, the logger (shim.audit.Log), settings."""
+    """What a provider may use: the starting environment and the logger (shim.audit.Log)."""
 
-    def __init__(self, environ: Mapping[str, str], log: Any, settings: Mapping[str, Any] | None = None):
+    def __init__(self, environ: Mapping[str, str], log: Any):
         self.environ = environ
         self.log = log
-        self.settings = settings if settings is not None else {}
 
 
 # The interfaces, for readers and type checkers only: building Protocol classes costs

@@ -480,6 +480,7 @@ class Response:
     body: bytes = b""
     content_type: str | None = JSON
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0         # seconds between body bytes (a slow server); 0: all at once
 
 
 class VaultFailure(Exception):
@@ -578,7 +579,24 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         if self.command != "HEAD" and response.status != 204:
-            self.wfile.write(response.body)
+            if response.trickle:
+                self._trickle(response)
+            else:
+                self.wfile.write(response.body)
+
+    def _trickle(self, response: Response) -> None:
+        """Headers at once, then the body a byte at a time (until the client or the double goes)."""
+        self.wfile.flush()
+        for index in range(len(response.body)):
+            if self.server.vault._server is None:  # type: ignore[attr-defined]
+                break
+            try:
+                self.wfile.write(response.body[index:index + 1])
+                self.wfile.flush()
+            except OSError:
+                break
+            time.sleep(response.trickle)
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_DELETE = do_LIST = do_HEAD = do_PATCH = _serve
 
@@ -629,6 +647,7 @@ class VaultDouble:
         self._sealed = False
         self._timers: list[threading.Timer] = []
         self._failures: list[_Failure] = []
+        self._trickles: list[list] = []   # [path prefix, seconds per byte, answers to skip]
         self._log: list[LoggedRequest] = []
         self._in_flight = 0
         self._max_in_flight = 0
@@ -739,6 +758,14 @@ class VaultDouble:
             for _ in range(n):
                 self._failures.append(_Failure(status, errors, path and path.strip("/"), raw,
                                                content_type, dict(headers or {})))
+
+    def trickle(self, path: str, seconds_per_byte: float = 1.0, *, after: int = 0) -> None:
+        """Answer requests under `path` slowly: headers, then one body byte every interval.
+
+        The first `after` matching requests are answered normally.
+        """
+        with self._lock:
+            self._trickles.append([path.strip("/"), seconds_per_byte, after])
 
     @property
     def requests(self) -> list[LoggedRequest]:
@@ -1042,6 +1069,13 @@ class VaultDouble:
                 except VaultFailure as failure:
                     response = failure.response
                 self._record(request, response.status)
+                for trickle in self._trickles:
+                    if request.path.startswith(trickle[0]):
+                        if trickle[2] > 0:
+                            trickle[2] -= 1
+                        else:
+                            response.trickle = trickle[1]
+                        break
             return response
         finally:
             with self._lock:

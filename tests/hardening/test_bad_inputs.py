@@ -20,7 +20,7 @@ ROWS = [
     ("vault-too-many-hashes", [], {"X": "vault:a/b#k#1#2"}, {}, 64, "too many"),
     ("vals-unknown-provider", [], {"X": "ref+gcpsecrets://p/s"}, {}, 64, "unknown provider"),
     ("vals-no-scheme", [], {"X": "ref+vault:secret/app"}, {}, 64, "needs a scheme"),
-    ("vals-unknown-option", [], {"X": "ref+vault://secret/app?verison=2#/k"}, {}, 64, "unknown option 'verison'"),
+    ("vals-unknown-option", [], {"X": "ref+vault://secret/app?verison=2#/k"}, {}, 64, "unknown option name"),
     ("vals-duplicate-option", [], {"X": "ref+vault://s/a?version=1&version=2"}, {}, 64, "given twice"),
     ("vals-empty-selector", [], {"X": "ref+vault://secret/app#"}, {}, 64, "empty selector"),
     ("vals-bad-optional", [], {"X": "ref+file:///x?optional=yes"}, {}, 64, "true or false"),

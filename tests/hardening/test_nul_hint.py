@@ -19,7 +19,8 @@ def test_the_nul_hint_suggests_what_works(run_shim, canaries, tmp_path, probe):
     assert rendered.returncode == 65 and os.listdir(out) == []  # render --dir cannot do it either
     line = rendered.stderr.strip()
     assert "render --dir" not in line
-    assert line.endswith("; store it base64-encoded, or mount it as a file and give the program "
+    assert line.endswith("; store it base64-encoded, or deliver it with shim exec --as-files DIR, "
+                         "or mount it as a file and give the program "
                          "the file's path in a variable shim does not resolve (a NAME_FILE the "
                          "program reads, listed in SHIM_SKIP)")
     # Following the hint: shim leaves BLOB_FILE alone and the program reads the file.

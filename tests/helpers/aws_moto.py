@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class AwsProxy:
         self.counts: Counter = Counter()        # every request received, by operation
         self.injected: Counter = Counter()      # the ones answered with a fault
         self.faults: list[Fault] = []
+        self.trickles: dict[str | None, float] = {}   # target -> seconds per body byte
         self._lock = threading.Lock()
         proxy = self
 
@@ -88,6 +90,11 @@ class AwsProxy:
         with self._lock:
             self.faults.append(Fault(target, times, status, error_type, message, body_contains))
 
+    def trickle(self, target: str | None = None, seconds_per_byte: float = 1.0) -> None:
+        """Answer requests for `target` (None: all) slowly: headers, then one body byte a time."""
+        with self._lock:
+            self.trickles[target] = seconds_per_byte
+
     def count(self, operation: str) -> int:
         return sum(n for target, n in self.counts.items() if target.endswith("." + operation))
 
@@ -96,6 +103,7 @@ class AwsProxy:
             self.counts.clear()
             self.injected.clear()
             self.faults.clear()
+            self.trickles.clear()
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -145,6 +153,28 @@ class AwsProxy:
                     handler.send_header(key, value)
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()
-            handler.wfile.write(payload)
+            delay = self._trickle_for(target)
+            if delay:
+                self._write_slowly(handler, payload, delay)
+            else:
+                handler.wfile.write(payload)
         finally:
             connection.close()
+
+    def _trickle_for(self, target: str) -> float:
+        with self._lock:
+            for wanted, delay in self.trickles.items():
+                if wanted is None or target.endswith("." + wanted):
+                    return delay
+        return 0.0
+
+    @staticmethod
+    def _write_slowly(handler: BaseHTTPRequestHandler, payload: bytes, delay: float) -> None:
+        handler.wfile.flush()
+        for index in range(len(payload)):
+            try:
+                handler.wfile.write(payload[index:index + 1])
+                handler.wfile.flush()
+            except OSError:
+                return
+            time.sleep(delay)

@@ -1,0 +1,271 @@
+"""Logging in to Vault, and the token's life: token, AppRole (wrapped secret ids too),
+Kubernetes and JWT (docs/vault.md has the order in which credentials are chosen).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from typing import Mapping
+
+from shim.deadline import Deadline
+from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
+from shim.providers.vault.http import Answer, VaultHttp, parse_bool
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")
+DEFAULT_AUTH_MOUNTS = {"approle": "approle", "kubernetes": "kubernetes", "jwt": "jwt"}
+MAX_CREDENTIAL_FILE = 64 * 1024
+_VAULT_TOKEN = re.compile(r"^(hvs|s)\.")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class Authenticator:
+    """One login per provider (kept for --watch), the token's TTL, renewal and revocation."""
+
+    def __init__(self, environ: Mapping[str, str], http: VaultHttp, log):
+        self.environ = environ
+        self.http = http
+        self.log = log
+        self._token_expires: float | None = None     # monotonic; None = never / unknown
+        self._token_ttl_known = False
+        self._auth_lock = threading.Lock()
+        self._invalid_token_logged = False
+        self._unwrapped_secret_id: str | None = None
+
+    def ensure(self, deadline: Deadline) -> None:
+        # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
+        # lease and token renewal behind it.
+        if not self._auth_lock.acquire(timeout=deadline.remaining()):
+            raise Unavailable("Vault: no answer to the login within the deadline",
+                              hint="check VAULT_ADDR and the network, or allow more time "
+                                   "with --deadline")
+        try:
+            self.http.open()
+            if self.http.token is None:
+                self._authenticate(deadline)
+        finally:
+            self._auth_lock.release()
+
+    def _authenticate(self, deadline: Deadline) -> None:
+        method = self._auth_method()
+        if method == "token":
+            token, source = self._configured_token()
+            self._use_token(token)
+            self._token_ttl_known = False
+            self.log.event("vault.auth", "info", f"Vault token from {source}",
+                           method="token", source=source)
+            return
+        mount = (self.environ.get("VAULT_PATH") or DEFAULT_AUTH_MOUNTS[method]).strip("/")
+        if method == "approle":
+            payload = self._approle_payload(deadline)
+        else:
+            payload = self._jwt_payload(method)
+        self._login(method, mount, payload, deadline)
+
+    def _auth_method(self) -> str:
+        chosen = (self.environ.get("VAULT_AUTH_METHOD") or "").strip().lower()
+        if chosen:
+            if chosen not in AUTH_METHODS:
+                raise ConfigError(f"VAULT_AUTH_METHOD={chosen!r} is not supported",
+                                  hint="use one of: " + ", ".join(AUTH_METHODS))
+            return chosen
+        if self.environ.get("VAULT_TOKEN") or self.environ.get("VAULT_TOKEN_FILE"):
+            return "token"
+        if self.environ.get("VAULT_ROLE_ID") or self.environ.get("VAULT_ROLE_ID_FILE"):
+            return "approle"
+        if self.environ.get("VAULT_ROLE"):
+            return "kubernetes"
+        if os.path.exists(self._home_token_path()):
+            return "token"
+        raise ConfigError(
+            "no Vault credentials: none of VAULT_TOKEN, VAULT_TOKEN_FILE, VAULT_ROLE_ID, "
+            "VAULT_ROLE or ~/.vault-token is set",
+            hint="set VAULT_TOKEN (or VAULT_TOKEN_FILE), VAULT_ROLE_ID and VAULT_SECRET_ID "
+                 "for AppRole, or VAULT_ROLE for Kubernetes; see docs/vault.md")
+
+    def _home_token_path(self) -> str:
+        home = self.environ.get("HOME") or os.path.expanduser("~")
+        return os.path.join(home, ".vault-token")
+
+    def _configured_token(self) -> tuple[str, str]:
+        found = value_or_file(self.environ, "VAULT_TOKEN")
+        if found is not None:
+            return found
+        path = self._home_token_path()
+        if os.path.exists(path):
+            return read_credential_file(path, "~/.vault-token"), path
+        raise ConfigError("VAULT_AUTH_METHOD=token but no token: VAULT_TOKEN, VAULT_TOKEN_FILE "
+                          "and ~/.vault-token are all unset",
+                          hint="set VAULT_TOKEN or VAULT_TOKEN_FILE (e.g. a Vault Agent sink)")
+
+    def _approle_payload(self, deadline: Deadline) -> dict:
+        role_id = value_or_file(self.environ, "VAULT_ROLE_ID")
+        secret_id = value_or_file(self.environ, "VAULT_SECRET_ID")
+        if role_id is None:
+            raise ConfigError("AppRole login needs VAULT_ROLE_ID (or VAULT_ROLE_ID_FILE)",
+                              hint="set the role id of the AppRole")
+        payload = {"role_id": role_id[0]}
+        self.http.redact.add(role_id[0])
+        if secret_id is not None:
+            value = secret_id[0]
+            self.http.redact.add(value)
+            if self._secret_id_is_wrapped(value):
+                # A wrapping token works once: keep what it held for a later login.
+                if self._unwrapped_secret_id is None:
+                    self._unwrapped_secret_id = self._unwrap_secret_id(value, deadline)
+                value = self._unwrapped_secret_id
+                self.http.redact.add(value)
+            payload["secret_id"] = value
+        return payload
+
+    def _secret_id_is_wrapped(self, value: str) -> bool:
+        if (self.environ.get("VAULT_SECRET_ID_WRAPPED") or "").strip():
+            return parse_bool(self.environ, "VAULT_SECRET_ID_WRAPPED")
+        # Unset: a Vault token (hvs.…, s.…) is a wrapping token; secret ids are UUIDs.
+        return bool(_VAULT_TOKEN.match(value)) and not _UUID.match(value)
+
+    def _unwrap_secret_id(self, wrapping_token: str, deadline: Deadline) -> str:
+        answer = self.http.request("POST", "sys/wrapping/unwrap", deadline, "the secret id unwrap",
+                               json={}, headers={"X-Vault-Token": wrapping_token})
+        secret_id = None
+        if answer.status == 200:
+            secret_id = ((answer.body or {}).get("data") or {}).get("secret_id")
+        if not secret_id:
+            message = (f"the response-wrapped VAULT_SECRET_ID could not be unwrapped "
+                       f"({self.http.status_text(answer)})")
+            self.log.event("auth.failed", "error", message, method="approle",
+                           status=answer.status)
+            raise PermissionDenied(
+                message, hint="a wrapping token works once and expires: give shim a fresh one "
+                              "(if shim did not use it, someone else may have)")
+        self.log.event("vault.unwrapped", "info", "unwrapped the AppRole secret id",
+                       method="approle")
+        return secret_id
+
+    def _jwt_payload(self, method: str) -> dict:
+        role = self.environ.get("VAULT_ROLE")
+        if not role:
+            raise ConfigError(f"{method} login needs VAULT_ROLE", hint="set the Vault role name")
+        found = value_or_file(self.environ, "VAULT_JWT") if method == "jwt" else None
+        if found is None:
+            path = (self.environ.get("KUBERNETES_SERVICE_ACCOUNT_TOKEN")
+                    or self.environ.get("VAULT_JWT_FILE") or SERVICE_ACCOUNT_TOKEN)
+            found = (read_credential_file(path, "service account token"), path)
+        self.http.redact.add(found[0])
+        return {"role": role, "jwt": found[0]}
+
+    def _login(self, method: str, mount: str, payload: dict, deadline: Deadline) -> None:
+        path = f"auth/{mount}/login"
+        answer = self.http.request("POST", path, deadline, f"the {method} login", json=payload)
+        auth = (answer.body or {}).get("auth") if answer.status == 200 else None
+        if not auth or not auth.get("client_token"):
+            message = f"Vault refused the {method} login at {path} ({self.http.status_text(answer)})"
+            self.log.event("auth.failed", "error", message, method=method, mount=mount,
+                           status=answer.status)
+            hints = {
+                "approle": "check VAULT_ROLE_ID, VAULT_SECRET_ID and VAULT_PATH (auth mount)",
+                "kubernetes": "check VAULT_ROLE, VAULT_PATH (auth mount) and the service "
+                              "account the pod runs as",
+                "jwt": "check VAULT_ROLE, VAULT_PATH (auth mount) and the JWT",
+            }
+            raise PermissionDenied(message, hint=hints[method])
+        self._use_token(auth["client_token"])
+        self._set_token_ttl(int(auth.get("lease_duration") or 0))
+        self.log.event("vault.auth", "info", f"logged in to Vault with {method} at {path}",
+                       method=method, mount=mount, policies=auth.get("policies"),
+                       ttl=auth.get("lease_duration"))
+
+    def _use_token(self, token: str) -> None:
+        self.http.use_token(token)
+
+    def _set_token_ttl(self, ttl: int) -> None:
+        self._token_ttl_known = True
+        self._token_expires = time.monotonic() + ttl if ttl else None
+
+    def note_invalid_token(self, answer: "Answer") -> None:
+        if self._invalid_token_logged or not any("invalid token" in e for e in answer.errors):
+            return
+        self._invalid_token_logged = True
+        self.log.event("auth.failed", "error", "Vault says the token is invalid "
+                       "(expired, revoked or unknown)", method="token", status=answer.status)
+
+    def token_ttl(self) -> int | None:
+        """Seconds left on shim's token; None when it never expires or cannot be looked up."""
+        if not self._token_ttl_known:
+            deadline = Deadline(self.http.connection.timeout)
+            try:
+                self.ensure(deadline)
+                answer = self.http.request("GET", "auth/token/lookup-self", deadline, "token lookup")
+                if answer.status != 200:
+                    raise self.http.refusal(answer, "looking up the token")
+                data = (answer.body or {}).get("data") or {}
+                self._set_token_ttl(int(data.get("ttl") or 0))
+            except ShimError as error:
+                self.log.event("vault.token_lookup_failed", "warning",
+                               f"cannot tell the Vault token's TTL: {error.line()}")
+                return None
+        if self._token_expires is None:
+            return None
+        return max(0, int(self._token_expires - time.monotonic()))
+
+    def renew_token(self, deadline: Deadline) -> int | None:
+        """The token's new TTL; None when Vault says it is not renewable (log in again)."""
+        self.ensure(deadline)
+        answer = self.http.request("POST", "auth/token/renew-self", deadline, "token renewal",
+                               json={})
+        if answer.status == 400 and any("not renewable" in e for e in answer.errors):
+            return None
+        if answer.status != 200:
+            raise self.http.refusal(answer, "renewing the token")
+        ttl = int(((answer.body or {}).get("auth") or {}).get("lease_duration") or 0)
+        self._set_token_ttl(ttl)
+        return ttl
+
+    def revoke_token(self, deadline: Deadline) -> None:
+        self.ensure(deadline)
+        answer = self.http.request("POST", "auth/token/revoke-self", deadline, "token revocation",
+                               json={})
+        if answer.status not in (200, 204):
+            raise self.http.refusal(answer, "revoking the token")
+        self.http.use_token(None)
+
+
+def value_or_file(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
+    """(value, where it came from) from NAME or the file NAME_FILE names; never both."""
+    value, path = environ.get(name), environ.get(name + "_FILE")
+    if value and path:
+        raise ConfigError(f"both {name} and {name}_FILE are set (but are exclusive)",
+                          hint=f"unset one of {name} or {name}_FILE")
+    if value:
+        return value.strip(), name
+    if path:
+        return read_credential_file(path, name + "_FILE"), path
+    return None
+
+
+def read_credential_file(path: str, what: str) -> str:
+    try:
+        with open(path, "rb") as stream:
+            content = stream.read(MAX_CREDENTIAL_FILE + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} ({what}) does not exist",
+                          hint="mount the credential or fix the path") from None
+    except PermissionError:
+        raise PermissionDenied(f"{path} ({what}) is not readable by uid {os.getuid()}",
+                               hint="check its owner and mode") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} ({what}) is a directory, not a file",
+                          hint="point it at the file") from None
+    if len(content) > MAX_CREDENTIAL_FILE:
+        raise ConfigError(f"{path} ({what}) is larger than 64 KiB", hint="point it at the file")
+    try:
+        text = content.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} ({what}) is not UTF-8 text",
+                          hint="point it at the file") from None
+    if not text:
+        raise ConfigError(f"{path} ({what}) is empty", hint="check what writes it")
+    return text

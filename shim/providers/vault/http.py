@@ -1,0 +1,249 @@
+"""Vault over HTTP: connection settings, hvac's request adapter, redaction, redirects, retries.
+
+One VaultHttp per provider, shared by the login, mount lookups, reads and lease calls; it holds
+the token and every credential to redact from Vault's error text, so the other modules take it
+as a parameter and never import each other.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+from urllib.parse import quote, urljoin, urlsplit
+
+import hvac.adapters
+import requests
+import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the registry says "install shim[vault]"
+
+from shim.deadline import Deadline
+from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
+from shim.providers.mechanism import MAX_WORKERS, Transient, retry
+
+# Vault's own default (the CLI and Go client), not hvac's http://localhost:8200.
+DEFAULT_ADDR = "https://127.0.0.1:8200"
+REQUEST_TIMEOUT = 10.0        # per request, unless VAULT_CLIENT_TIMEOUT says otherwise
+_TRUE = ("1", "t", "true")    # Go's strconv.ParseBool, as the Vault CLI reads VAULT_SKIP_VERIFY
+_FALSE = ("0", "f", "false")
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/@]*@")
+
+
+class VaultHttp:
+    """The adapter, the token and the credentials to redact; `request` retries within the deadline."""
+
+    def __init__(self, connection: "Connection", log):
+        self.connection = connection
+        self.log = log
+        self.redact: set[str] = set()
+        self.token: str | None = None
+        self._adapter = None
+
+    def open(self) -> None:
+        if self._adapter is None:
+            self._adapter = self.connection.client(self.log)
+
+    def use_token(self, token: str | None) -> None:
+        self.token = token
+        if token:
+            self.redact.add(token)
+        self._adapter.token = token or ""
+
+    def request(self, method: str, path: str, deadline: Deadline, what: str,
+                **kwargs) -> "Answer":
+        """One Vault call, retried on transient failures until the deadline."""
+        return retry(lambda: self._send(method, path, deadline, what, **kwargs), deadline,
+                     self.log, provider="vault", title="Vault", operation=what, path=path,
+                     hint="check VAULT_ADDR and that Vault is unsealed and reachable, "
+                          "or allow more time with --deadline")
+
+    def _send(self, method: str, path: str, deadline: Deadline, what: str,
+              **kwargs) -> "Answer":
+        timeout = max(0.1, min(deadline.remaining(), self.connection.timeout))
+        url = "v1/" + quote(path, safe="/")
+        try:
+            result = self._adapter.request(method, url, raise_exception=False,
+                                                  timeout=timeout, **kwargs)
+        except requests.exceptions.SSLError:
+            raise ConfigError(
+                f"TLS verification of {self.connection.shown} failed",
+                hint="point VAULT_CACERT (or VAULT_CAPATH) at the CA that signed Vault's "
+                     "certificate") from None
+        except requests.exceptions.Timeout:
+            raise Transient("timeout") from None
+        except requests.exceptions.ConnectionError as error:
+            raise Transient(_connection_reason(error)) from None
+        except requests.exceptions.InvalidHeader:
+            # Its text would quote the header, token included.
+            raise ConfigError("the Vault token holds characters an HTTP header cannot carry",
+                              hint="check what writes the token (one line, no spaces)") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema):
+            raise ConfigError(f"VAULT_ADDR={self.connection.shown!r} is not a usable URL",
+                              hint="write e.g. VAULT_ADDR=https://vault.example.com:8200") from None
+        except requests.exceptions.RequestException:
+            raise Transient("connection failed") from None
+        if isinstance(result, dict):
+            return Answer(200, result)
+        if 300 <= result.status_code < 400:
+            raise ConfigError(
+                f"Vault at {self.connection.shown} answered {what} with a redirect "
+                f"(HTTP {result.status_code}) that shim does not follow",
+                hint="point VAULT_ADDR at the active Vault node or its load balancer; shim "
+                     "follows only 307/308 to the same scheme, host and port (docs/vault.md)")
+        body = None
+        if "json" in (result.headers.get("Content-Type") or ""):
+            try:
+                body = result.json()
+            except ValueError:
+                body = None
+        answer = Answer(result.status_code, body if isinstance(body, dict) else None)
+        if answer.status in (412, 429) or answer.status >= 500:
+            raise Transient(self.status_text(answer))
+        return answer
+
+    def status_text(self, answer: "Answer") -> str:
+        """'HTTP 403: permission denied', with every credential shim holds redacted."""
+        text = "; ".join(" ".join(e.replace("*", " ").split()) for e in answer.errors)
+        for secret in self.redact:
+            if secret:
+                text = text.replace(secret, "<redacted>")
+        if len(text) > 200:
+            text = text[:200] + "..."
+        return f"HTTP {answer.status}: {text}" if text else f"HTTP {answer.status}"
+
+    def refusal(self, answer: "Answer", doing: str) -> ShimError:
+        status = self.status_text(answer)
+        if answer.status in (401, 403):
+            return PermissionDenied(f"Vault denied {doing} ({status})")
+        return NotFound(f"Vault refused {doing} ({status})")
+
+
+@dataclass(frozen=True)
+class Connection:
+    addr: str
+    verify: bool | str
+    cert: tuple[str, str] | str | None
+    namespace: str | None
+    timeout: float
+    skip_verify: bool
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> "Connection":
+        addr = (environ.get("VAULT_AGENT_ADDR") or environ.get("VAULT_ADDR")
+                or DEFAULT_ADDR).rstrip("/")
+        verify: bool | str = True
+        # VAULT_CACERT takes precedence over VAULT_CAPATH, as in the Vault CLI.
+        for name in ("VAULT_CACERT", "VAULT_CAPATH"):
+            path = environ.get(name)
+            if path:
+                if not os.path.exists(path):
+                    raise ConfigError(f"{name} names {path}, which does not exist",
+                                      hint="mount the CA certificate or fix the path")
+                verify = path
+                break
+        skip = parse_bool(environ, "VAULT_SKIP_VERIFY")
+        if skip:
+            verify = False
+        cert_path, key_path = environ.get("VAULT_CLIENT_CERT"), environ.get("VAULT_CLIENT_KEY")
+        if key_path and not cert_path:
+            raise ConfigError("VAULT_CLIENT_KEY is set without VAULT_CLIENT_CERT",
+                              hint="set both, or neither")
+        cert = (cert_path, key_path) if cert_path and key_path else (cert_path or None)
+        timeout = REQUEST_TIMEOUT
+        if environ.get("VAULT_CLIENT_TIMEOUT"):
+            timeout = _parse_timeout(environ["VAULT_CLIENT_TIMEOUT"])
+        namespace = (environ.get("VAULT_NAMESPACE") or "").strip("/") or None
+        return cls(addr, verify, cert, namespace, timeout, bool(skip))
+
+    @property
+    def shown(self) -> str:
+        """The address as messages and events show it: user-info (user:password@) redacted."""
+        return _USERINFO.sub(r"\1<redacted>@", self.addr)
+
+    def client(self, log):
+        """hvac's request adapter with every setting explicit.
+
+        hvac.Client would read VAULT_TOKEN, ~/.vault-token and (at import) VAULT_CACERT and
+        VAULT_CLIENT_CERT from os.environ by itself; the adapter takes only what it is given.
+        """
+        if self.skip_verify:
+            import urllib3
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.event("vault.tls_unverified", "warning",
+                      "VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified",
+                      addr=self.shown)
+        session = SameOriginSession()
+        session.verify = self.verify
+        session.cert = self.cert
+        # One pool slot per worker, or urllib3 drops (and warns about) the extra connections.
+        pool = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=MAX_WORKERS)
+        session.mount("https://", pool)
+        session.mount("http://", pool)
+        return hvac.adapters.JSONAdapter(base_uri=self.addr, token="", cert=self.cert,
+                                         verify=self.verify, timeout=self.timeout,
+                                         session=session, namespace=self.namespace)
+
+
+class SameOriginSession(requests.Session):
+    """Follows only the redirects the Vault CLI follows, and only where the token already goes.
+
+    requests would follow 301/302/303 (turning a PUT into a GET) and https to http, carrying
+    X-Vault-Token along. Here only 307/308 to the same scheme, host and port are followed; any
+    other redirect is returned as it is and reported by VaultHttp._send instead.
+    """
+
+    def get_redirect_target(self, response):
+        target = super().get_redirect_target(response)
+        if target is None or response.status_code not in (307, 308):
+            return None
+        here, there = urlsplit(response.url), urlsplit(urljoin(response.url, target))
+        if (here.scheme, here.netloc.lower()) != (there.scheme, there.netloc.lower()):
+            return None
+        return target
+
+
+def parse_bool(environ: Mapping[str, str], name: str) -> bool:
+    text = (environ.get(name) or "").strip().lower()
+    if not text:
+        return False
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{name}={text!r} is not true or false", hint=f"write {name}=true or false")
+
+
+def _parse_timeout(text: str) -> float:
+    from shim.durations import parse_duration
+
+    text = text.strip()
+    if text.isdigit():
+        return float(text)  # the Vault CLI accepts plain seconds
+    try:
+        return parse_duration(text, option="VAULT_CLIENT_TIMEOUT")
+    except ShimError:
+        raise ConfigError(f"VAULT_CLIENT_TIMEOUT={text!r} is not a duration",
+                          hint="write e.g. VAULT_CLIENT_TIMEOUT=30s") from None
+
+
+def _connection_reason(error: Exception) -> str:
+    text = repr(error).lower()
+    for needle, reason in (("refused", "connection refused"), ("reset", "connection reset"),
+                           ("name or service not known", "host name not found"),
+                           ("nodename nor servname", "host name not found"),
+                           ("timed out", "timeout"), ("aborted", "connection aborted")):
+        if needle in text:
+            return reason
+    return "connection failed"
+
+
+@dataclass
+class Answer:
+    status: int
+    body: dict | None
+
+    @property
+    def errors(self) -> list[str]:
+        errors = (self.body or {}).get("errors") or []
+        return [str(e) for e in errors] if isinstance(errors, list) else [str(errors)]

@@ -1,0 +1,134 @@
+"""The `vault` provider: the Provider and LeaseKeeper interfaces over http, auth, paths, leases."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from shim.deadline import Deadline
+from shim.errors import NotFound, PermissionDenied, ShimError, Unavailable
+from shim.providers.base import Fetched
+from shim.providers.mechanism import by_fetch_key, run_concurrently
+from shim.providers.vault import leases
+from shim.providers.vault.auth import Authenticator
+from shim.providers.vault.http import Answer, Connection, VaultHttp
+from shim.providers.vault.paths import (
+    DeletedVersion, MountFinder, ReadPlan, Run, combine, deleted_version, fetched_from, plans_for,
+)
+
+
+class VaultProvider:
+    """The `vault` provider; also a LeaseKeeper (renew/revoke leases, token TTL/renew/revoke)."""
+
+    name = "vault"
+
+    def __init__(self, context):
+        self.environ: Mapping[str, str] = context.environ
+        self.log = context.log
+        self.http = VaultHttp(Connection.from_environ(self.environ), self.log)
+        self.auth = Authenticator(self.environ, self.http, self.log)
+        self.mounts = MountFinder(self.http, self.log)
+
+    # -- the Provider interface -------------------------------------------------------------
+
+    def fetch_all(self, references, deadline: Deadline) -> dict:
+        representatives = {key: refs[0] for key, refs in by_fetch_key(references).items()}
+        try:
+            self.auth.ensure(deadline)
+        except ShimError as error:
+            return {key: error for key in representatives}
+        run = Run()
+
+        def plan(reference) -> tuple | ShimError:
+            try:
+                return plans_for(reference, self.mounts.mount_for(reference.locator, deadline, run))
+            except ShimError as error:
+                return error
+
+        def read(plans: tuple) -> Fetched | ShimError:
+            try:
+                return self._read_first(plans, deadline, run)
+            except ShimError as error:
+                return error
+
+        # Two rounds, so that a worker never waits for a read another worker is doing: first
+        # each reference's read plan (mount lookups), then each distinct plan once.
+        keys = list(representatives)
+        planned = dict(zip(keys, run_concurrently(
+            [lambda r=representatives[k]: plan(r) for k in keys], deadline, title="Vault")))
+        distinct = list(dict.fromkeys(p for p in planned.values() if isinstance(p, tuple)))
+        fetched = dict(zip(distinct, run_concurrently(
+            [lambda p=p: read(p) for p in distinct], deadline, title="Vault")))
+        return {key: fetched.get(p, p) if isinstance(p, tuple) else p
+                for key, p in planned.items()}
+
+    # -- the LeaseKeeper interface ----------------------------------------------------------
+
+    def renew_lease(self, lease_id: str, increment: int | None, deadline: Deadline) -> int:
+        self.auth.ensure(deadline)
+        return leases.renew(self.http, lease_id, increment, deadline)
+
+    def revoke_lease(self, lease_id: str, deadline: Deadline) -> None:
+        self.auth.ensure(deadline)
+        leases.revoke(self.http, lease_id, deadline)
+
+    def token_ttl(self) -> int | None:
+        return self.auth.token_ttl()
+
+    def renew_token(self, deadline: Deadline) -> int | None:
+        return self.auth.renew_token(deadline)
+
+    def revoke_token(self, deadline: Deadline) -> None:
+        self.auth.revoke_token(deadline)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_first(self, plans: tuple, deadline: Deadline, run: "Run") -> Fetched:
+        outcomes: list[Fetched | ShimError] = []
+        for plan in plans:
+            outcome = run.once((plan.api_path, plan.version),
+                               lambda plan=plan: self._read(plan, deadline))
+            if isinstance(outcome, Fetched):
+                return outcome
+            outcomes.append(outcome)
+            final = isinstance(outcome, DeletedVersion)
+            if final or not isinstance(outcome, (NotFound, PermissionDenied)):
+                break
+        raise combine(outcomes)
+
+    def _read(self, plan: "ReadPlan", deadline: Deadline) -> Fetched | ShimError:
+        params = {"version": plan.version} if plan.version else None
+        try:
+            answer = self.http.request("GET", plan.api_path, deadline, f"the read of {plan.api_path}",
+                                   params=params)
+        except ShimError as error:
+            return error
+        self.log.event("vault.read", "debug", path=plan.api_path, version=plan.version,
+                       status=answer.status)
+        if answer.status == 200:
+            try:
+                return fetched_from(plan, answer.body)
+            except (KeyError, TypeError, AttributeError, ValueError):
+                return Unavailable(f"Vault answered the read of {plan.api_path} with a body "
+                                   f"shim cannot read (HTTP 200)",
+                                   hint="check that VAULT_ADDR points at Vault itself")
+        return self._read_failure(plan, answer)
+
+    def _read_failure(self, plan: "ReadPlan", answer: "Answer") -> ShimError:
+        status = self.http.status_text(answer)
+        where = plan.api_path + (f" version {plan.version}" if plan.version else "")
+        if answer.status in (401, 403):
+            self.auth.note_invalid_token(answer)
+            return PermissionDenied(
+                f"Vault denied reading {plan.api_path} ({status})",
+                hint=f"the token's policies must allow read on {plan.api_path}")
+        if answer.status == 404 and plan.kv_version == 2:
+            deleted = deleted_version(answer.body)
+            if deleted is not None:
+                return DeletedVersion(f"{plan.api_path}: {deleted} ({status})",
+                                       hint="pin a live version, undelete it, or write a new one")
+        hint = "check the path, the mount and (for KV v2) the version"
+        if plan.hint:
+            hint = plan.hint
+        if answer.status == 404:
+            return NotFound(f"{where} does not exist in Vault ({status})", hint=hint)
+        return NotFound(f"Vault could not read {where} ({status})", hint=hint)

@@ -1,0 +1,91 @@
+"""The provider mechanism in-process: the runner returns at the deadline, retry's one event
+schema and one give-up message, one group per fetch key."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import pytest
+
+from shim.audit import Log
+from shim.deadline import Deadline
+from shim.errors import NotFound, Unavailable
+from shim.providers.mechanism import (
+    SLACK, Transient, by_fetch_key, call_within, retry, run_concurrently,
+)
+from shim.refs import parse_reference
+
+
+def test_the_runner_returns_at_the_deadline_whatever_a_job_does():
+    release = threading.Event()
+    deadline = Deadline(0.3)
+    jobs = [lambda: "fast", release.wait, lambda: (_ for _ in ()).throw(NotFound("gone"))]
+    try:
+        results = run_concurrently(jobs, deadline, title="Example")
+    finally:
+        release.set()
+    assert deadline.expired()
+    assert results[0] == "fast"
+    assert isinstance(results[1], Unavailable)
+    assert results[1].message == "Example: no answer within the deadline"
+    assert isinstance(results[2], NotFound)
+    worker_threads = [t for t in threading.enumerate() if t.name == "shim-provider"]
+    assert all(t.daemon for t in worker_threads)  # an abandoned job never holds the exit
+
+
+def test_a_bug_in_a_job_is_raised_in_the_caller():
+    def broken():
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        run_concurrently([broken], Deadline(5), title="Example")
+
+
+def test_call_within_raises_the_outcome_error():
+    with pytest.raises(Unavailable):
+        call_within(threading.Event().wait, Deadline(0.1), title="renewal")
+    assert call_within(lambda: 7, Deadline(5), title="renewal") == 7
+    assert SLACK <= 1.0
+
+
+def test_retry_logs_one_schema_and_gives_up_with_one_message():
+    stream = io.StringIO()
+    attempts = []
+
+    def attempt():
+        attempts.append(1)
+        raise Transient("HTTP 503")
+
+    with pytest.raises(Unavailable) as caught:
+        retry(attempt, Deadline(0.8), Log("json", "debug", stream=stream), provider="example",
+              title="Example", operation="the read", hint="try later", reference="ref+x://a")
+    assert caught.value.message == (f"Example: HTTP 503 on every attempt ({len(attempts)}) "
+                                    "within the deadline")
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    retries = [e for e in events if e["event"] == "provider.retry"]
+    assert len(retries) == len(attempts) - 1 >= 1
+    assert {"provider", "operation", "attempt", "reason", "wait", "reference"} <= set(retries[0])
+    assert [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
+
+
+def test_retry_raises_what_is_not_transient_at_once():
+    attempts = []
+
+    def attempt():
+        attempts.append(1)
+        raise NotFound("gone")
+
+    with pytest.raises(NotFound):
+        retry(attempt, Deadline(5), Log("json", "debug", stream=io.StringIO()), provider="x",
+              title="X", operation="read", hint="")
+    assert len(attempts) == 1
+
+
+def test_one_group_per_fetch_key():
+    a = parse_reference("ref+vault://secret/app#/user")
+    b = parse_reference("ref+vault://secret/app#/password")
+    c = parse_reference("ref+vault://secret/other#/user")
+    groups = by_fetch_key([a, b, c])
+    assert list(groups.values()) == [[a, b], [c]]
