@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from shim.options import Option, options_of, refused_flags, split_names, split_paths
 

@@ -20,9 +20,9 @@ like a reference may be a secret.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from shim.errors import UsageError
+from shim.records import record
 
 # Options every provider understands; each provider adds its own below.
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired"})
@@ -41,10 +41,11 @@ REFERENCE_PREFIXES = (
 _ARN_PREFIX = r"arn:aws[a-z-]*:(secretsmanager|ssm):"  # compiled by re on first use
 
 
-# The data carriers on the start-up path are NamedTuples or plain classes, not dataclasses:
-# building a dataclass costs about 0.4 ms, a NamedTuple 0.06 ms, and shim runs at every
-# container start (docs/performance.md).
-class Reference(NamedTuple):
+# The data carriers on the start-up path are records (shim.records: named tuples without the
+# import of typing) or plain classes, not dataclasses, which are several times dearer to build;
+# shim runs at every container start (docs/performance.md).
+@record
+class Reference:
     provider: str                       # file | vault | awssecrets | awsssm | azurekeyvault
     locator: str                        # where the secret lives, in the provider's own terms
     selector: tuple[str, ...] = ()      # JSON pointer parts (or one plain key) into the secret

@@ -40,8 +40,10 @@ LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex")
 # the option table; click is imported only when the fast path hands over (--help, an error,
 # another command).
 CLICK_SIDE = ("click", "shim.cli", "shim.report", "gettext")
+# typing: shim's records on this path are built by shim.records, its annotations are strings.
+NOT_ON_THE_FAST_PATH = CLICK_SIDE + ("typing",)
 # The rule for a local-only `shim exec` (bench/startup.py reports the same list).
-NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + CLICK_SIDE
+NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + NOT_ON_THE_FAST_PATH
 FILE_VARIABLES, PLACEHOLDERS = 20, 5
 
 
