@@ -17,6 +17,7 @@ load, its CPU time much less. `--repeat N` runs the whole interleaved measuremen
 and reports the spread of the ratio over those runs.
 
     .venv/bin/python bench/startup.py [--runs 40] [--repeat 3]
+    .venv/bin/python bench/startup.py --compare REV [REV ...]   # before/after per commit
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from _common import (DEV_PYTHON, FILE_VARIABLES, PLACEHOLDERS, ROOT, installed_venv,
-                     interleaved, median, p90, secrets_environment, table, verdict)
+from _common import (CACHE, DEV_PYTHON, FILE_VARIABLES, PLACEHOLDERS, ROOT, base_python,
+                     installed_venv, interleaved, median, p90, secrets_environment, table,
+                     verdict)
 
 # What a local-only `shim exec` must not import: the rule tests/integration/test_imports.py
 # asserts (_common put the repository on sys.path).
@@ -156,6 +158,62 @@ def phases(python: str, directory: Path, env: dict[str, str], runs: int) -> list
     return rows
 
 
+def revision_venv(revision: str) -> Path:
+    """.cache/bench/venv-rev-<sha>: `pip install` (not editable) of shim as committed at
+    `revision` (git archive), made once."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    venv = CACHE / f"venv-rev-{sha[:12]}"
+    if not (venv / "bin" / "shim").exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        source = Path(tempfile.mkdtemp(prefix="shim-bench-rev-"))
+        try:
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha, "shim",
+                                      "pyproject.toml", "README.md"],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+            subprocess.run([base_python(), "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "python"), "-m", "pip",
+                            "--disable-pip-version-check", "-q", "install", str(source)],
+                           stdout=subprocess.DEVNULL, check=True)
+        finally:
+            shutil.rmtree(source, ignore_errors=True)
+    return venv
+
+
+def compare(revisions: list[str], runs: int, repeat: int) -> list[str]:
+    """shim exec / python -c pass for each revision and the working tree, interleaved in the
+    same runs: the before/after of a change, measured side by side."""
+    venvs = {revision: revision_venv(revision) for revision in revisions}
+    venvs["working tree"] = installed_venv("core")
+    directory = Path(tempfile.mkdtemp(prefix="shim-bench-secrets-"))
+    try:
+        env = secrets_environment(directory)
+        argv = ["exec", "--secrets-dir", str(directory), "--", "/bin/true"]
+        commands = {BASELINE: [str(venvs["working tree"] / "bin" / "python"), "-c", "pass"]}
+        commands.update({name: [str(venv / "bin" / "shim"), *argv] for name, venv in venvs.items()})
+        per_measurement: dict[str, list[str]] = {name: [] for name in venvs}
+        walls, cpus = defaultdict(list), defaultdict(list)
+        for _ in range(repeat):
+            cpu: dict[str, list[float]] = {}
+            wall = interleaved(commands, env, runs, cpu=cpu)
+            for name in venvs:
+                per_measurement[name].append(
+                    f"{median(wall[name]) / median(wall[BASELINE]):.2f}x / "
+                    f"{median(cpu[name]) / median(cpu[BASELINE]):.2f}x")
+            for name in commands:
+                walls[name] += wall[name]
+                cpus[name] += cpu[name]
+        rows = [[name, f"{median(walls[name]) / median(walls[BASELINE]):.2f}x",
+                 f"{median(cpus[name]) / median(cpus[BASELINE]):.2f}x",
+                 ", ".join(per_measurement[name])] for name in venvs]
+        return [table(f"shim exec / python -c pass per revision ({repeat} x {runs} interleaved "
+                      "runs; medians)", ["revision", "wall", "CPU",
+                                         "each measurement (wall / CPU)"], rows)]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def native_baselines() -> tuple[str | None, str | None]:
     """tini and gosu, installed from Debian when missing and possible (root, apt-get)."""
     tini, gosu = shutil.which("tini"), shutil.which("gosu")
@@ -172,7 +230,11 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3,
                         help="whole interleaved measurements, for the spread (default 3)")
+    parser.add_argument("--compare", nargs="+", metavar="REV",
+                        help="only compare these git revisions with the working tree")
     args = parser.parse_args(argv)
+    if args.compare:
+        return compare(args.compare, args.runs, args.repeat)
 
     venv = installed_venv("core")
     python, shim = str(venv / "bin" / "python"), str(venv / "bin" / "shim")
@@ -187,6 +249,8 @@ def main(argv=None) -> list[str]:
             # Floors: what any Python exec-er pays, and what any click-based one pays.
             "floor: python, execve /bin/true": [python, "-c", EXEC_TRUE],
             "floor: python, import click, execve": [python, "-c", "import click; " + EXEC_TRUE],
+            # pip's console-script wrapper imports re before shim's first line runs.
+            "floor: python, import re, execve": [python, "-c", "import re; " + EXEC_TRUE],
             # shim's imports on this path without its work.
             "python, shim's exec-path imports, execve": [
                 python, "-c", "import shim.fastpath, shim.execute, shim.providers.files; "
