@@ -8,11 +8,13 @@ import sys
 import click
 
 from shim.cli import _prepare, _report, _resolve, _shared_options, _target_identity
-from shim.errors import ShimError
+from shim.errors import ConfigError, ShimError
 from shim.resolve import age_seconds
+from shim.rotation import overdue
 
 
-def plan_rows(plan, resolution) -> list[dict]:
+def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False) -> list[dict]:
+    """One row per variable; an overdue secret says so (with its limit) whether or not it is refused."""
     rows = []
     for name in sorted(plan.entries):
         entry = plan.entries[name]
@@ -37,6 +39,7 @@ def plan_rows(plan, resolution) -> list[dict]:
         ages = [a for a in (age_seconds(m) for _, m in metas) if a is not None]
         row["version"] = ",".join(versions) or None
         row["age_seconds"] = int(max(ages)) if ages else None
+        _mark_overdue(row, metas, max_age, enforce)
         rows.append(row)
     for error in plan.errors:
         if error.variable and error.variable not in plan.entries:
@@ -45,6 +48,19 @@ def plan_rows(plan, resolution) -> list[dict]:
                          "message": error.message, "version": None, "age_seconds": None})
     rows.sort(key=lambda row: row["variable"])
     return rows
+
+
+def _mark_overdue(row: dict, metas, max_age, enforce: bool) -> None:
+    verdicts = [v for v in (overdue(ref, meta, max_age) for ref, meta in metas) if v is not None]
+    if not verdicts:
+        return
+    age, limit = max(verdicts, key=lambda verdict: verdict[0] - verdict[1])
+    row["max_age_seconds"] = int(limit)
+    row["overdue_seconds"] = int(age - limit)
+    if row["status"] == "ok":
+        row["status"] = "overdue (refused)" if enforce else "overdue"
+        if enforce:
+            row["exit_code"] = ConfigError.exit_code
 
 
 def print_json(rows, errors) -> None:
@@ -87,7 +103,8 @@ def check_command(as_json, **options):
         identity_errors.append(error)
     plan, resolution, errors = _resolve(run)
     errors = identity_errors + errors
-    rows = plan_rows(plan, resolution)
+    rows = plan_rows(plan, resolution, max_age=run.options["max_age_seconds"],
+                     enforce=run.options["enforce_max_age"])
     if as_json:
         print_json(rows, errors)
     else:

@@ -11,14 +11,12 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_ENV
+from tests.conftest import finish_process
 
 SCENARIOS = {
     # name: (env builder, expected exit code)
@@ -97,16 +95,14 @@ def test_the_sweep_covers_enough():
     assert len(CASES) >= 300
 
 
-def test_supervisor_argv_and_environment_hold_no_secret(canaries, tmp_path):
+def test_supervisor_argv_and_environment_hold_no_secret(start_shim, canaries, tmp_path):
     """/proc of the supervisor (--init --watch) and of the child's argv: no canary."""
     canary = canaries.new("proc")
     secret = tmp_path / "s"
     secret.write_text(canary)
     marker = tmp_path / "started"
-    env = dict(BASE_ENV, SECRET=f"file:{secret}")
-    process = subprocess.Popen([sys.executable, "-m", "shim", "exec", "--watch", "1h", "--",
-                                "sh", "-c", f"touch {marker}; exec sleep 30"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_shim(["exec", "--watch", "1h", "--", "sh", "-c", f"touch {marker}; exec sleep 30"],
+                         {"SECRET": f"file:{secret}"})
     try:
         deadline = time.monotonic() + 15
         while not marker.exists() and time.monotonic() < deadline:
@@ -122,5 +118,4 @@ def test_supervisor_argv_and_environment_hold_no_secret(canaries, tmp_path):
         assert canary in child_env  # the control: the child did get it
     finally:
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=15)
-    canaries.assert_absent(stdout, stderr)
+        finish_process(process, canaries)

@@ -7,13 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import BASE_ENV
 from tests.integration.test_supervise import finish, wait_for
 
 TRICKY = {
@@ -139,7 +137,7 @@ def test_render_usage_errors(run_shim, tmp_path):
                     {}).returncode == 64  # needs --pid-file
 
 
-def test_watch_rewrites_atomically_and_signals(canaries, tmp_path):
+def test_watch_rewrites_atomically_and_signals(start_shim, canaries, tmp_path):
     secret = tmp_path / "secret"
     values = [canaries.new(f"v{i}") for i in range(4)]
     secret.write_text(values[0])
@@ -151,10 +149,8 @@ def test_watch_rewrites_atomically_and_signals(canaries, tmp_path):
                                "while :; do sleep 0.05; done"])
     pid_file = tmp_path / "app.pid"
     pid_file.write_text(str(target.pid))
-    env = dict(BASE_ENV, SECRET=f"file:{secret}")
-    shim = subprocess.Popen([sys.executable, "-m", "shim", "render", "--dir", str(out),
-                             "--watch", "200ms", "--on-change", "signal:HUP", "--pid-file", str(pid_file)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shim = start_shim(["render", "--dir", str(out), "--watch", "200ms", "--on-change", "signal:HUP",
+                       "--pid-file", str(pid_file)], {"SECRET": f"file:{secret}"})
     seen, bad = [], []
     stop = threading.Event()
 
@@ -188,16 +184,15 @@ def test_watch_rewrites_atomically_and_signals(canaries, tmp_path):
     assert seen == values
 
 
-def test_watch_on_change_runs_a_command_without_secrets_in_it(canaries, tmp_path):
+def test_watch_on_change_runs_a_command_without_secrets_in_it(start_shim, canaries, tmp_path):
     secret = tmp_path / "secret"
     secret.write_text(canaries.new("v1"))
     out = tmp_path / "shared"
     out.mkdir()
     record = tmp_path / "hook"
     hook = f"run:sh -c 'env > {record}'"
-    shim = subprocess.Popen([sys.executable, "-m", "shim", "render", "--dir", str(out), "--watch", "200ms",
-                             "--on-change", hook], env=dict(BASE_ENV, SECRET=f"file:{secret}"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shim = start_shim(["render", "--dir", str(out), "--watch", "200ms", "--on-change", hook],
+                      {"SECRET": f"file:{secret}"})
     try:
         assert wait_for(lambda: (out / "SECRET").exists())
         secret.write_text(canaries.new("v2"))
