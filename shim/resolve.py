@@ -147,7 +147,8 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome]) -> VariableResult:
     size = len(entry.name.encode()) + 1 + len(result.value.encode()) + 1
     if size > MAX_ENV_STRING:
         result.error = UnusableValue(
-            f"the value is {size} bytes, more than one environment string may hold (128 KiB)",
+            f"{entry.name}=value with its NUL is {size} bytes, more than one environment string "
+            f"may hold (128 KiB = {MAX_ENV_STRING} bytes)",
             variable=entry.name, hint="deliver it as a file (shim render --dir) instead")
         result.value = None
     return result

@@ -64,3 +64,16 @@ def test_render_env_file_honours_mode_and_owner(run_shim, canaries, tmp_path):
     info = (out / "app.env").stat()
     assert stat.S_IMODE(info.st_mode) == 0o440
     assert (info.st_uid, info.st_gid) == (65534, 65534)
+
+
+def test_the_environment_string_limit_counts_the_name_and_the_nul(run_shim, probe, tmp_path):
+    """README: NAME=value plus its NUL may be 131,072 bytes; one byte more is refused (65)."""
+    largest = tmp_path / "largest"
+    largest.write_text("x" * (131072 - len("BIG=") - 1))
+    fits = run_shim(["exec", "--", *probe.argv], {"BIG": f"file:{largest}"})
+    assert fits.returncode == 0, fits.stderr
+    assert len(probe.read()["env"]["BIG"]) == 131067
+    largest.write_text("x" * (131072 - len("BIG=")))
+    refused = run_shim(["exec", "--", *probe.argv], {"BIG": f"file:{largest}"})
+    assert refused.returncode == 65
+    assert "BIG=value with its NUL is 131073 bytes" in refused.stderr

@@ -70,3 +70,14 @@ def test_audit_md_lists_exactly_the_events_the_code_emits():
     missing = {name: where for name, where in code.items() if name not in documented}
     assert missing == {}, "events emitted but not in docs/audit.md's table"
     assert documented - set(code) == set(), "docs/audit.md lists events the code never emits"
+
+
+def test_docker_secrets_readme_database_url_length():
+    """The length /seen reports: the compose file's DATABASE_URL with the placeholder replaced
+    by what the README's `openssl rand -hex 32` writes (64 hex digits, nothing to percent-encode)."""
+    example = ROOT / "compose-examples" / "docker-secrets"
+    url = re.search(r"DATABASE_URL: (\S+)", (example / "compose.yaml").read_text()).group(1)
+    readme = (example / "README.md").read_text()
+    assert "openssl rand -hex 32" in readme
+    documented = int(re.search(r'"DATABASE_URL": \{"length": (\d+)', readme).group(1))
+    assert documented == len(url.replace("CHANGEME_PG_PASSWORD", "0" * 64))
