@@ -21,6 +21,8 @@ from hypothesis import settings as hypothesis_settings
 # Fuzzing budgets: `ci` keeps `make test` fast; `long` is for a soak run (docs/security.md).
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
 hypothesis_settings.register_profile("long", max_examples=10000, deadline=None)
+# `make mutate` runs the property tests once per mutant: fewer examples, same properties.
+hypothesis_settings.register_profile("mutate", max_examples=25, deadline=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parent.parent

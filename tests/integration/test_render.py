@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.integration.test_supervise import finish, wait_for
+from tests.integration.test_watch_vault import default_sighup
 
 TRICKY = {
     "PLAIN": "abc",
@@ -144,12 +145,15 @@ def test_watch_rewrites_atomically_and_signals(start_shim, canaries, tmp_path):
     out.mkdir()
     # A process to notify: it counts HUPs into a file.
     hups = tmp_path / "hups"
+    # SIGHUP at its default in both processes: a shell started with it ignored cannot trap it,
+    # and pytest itself may run with it ignored (nohup, some CI runners).
     target = subprocess.Popen(["sh", "-c", f"trap 'echo hup >> {hups}' HUP; touch {hups}; "
-                               "while :; do sleep 0.05; done"])
+                               "while :; do sleep 0.05; done"], preexec_fn=default_sighup)
     pid_file = tmp_path / "app.pid"
     pid_file.write_text(str(target.pid))
     shim = start_shim(["render", "--dir", str(out), "--watch", "200ms", "--on-change", "signal:HUP",
-                       "--pid-file", str(pid_file)], {"SECRET": f"file:{secret}"})
+                       "--pid-file", str(pid_file)], {"SECRET": f"file:{secret}"},
+                      preexec_fn=default_sighup)
     seen, bad = [], []
     stop = threading.Event()
 
