@@ -74,3 +74,88 @@ def test_both_a_variable_and_its_file_var_is_a_configuration_error(secrets_dir):
     plan = build_plan({"PG": "set", "PG_FILE": str(secrets_dir / "pg")},
                       Settings(secrets_dirs=(str(secrets_dir),)))
     assert [(error.variable, error.exit_code) for error in plan.errors] == [("PG", 78)]
+
+
+def test_child_environment_goes_on_past_a_variable_without_result(secrets_dir, canaries):
+    """A planned variable the resolution has no result for is left as it was; the next is set."""
+    for name in ("a", "b"):
+        (secrets_dir / name).write_text(canaries.new(name))
+    environ = {"A_FILE": str(secrets_dir / "a"), "B_FILE": str(secrets_dir / "b")}
+    plan, resolution = resolve(environ, Settings(secrets_dirs=(str(secrets_dir),)))
+    del resolution.variables["A"]
+    env = child_environment(plan, resolution)
+    assert env["A_FILE"] == str(secrets_dir / "a") and "A" not in env
+    assert env["B"] == (secrets_dir / "b").read_text() and "B_FILE" not in env
+
+
+def test_starting_environment_is_the_block_the_process_started_with():
+    from shim.environment import starting_environment
+
+    with open("/proc/self/environ", "rb") as stream:
+        items = [item for item in stream.read().split(b"\0") if item]
+    expected = dict(item.decode().split("=", 1) for item in items if b"=" in item[1:])
+    assert starting_environment() == expected
+    assert "PYTEST_CURRENT_TEST" not in starting_environment()  # set later, in os.environ only
+
+
+def test_exempt_names_are_not_planned_and_the_rest_still_are(tmp_path):
+    (tmp_path / "s").write_text("v")
+    environ = {"A_LOOKALIKE": "vault:looks/like#a-ref", "SHIM_X": f"file:{tmp_path}/s",
+               "Z": f"file:{tmp_path}/s"}
+    plan = build_plan(environ, Settings(skip=frozenset({"A_LOOKALIKE"})))
+    assert set(plan.entries) == {"Z"} and plan.errors == []
+    assert (plan.entries["Z"].source, plan.entries["Z"].origin) == ("reference", None)
+
+
+def test_plan_errors_name_their_variable():
+    plan = build_plan({"X": "vault:"}, Settings())
+    assert [(error.variable, error.exit_code) for error in plan.errors] == [("X", 64)]
+
+
+def test_file_var_entry_says_where_it_came_from(secrets_dir):
+    plan = build_plan({"PG_FILE": str(secrets_dir / "pg")}, Settings(secrets_dirs=(str(secrets_dir),)))
+    entry = plan.entries["PG"]
+    assert (entry.source, entry.origin, tuple(entry.remove)) == ("file-var", "PG_FILE", ("PG_FILE",))
+
+
+def test_the_root_directory_as_secrets_dir_holds_every_absolute_path():
+    assert "PG" in build_plan({"PG_FILE": "/etc/x"}, Settings(secrets_dirs=("/",))).entries
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("postgresql://app:{}@db/app", "postgresql://app:p%40ss%2Fw%3Ard%20x@db/app"),   # user-info
+    ("postgresql://{}:pw@db/app", "postgresql://p%40ss%2Fw%3Ard%20x:pw@db/app"),
+    ("postgresql://app:pw@db/{}", "postgresql://app:pw@db/p@ss/w:rd x"),            # path: as is
+    ("https://db/?q={}", "https://db/?q=p@ss/w:rd x"),                              # no user-info
+    ("{}", "p@ss/w:rd x"),
+])
+def test_only_placeholders_in_a_urls_user_info_are_percent_encoded(secrets_dir, template, expected):
+    (secrets_dir / "PG").write_text("p@ss/w:rd x")
+    environ = {"URL": template.format("CHANGEME_PG")}
+    plan, resolution = resolve(environ, Settings(secrets_dirs=(str(secrets_dir),)))
+    assert resolution.errors == [] and plan.errors == []
+    assert child_environment(plan, resolution)["URL"] == expected
+    inline = {"URL": template.format("${ref+file://" + str(secrets_dir / "PG") + "}")}
+    plan, resolution = resolve(inline, Settings())
+    assert child_environment(plan, resolution)["URL"] == expected
+
+
+def test_placeholder_sources_in_order(secrets_dir, tmp_path):
+    from shim.refs import parse_reference
+
+    source = tmp_path / "source.json"
+    source.write_text('{"PG": "from-source", "API": "api-from-source"}')
+    (secrets_dir / "pg").write_text("from-dir")
+    env_file = tmp_path / "app.env"
+    env_file.write_text("TOKEN=from-env-file\n")
+    settings = Settings(secrets_dirs=(str(secrets_dir),), env_files=(str(env_file),),
+                        placeholder_source=parse_reference(f"ref+file://{source}"))
+    environ = {"PG_URL": "x://u:CHANGEME_PG@h", "API_KEY": "CHANGEME_API", "TOKEN_COPY": "CHANGEME_TOKEN"}
+    plan, resolution = resolve(environ, settings)
+    assert plan.errors == [] and resolution.errors == []
+    env = child_environment(plan, resolution)
+    assert (env["PG_URL"], env["API_KEY"], env["TOKEN_COPY"]) == \
+        ("x://u:from-dir@h", "api-from-source", "from-env-file")
+    assert [part.placeholder for part in plan.entries["API_KEY"].secret_parts] == ["CHANGEME_API"]
+    assert build_plan({"A": "CHANGEME_NOWHERE"}, Settings(secrets_dirs=(str(secrets_dir),))).errors[0] \
+        .variable == "A"
