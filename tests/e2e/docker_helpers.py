@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from typing import Callable
 
 import pytest
 
-from tests.conftest import IN_CI, unavailable as _not_run
+from tests.conftest import unavailable as _not_run
 
 # Every canary any e2e test made in this session (the image hygiene test sweeps for them).
 SESSION_CANARIES: list[str] = []
