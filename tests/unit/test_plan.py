@@ -159,3 +159,36 @@ def test_placeholder_sources_in_order(secrets_dir, tmp_path):
     assert [part.placeholder for part in plan.entries["API_KEY"].secret_parts] == ["CHANGEME_API"]
     assert build_plan({"A": "CHANGEME_NOWHERE"}, Settings(secrets_dirs=(str(secrets_dir),))).errors[0] \
         .variable == "A"
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("a$${b}c", "a${b}c"),                                  # $${ is a literal ${
+    ("$${ref+file://{F}}", "${ref+file://{F}}"),            # ...even before a reference
+    ("x${ref+file://{F}}y${ref+file://{G}}z", "xFVyGVz"),   # several pieces
+    ("${ref+file://{F}}", "FV"),
+    ("pre ${NOT_A_REFERENCE} post", "pre ${NOT_A_REFERENCE} post"),
+    ("${ref+file://{F}}}", "FV}"),
+])
+def test_inline_references_and_escapes(tmp_path, template, expected):
+    (tmp_path / "f").write_text("FV")
+    (tmp_path / "g").write_text("GV")
+    value = template.replace("{F}", str(tmp_path / "f")).replace("{G}", str(tmp_path / "g"))
+    plan, resolution = resolve({"V": value}, Settings())
+    assert plan.errors == [] and resolution.errors == []
+    assert child_environment(plan, resolution)["V"] == expected.replace("{F}", str(tmp_path / "f"))
+
+
+def test_an_unclosed_inline_reference_is_a_usage_error(tmp_path):
+    plan = build_plan({"V": f"x${{ref+file://{tmp_path}/f"}, Settings())
+    assert [(error.variable, error.exit_code) for error in plan.errors] == [("V", 64)]
+    assert "no closing }" in plan.errors[0].message
+
+
+def test_the_variable_named_file_serves_only_a_whole_value_placeholder(secrets_dir):
+    (secrets_dir / "v").write_text("from-v")
+    settings = Settings(secrets_dirs=(str(secrets_dir),))
+    plan, resolution = resolve({"V": "CHANGEME_K"}, settings)
+    assert child_environment(plan, resolution)["V"] == "from-v"
+    embedded = build_plan({"V": "x CHANGEME_K"}, settings)
+    assert [(error.variable, error.exit_code) for error in embedded.errors] == [("V", 78)]
+    assert "unresolved placeholder CHANGEME_K" in embedded.errors[0].message
