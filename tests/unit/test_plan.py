@@ -192,3 +192,33 @@ def test_the_variable_named_file_serves_only_a_whole_value_placeholder(secrets_d
     embedded = build_plan({"V": "x CHANGEME_K"}, settings)
     assert [(error.variable, error.exit_code) for error in embedded.errors] == [("V", 78)]
     assert "unresolved placeholder CHANGEME_K" in embedded.errors[0].message
+
+
+def test_file_vars_programs_read_themselves_are_never_taken_over(secrets_dir):
+    environ = {"AWS_WEB_IDENTITY_TOKEN_FILE": str(secrets_dir / "token"),
+               "SKIPPED_FILE": str(secrets_dir / "s"), "KEPT__FILE": str(secrets_dir / "k"),
+               "_FILE": str(secrets_dir / "x")}
+    plan = build_plan(environ, Settings(secrets_dirs=(str(secrets_dir),),
+                                        skip=frozenset({"SKIPPED_FILE"})))
+    assert set(plan.entries) == {"KEPT"} and plan.errors == []
+
+
+def test_an_empty_file_var_leaves_the_variable_as_it_is():
+    plan, resolution = resolve({"PG_FILE": "", "PG": "as-is"}, Settings(file_vars=frozenset({"PG"})))
+    assert child_environment(plan, resolution) == {"PG": "as-is"}
+
+
+def test_env_files_fill_only_what_the_environment_lacks_or_holds_a_placeholder(tmp_path):
+    (tmp_path / "f").write_text("from-file")
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"SET=from-env-file\nHOLDER=from-env-file\nNEW=plain\n"
+                        f"REF=ref+file://{tmp_path}/f\nBAD=vault:\nLAST=last\n")
+    environ = {"SET": "from-environment", "HOLDER": "CHANGEME"}
+    plan, resolution = resolve(environ, Settings(env_files=(str(env_file),)))
+    # One error for BAD, not one from the env file and another from the environment it filled.
+    assert [(error.variable, error.exit_code) for error in plan.errors] == [("BAD", 64)]
+    env = child_environment(plan, resolution)
+    assert (env["SET"], env["HOLDER"], env["NEW"], env["REF"], env["LAST"]) == \
+        ("from-environment", "from-env-file", "plain", "from-file", "last")
+    assert plan.entries["NEW"].source == "env-file"
+    assert plan.entries["NEW"].origin == f"{env_file}:3"
