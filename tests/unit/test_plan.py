@@ -222,3 +222,27 @@ def test_env_files_fill_only_what_the_environment_lacks_or_holds_a_placeholder(t
         ("from-environment", "from-env-file", "plain", "from-file", "last")
     assert plan.entries["NEW"].source == "env-file"
     assert plan.entries["NEW"].origin == f"{env_file}:3"
+
+
+@pytest.mark.parametrize("value, source, whole", [
+    ("ref+file://{F}", "reference", True),
+    ("CHANGEME_K", "placeholder", True),
+    ("x://u:CHANGEME_K@h", "placeholder", False),
+    ("a${ref+file://{F}}b", "inline", False),
+    ("${ref+file://{F}}", "inline", True),
+    ("CHANGEME_K${ref+file://{F}}", "inline+placeholder", False),
+    ("a$${b}", "literal", False),
+])
+def test_what_shim_check_calls_each_source(secrets_dir, value, source, whole):
+    (secrets_dir / "K").write_text("k")
+    (secrets_dir / "f").write_text("f")
+    value = value.replace("{F}", str(secrets_dir / "f"))
+    entry = build_plan({"V": value}, Settings(secrets_dirs=(str(secrets_dir),))).entries["V"]
+    assert (entry.source, entry.whole) == (source, whole)
+
+
+def test_allow_placeholders_keeps_the_unresolved_ones_and_says_which(secrets_dir):
+    plan = build_plan({"V": "x CHANGEME_MISSING y"},
+                      Settings(secrets_dirs=(str(secrets_dir),), allow_placeholders=True))
+    assert plan.errors == []
+    assert plan.entries["V"].kept_placeholders == ("CHANGEME_MISSING",)
