@@ -6,7 +6,10 @@ that a renewal really extended the lease (without the renewal it would have expi
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +29,20 @@ def default_sighup():
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
+RT_SIGTIMEDWAIT = {"x86_64": 128, "aarch64": 137}.get(os.uname().machine)
+
+
+def sighup_blocked(pid: int) -> bool:
+    """The watch loop holds SIGHUP: blocked, or (while it waits for it, the kernel lifting the
+    block for the wait) the process sits in rt_sigtimedwait."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    blocked = int(re.search(r"^SigBlk:\s*([0-9a-f]+)", status, re.M).group(1), 16)
+    if blocked & (1 << (signal.SIGHUP - 1)):
+        return True
+    call = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    return call.isdigit() and int(call) == RT_SIGTIMEDWAIT
+
+
 def start_render(start_shim, vault, canaries, tmp_path, *extra):
     vault.add_database_role("app", default_ttl=3, max_ttl=3600)
     vault.kv2_put("secret", "app", {"api_key": canaries.new("v1")})
@@ -39,6 +56,9 @@ def start_render(start_shim, vault, canaries, tmp_path, *extra):
     process = start_shim(["render", "--dir", str(out), "--watch", "1h", "--log-format", "json", *extra],
                          env, preexec_fn=default_sighup)
     assert wait_for(lambda: (out / "API_KEY").exists())
+    # The first files are written before the watch loop blocks its signals: until then a SIGHUP
+    # would find its default action. Wait until the loop is the one that will receive it.
+    assert wait_for(lambda: sighup_blocked(process.pid))
     canaries.values.extend(issued.password for issued in vault.issued_credentials("app"))
     return process, out, token
 
