@@ -216,7 +216,7 @@ def test_an_empty_file_var_leaves_the_variable_as_it_is():
 def test_env_files_fill_only_what_the_environment_lacks_or_holds_a_placeholder(tmp_path):
     (tmp_path / "f").write_text("from-file")
     env_file = tmp_path / "app.env"
-    env_file.write_text(f"SET=from-env-file\nHOLDER=from-env-file\nNEW=plain\n"
+    env_file.write_text(f"SHIM_EXEMPT=1\nSET=from-env-file\nHOLDER=from-env-file\nNEW=plain\n"
                         f"REF=ref+file://{tmp_path}/f\nBAD=vault:\nLAST=last\n")
     environ = {"SET": "from-environment", "HOLDER": "CHANGEME"}
     plan, resolution = resolve(environ, Settings(env_files=(str(env_file),)))
@@ -226,7 +226,7 @@ def test_env_files_fill_only_what_the_environment_lacks_or_holds_a_placeholder(t
     assert (env["SET"], env["HOLDER"], env["NEW"], env["REF"], env["LAST"]) == \
         ("from-environment", "from-env-file", "plain", "from-file", "last")
     assert plan.entries["NEW"].source == "env-file"
-    assert plan.entries["NEW"].origin == f"{env_file}:3"
+    assert plan.entries["NEW"].origin == f"{env_file}:4"
 
 
 @pytest.mark.parametrize("value, source, whole", [
@@ -251,3 +251,10 @@ def test_allow_placeholders_keeps_the_unresolved_ones_and_says_which(secrets_dir
                       Settings(secrets_dirs=(str(secrets_dir),), allow_placeholders=True))
     assert plan.errors == []
     assert plan.entries["V"].kept_placeholders == ("CHANGEME_MISSING",)
+
+
+def test_a_secrets_dir_whose_name_ends_like_a_strip_set_is_matched_exactly(tmp_path):
+    """`/x/secretsX` as secrets dir: `/x/secrets/pg` is its sibling, not inside it."""
+    plan = build_plan({"PG_FILE": str(tmp_path / "secrets" / "pg")},
+                      Settings(secrets_dirs=(str(tmp_path / "secretsX"),)))
+    assert plan.entries == {}
