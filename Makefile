@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-test unit integration lint bench clean docker images e2e
+.PHONY: demo test install install-test unit integration lint bench clean docker images e2e mutate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,16 @@ e2e: install-test docker
 bench: install-test docker
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
+# Mutation testing (docs/testing.md): mutmut over the modules [tool.mutmut] in pyproject.toml
+# names, with the in-process tests it names; `mutmut browse` or `mutmut show NAME` afterwards.
+mutate: install-test
+	$(PIP) install 'mutmut>=3.3,<4'
+	rm -rf mutants
+	HYPOTHESIS_PROFILE=mutate $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 unit: install-test
 	$(PY) -m pytest -q tests/unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info mutants

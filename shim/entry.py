@@ -61,14 +61,13 @@ class reported_failures:
 
 
 def print_error(error, args) -> None:
-    """A ShimError raised before the log existed (bad option values), in the asked-for format."""
-    if os.environ.get("SHIM_LOG_FORMAT") == "json" or _option_value(args, "--log-format") == "json":
-        import json
-        record = {"level": "error", "event": "error", "message": error.line(),
-                  "exit_code": error.exit_code, "failure": error.kind}
-        sys.stderr.write(json.dumps(record) + "\n")
-    else:
-        sys.stderr.write(f"shim: error: {error.line()}\n")
+    """An error no command reported (bad option values, bad --user), in the asked-for format
+    and to --audit-file as well: through the run's Log when there is one."""
+    from shim.audit import report_error
+    json_asked = (os.environ.get("SHIM_LOG_FORMAT") == "json"
+                  or _option_value(args, "--log-format") == "json")
+    report_error(error, log_format="json" if json_asked else "text",
+                 audit_file=_option_value(args, "--audit-file") or os.environ.get("SHIM_AUDIT_FILE"))
 
 
 def _option_value(args, name):

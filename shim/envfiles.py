@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from shim.errors import NotFound, PermissionDenied, UsageError
+from shim.errors import UsageError
 from shim.records import record
 
 # A pattern string, compiled (and cached by re) on first use: most runs have no env file.

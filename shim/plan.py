@@ -102,8 +102,9 @@ def build_plan(environ: Mapping[str, str], settings: Settings) -> Plan:
         return plan
     _apply_env_files(plan, settings)
     _plan_file_vars(plan, settings)
+    failed = {error.variable for error in plan.errors}  # an env-file value already reported
     for name in sorted(environ):
-        if name in plan.entries or _exempt(name, settings):
+        if name in plan.entries or name in failed or _exempt(name, settings):
             continue
         try:
             entry = _plan_value(plan, settings, name, environ[name])

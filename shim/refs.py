@@ -30,6 +30,10 @@ import re
 from shim.errors import UsageError
 from shim.records import record
 
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 # Options every provider understands; each provider's row (SYNTAXES, at the end) adds its own.
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
 

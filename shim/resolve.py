@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
-from shim.plan import Entry, Plan, SecretPart
+from shim.plan import Entry, Plan
 from shim.providers import load_provider
 from shim.providers.base import Fetched, ProviderContext, SecretMeta
 from shim.refs import Reference
@@ -177,7 +177,8 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_binary: bool = F
     size = len(entry.name.encode()) + 1 + len(result.value.encode()) + 1
     if size > MAX_ENV_STRING and not keep_binary:  # a file (--as-files) has no such limit
         result.error = UnusableValue(
-            f"the value is {size} bytes, more than one environment string may hold (128 KiB)",
+            f"{entry.name}=value with its NUL is {size} bytes, more than one environment string "
+            f"may hold (128 KiB = {MAX_ENV_STRING} bytes)",
             variable=entry.name, hint=_AS_A_FILE)
         result.value = None
     return result

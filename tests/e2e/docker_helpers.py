@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from typing import Callable
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.conftest import unavailable as _not_run
 
 # Every canary any e2e test made in this session (the image hygiene test sweeps for them).
 SESSION_CANARIES: list[str] = []
@@ -29,10 +28,7 @@ def docker(*args: str, check: bool = True, timeout: float = 120,
 
 def unavailable(reason: str) -> None:
     """No usable Docker: fail under CI=true (the job must not pass silently), else skip loudly."""
-    message = f"DOCKER UNAVAILABLE, e2e test not run: {reason}"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    _not_run(f"DOCKER UNAVAILABLE, e2e test not run: {reason}")
 
 
 def engine_answers() -> bool:

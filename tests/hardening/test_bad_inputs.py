@@ -41,6 +41,10 @@ ROWS = [
     # a password that merely looks like a reference: refused, and never echoed
     ("lookalike-password", [], {"X": "vault:{canary}"}, {}, 64, "malformed vault: reference"),
     ("lookalike-password-vals", [], {"X": "ref+vault://{canary}?x#"}, {}, 64, "malformed ref+vault reference"),
+    # the same with the secret's random part right after the prefix: even a truncated quote leaks
+    ("lookalike-password-short", [], {"X": "vault:{random}"}, {}, 64, "malformed vault: reference"),
+    ("lookalike-password-vals-short", [], {"X": "ref+vault://{random}?x#"}, {}, 64,
+     "malformed ref+vault reference"),
     ("inline-unclosed", [], {"X": "postgres://u:${ref+file:///x@h/d"}, {}, 64, "no closing }"),
     # bad user specs
     ("user-unknown", ["--user", "bogus"], {}, {}, 78, 'unknown user "bogus"'),
@@ -109,9 +113,11 @@ ROWS = [
 
 
 def _fill(text, tmp, canary):
+    random_part = canary.rsplit("-", 1)[1]
     if isinstance(text, bytes):
-        return text.replace(b"{canary}", canary.encode()).replace(b"{tmp}", str(tmp).encode())
-    return text.replace("{canary}", canary).replace("{tmp}", str(tmp))
+        return (text.replace(b"{canary}", canary.encode()).replace(b"{random}", random_part.encode())
+                .replace(b"{tmp}", str(tmp).encode()))
+    return text.replace("{canary}", canary).replace("{random}", random_part).replace("{tmp}", str(tmp))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row[0] for row in ROWS])
