@@ -44,7 +44,8 @@ class Pipeline:
         self.settings = Settings(env_files=options.env_files, secrets_dirs=options.secrets_dirs,
                                  file_vars=options.file_vars,
                                  placeholder_source=options.placeholder_source,
-                                 allow_placeholders=options.allow_placeholders, skip=options.skip)
+                                 allow_placeholders=options.allow_placeholders, skip=options.skip,
+                                 imports=options.imports)
         self.environ = starting_environment()
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
         self.pool = ProviderPool(ProviderContext(self.environ, self.log))
@@ -88,7 +89,8 @@ class Pipeline:
                                   binary_ok=binary_ok)
         record_resolution(self.log, resolution)
         rotation_errors = []
-        if self.options.max_age or any(ref.option("max_age") for ref in plan.references()):
+        if self.options.max_age or any(ref.option("max_age")
+                                       for ref in plan.references() + list(plan.imports)):
             from shim.rotation import check_rotation   # only with a rotation policy
             rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
                                              enforce=self.options.enforce_max_age, log=self.log)

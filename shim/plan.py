@@ -77,6 +77,7 @@ class Settings:
     placeholder_source: Reference | None = None
     allow_placeholders: bool = False
     skip: frozenset = frozenset()
+    imports: tuple = ()                  # --import references, in order (shim/imports.py)
 
 
 class Plan:
@@ -86,6 +87,8 @@ class Plan:
         self.errors: list[ShimError] = []
         self.env_file_entries: Mapping[str, EnvFileEntry] = {}
         self.left_as_is: list[str] = []                     # NAME_FILE whose path is outside every secrets dir
+        self.imports: tuple[Reference, ...] = ()           # --import maps; their entries join at resolution
+        self.skip: frozenset = frozenset()                  # SHIM_SKIP: never imported either
 
     def references(self) -> list[Reference]:
         return [part.reference for entry in self.entries.values()
@@ -95,6 +98,7 @@ class Plan:
 def build_plan(environ: Mapping[str, str], settings: Settings) -> Plan:
     environ = dict(environ)
     plan = Plan(environ=environ)
+    plan.imports, plan.skip = tuple(settings.imports), settings.skip
     try:
         plan.env_file_entries = load_env_files(settings.env_files)
     except ShimError as error:

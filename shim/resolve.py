@@ -121,15 +121,24 @@ def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
                  reuse: Mapping[tuple, Fetched] | None = None, binary_ok=None) -> Resolution:
     """`binary_ok(name)`: the variable goes to a file (--as-files), so bytes are fine."""
     resolution = Resolution()
-    references = plan.references()
+    references = plan.references() + list(plan.imports)   # one read per map, shared
     outcomes = fetch_references(references, pool, deadline, plan.env_file_entries, reuse)
     for reference in references:
         outcome = outcomes.get(reference.fetch_key)
         if isinstance(outcome, Fetched):
             resolution.fetched[reference.fetch_key] = (reference.provider, outcome)
+    maps = {}
+    if plan.imports:   # --import: the maps' keys become entries now that they are known
+        from shim.imports import adopt, apply_imports
+        imported = apply_imports(plan, outcomes, pool.context.log, plan.skip)
+        adopt(plan, imported)
+        resolution.errors.extend(imported.errors)
+        maps = imported.maps
     for name in sorted(plan.entries):
         entry = plan.entries[name]
-        result = _fill(entry, outcomes, keep_binary=bool(binary_ok and binary_ok(name)))
+        # An imported variable selects its key from the import's map (parsed once).
+        sources = {entry.parts[0].reference.fetch_key: maps[name]} if name in maps else outcomes
+        result = _fill(entry, sources, keep_binary=bool(binary_ok and binary_ok(name)))
         resolution.variables[name] = result
         if result.error is not None:
             resolution.errors.append(result.error)

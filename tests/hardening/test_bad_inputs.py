@@ -106,6 +106,23 @@ ROWS = [
      {"X_FILE": "{tmp}/secrets/nul"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
     ("as-files-binary-inside-larger", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"],
      {"X": "pre-${ref+file://{tmp}/secrets/nul}"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
+    # --import (shim/imports.py)
+    ("import-not-an-object", ["--import", "ref+file://{tmp}/secrets/list.json"], {}, {"list.json": b'["{canary}"]'}, 65,
+     "(ref+file://{tmp}/secrets/list.json): --import: the secret is not a JSON object"),
+    ("import-plain-text", ["--import", "ref+file://{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 65,
+     "neither a JSON object nor a NAME=value line"),
+    ("import-dotenv-bad-line", ["--import", "ref+file://{tmp}/secrets/bad.env"], {}, {"bad.env": b"OK=1\nNOT VALID {canary} '\n"},
+     65, "line 2 of the dotenv file cannot be parsed"),
+    ("import-collision", ["--import", "ref+file://{tmp}/secrets/c.json"], {}, {"c.json": b'{"db-url": "{canary}", "DB_URL": "x"}'},
+     65, "DB_URL (ref+file://{tmp}/secrets/c.json): --import: keys 'DB_URL' and 'db-url' both become DB_URL"),
+    ("import-empty-key", ["--import", "ref+file://{tmp}/secrets/e.json"], {}, {"e.json": b'{"": "{canary}"}'}, 65, "empty key"),
+    ("import-bad-prefix", ["--import", "ref+file:///x?prefix=1A"], {}, {}, 64, "--import: malformed ref+file reference: the prefix"),
+    ("import-prefix-lookalike", ["--import", "ref+file:///x?prefix={canary}"], {}, {}, 64, "the prefix is not"),
+    ("import-one-key", ["--import", "ref+file://{tmp}/secrets/doc#/k"], {}, {"doc": b'{"k": "{canary}"}'}, 64, "not one key"),
+    ("import-vault-one-key", ["--import", "vault:secret/data/app#password"], {}, {}, 64, "not one key"),
+    ("import-ssm-path-version", ["--import", "ref+awsssm:///app/prod/?version=2"], {}, {}, 64, "no version or label"),
+    ("import-missing", ["--import", "ref+file://{tmp}/secrets/absent.json"], {}, {}, 66, "does not exist"),
+    ("prefix-on-a-variable", [], {"X": "ref+file:///x?prefix=A_"}, {}, 64, "unknown option name"),
     # command problems
     ("command-not-found", [], {}, {}, 127, "not found", ["no-such-program-anywhere"]),
     ("command-not-executable", [], {}, {"script": b"#!/bin/sh\n"}, 126, "cannot execute", ["{tmp}/secrets/script"]),
@@ -187,3 +204,21 @@ def test_bad_ci_export(row, run_shim, canaries, tmp_path):
     assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
     assert result.stdout == ""
     assert (tmp_path / "github_env").read_text() == ""
+
+
+def test_dynamic_secret_import_is_refused(run_shim, canaries, probe, tmp_path):
+    """A Vault dynamic secret (a lease) is 65 as an import: nothing run, no credential shown."""
+    from tests.doubles.vault import VaultDouble
+
+    with VaultDouble() as vault:
+        vault.add_database_role("app")
+        env = {"VAULT_ADDR": vault.url, "VAULT_TOKEN": vault.root_token, "HOME": str(tmp_path)}
+        canaries.values.append(vault.root_token)
+        result = run_shim(["exec", "--import", "vault:database/creds/app", "--", *probe.argv], env)
+        issued = vault.issued_credentials("app")
+    assert result.returncode == 65, result.stderr
+    assert "(vault:database/creds/app): --import: a dynamic secret" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+    for credential in issued:
+        assert credential.password not in result.stderr
+    assert not probe.ran
