@@ -107,7 +107,7 @@ def build_context() -> Path:
     context = CACHE / "bundle-context"
     wheelhouse = context / "wheelhouse"
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    for old in wheelhouse.glob("shim-*.whl"):
+    for old in wheelhouse.glob("shim_secrets-*.whl"):
         old.unlink()
     source = source_copy()
     try:

@@ -72,11 +72,11 @@ class VaultProvider:
 
     def __init__(self, context):
         try:
-            import hvac  # noqa: F401 - fail here, cleanly, when shim[vault] is not installed
+            import hvac  # noqa: F401 - fail here, cleanly, when shim-secrets[vault] is not installed
             import requests  # noqa: F401
             import tenacity  # noqa: F401
         except ImportError as error:
-            raise ConfigError("provider vault is not available: install shim[vault]",
+            raise ConfigError("provider vault is not available: install shim-secrets[vault]",
                               hint=f"{error.name} cannot be imported") from None
         self.environ: Mapping[str, str] = context.environ
         self.log = context.log
