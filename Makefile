@@ -37,7 +37,8 @@ docker:
 test: install-test docker
 	$(PY) -m pytest -q
 
-# The shim bundle and example images (docs/images.md); BASE_IMAGE=shim-base:bookworm for the local base.
+# The shim bundle and example images (docs/images.md). Pulls the official bases from Docker Hub;
+# BASE_IMAGE=shim-base:bookworm make images builds on the local base, without a registry.
 images: install
 	bash images/build.sh
 
