@@ -12,6 +12,7 @@ is written to the image's file system.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -52,7 +53,10 @@ KINDS = {
 
 @pytest.fixture(scope="module")
 def bundle(build_image, stage_context) -> str:
-    """The bundle alone (the same tag as shim_images' "bundle", without the other images)."""
+    """The bundle alone (the same tag as shim_images' "bundle", without the other images), or
+    SHIM_E2E_BUNDLE_IMAGE: a bundle built elsewhere, e.g. for arm64 (docs/images.md, Arm64)."""
+    if os.environ.get("SHIM_E2E_BUNDLE_IMAGE"):
+        return os.environ["SHIM_E2E_BUNDLE_IMAGE"]
     images = ROOT / "images"
     return build_image("bundle", stage_context(images / "shim"),
                        build_args={"SHIM_EXTRAS": BUNDLE_EXTRAS},
