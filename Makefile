@@ -10,11 +10,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Editable installs, so the tests exercise this tree; the marker files make reruns instant.
+# The distribution is shim-secrets; a venv made before the rename still holds "shim", which
+# would own the same module and command, so it goes first.
 $(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) uninstall -y shim 2>/dev/null || true
 	$(PIP) install -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) uninstall -y shim 2>/dev/null || true
 	$(PIP) install -e '.[test]'
 	touch $@ $(VENV)/.installed
 
@@ -33,7 +37,8 @@ docker:
 test: install-test docker
 	$(PY) -m pytest -q
 
-# The shim bundle and example images (docs/images.md); BASE_IMAGE=shim-base:bookworm for the local base.
+# The shim bundle and example images (docs/images.md). Pulls the official bases from Docker Hub;
+# BASE_IMAGE=shim-base:bookworm make images builds on the local base, without a registry.
 images: install
 	bash images/build.sh
 

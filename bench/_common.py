@@ -177,6 +177,9 @@ def installed_venv(name: str, extras: str = "", *, fresh: bool = False) -> Path:
     try:
         spec = f"{source}[{extras}]" if extras else str(source)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+        # A venv made before the rename to shim-secrets still holds "shim" (same module).
+        _pip([str(python), "-m", "pip", "--disable-pip-version-check", "-q", "uninstall", "-y",
+              "shim"])
         _pip(pip + [spec])
         _pip(pip + ["--no-deps", "--force-reinstall", str(source)])
     finally:

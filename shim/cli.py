@@ -128,7 +128,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="shim", prog_name="shim")
+@click.version_option(package_name="shim-secrets", prog_name="shim")
 def cli():
     """Put secrets where programs expect them, then run them as the right user."""
 

@@ -2,7 +2,7 @@
 
 This module is imported only when a plan holds an AWS reference, so boto3 is
 imported at the top: a missing SDK then surfaces as the registry's clean
-"provider awssecrets is not available: install shim[aws]" (exit 78).
+"provider awssecrets is not available: install shim-secrets[aws]" (exit 78).
 
 What one run does:
 

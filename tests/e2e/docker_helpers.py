@@ -68,3 +68,17 @@ def container_logs(name: str) -> str:
 
 def container_state(name: str) -> dict:
     return json.loads(docker("inspect", "-f", "{{json .State}}", name).stdout)
+
+
+def start_vault_double(image: str, name: str, network: str, token: str, seed: dict,
+                       directory) -> None:
+    """Run the Vault double as `vault` on network (http://vault:8200), root token `token`,
+    seeded with {"mount/path": {key: value}}; returns once it listens."""
+    seed_file = directory / "seed.json"
+    seed_file.write_text(json.dumps(seed))
+    seed_file.chmod(0o444)
+    docker("run", "-d", "--name", name, "--network", network, "--network-alias", "vault",
+           "-e", f"VAULT_DEV_ROOT_TOKEN_ID={token}", "-v", f"{seed_file}:/seed.json:ro",
+           "-e", "VAULT_DOUBLE_SEED_FILE=/seed.json", image)
+    wait_for(lambda: "listening" in container_logs(name), timeout=30, what="the Vault double",
+             on_timeout=lambda: container_logs(name))
