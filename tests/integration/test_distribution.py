@@ -25,7 +25,7 @@ INSTALL = re.compile(r"\b(?:pip|pipx|uv tool|uv pip) install\s+(?:-\S+\s+)*'?([A
 def test_pyproject_names_the_distribution_and_its_extras_by_that_name():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == NAME
-    assert project["scripts"] == {"shim": "shim.cli:main"}
+    assert project["scripts"] == {"shim": "shim.entry:main"}
     self_references = [requirement for extra in project["optional-dependencies"].values()
                        for requirement in extra if requirement.split("[")[0] in ("shim", NAME)]
     assert self_references and all(ref.startswith(f"{NAME}[") for ref in self_references)
@@ -51,7 +51,7 @@ def test_the_wheel_carries_the_name_and_the_shim_console_script(tmp_path):
         modules = {name.split("/")[0] for name in archive.namelist()} - {dist_info}
     assert metadata["Name"] == NAME
     assert {"vault", "aws", "azure", "all"} <= set(metadata.get_all("Provides-Extra"))
-    assert re.search(r"^\[console_scripts\]\nshim = shim\.cli:main$", entry_points, re.M)
+    assert re.search(r"^\[console_scripts\]\nshim = shim\.entry:main$", entry_points, re.M)
     assert modules == {"shim"}
 
 
