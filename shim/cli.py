@@ -352,6 +352,7 @@ def _supervise(run: Run, command, env, identity, pool, resolution) -> int:
     supervisor.install()
     supervisor.start(env)
     if not watching:
+        supervisor.hand_over()
         return supervisor.run()
 
     def re_resolve(reuse):
