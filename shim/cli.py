@@ -193,6 +193,7 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
     supervisor.install()
     supervisor.start(env)
     if not watching:
+        supervisor.hand_over()
         return supervisor.run()
 
     action, argument = options.on_change
