@@ -151,13 +151,21 @@ def exec_command(command, **raw):
         # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
         import ctypes  # noqa: F401
     identity = run.target_identity()
+    if options.watch is not None:
+        # The supervisor lives as long as the container: every resolution, the first
+        # included, runs in a helper process, so no store SDK is ever loaded here.
+        env, errors, leases = run.resolve_elsewhere("environment")
+        if errors:
+            run.fail(errors)
+        run.warn_if_root(identity)
+        sys.exit(_supervise(run, command, _with_home(env, identity), identity, leases))
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
     run.warn_if_root(identity)
     env = run.child_environment(resolved, identity)
-    if options.init or options.watch:
-        sys.exit(_supervise(run, command, env, identity, resolved))
+    if options.init:
+        sys.exit(_supervise(run, command, env, identity, []))
     if identity is not None:
         privileges.drop_privileges(identity)
         run.log_dropped(identity)
@@ -168,7 +176,14 @@ def exec_command(command, **raw):
     execve(command, env)
 
 
-def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
+def _with_home(env: dict, identity) -> dict:
+    """The child's environment from a helper, with HOME set as Pipeline.child_environment does."""
+    if identity is not None:
+        env = dict(env, HOME=identity.home)
+    return env
+
+
+def _supervise(run: Pipeline, command, env, identity, leases) -> int:
     """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change."""
     from shim.supervise import Supervisor   # only for --init/--watch
 
@@ -206,13 +221,13 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
         else:
             supervisor.stop_and_exit()
 
-    watcher = run.watcher(lambda new: run.child_environment(new, identity), env, apply,
-                          resolved.resolution)
+    watcher = run.watcher("environment", lambda new: _with_home(new, identity), env, apply, leases)
     try:
         return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
     finally:
         if options.revoke_on_exit:
             watcher.revoke_all()
+        run.remote.close()
 
 
 def main(argv=None) -> None:

@@ -14,9 +14,11 @@ LD_LIBRARY_PATH, so the program gets none (the same to the dynamic loader).
 """
 
 import os
+import sys
 
 import shim.environment
 from shim.cli import main
+from shim.helper import HELPER_ARGUMENT, main as helper_main
 
 _BOOTLOADER_PREFIX = "_PYI_"
 
@@ -46,4 +48,7 @@ def _restore_os_environ() -> None:
 
 _restore_os_environ()
 shim.environment.starting_environment = _starting_environment
+if sys.argv[1:2] == [HELPER_ARGUMENT]:
+    # --watch's resolution helper (shim/helper.py): the bundle has no separate interpreter.
+    helper_main()
 main()

@@ -188,6 +188,37 @@ class VaultProvider:
         self._token = None
         self._http.token = ""
 
+    # -- handing over between --watch helpers (shim.helper) --------------------------------
+
+    def export_session(self) -> dict:
+        """What the next helper needs to go on from here: a token obtained by login (never one
+        the environment gives: that is read again, so a rotated VAULT_TOKEN_FILE is seen), the
+        token's TTL, and the mounts already detected."""
+        state: dict[str, Any] = {"mounts": [[m.path, m.type, m.kv_version]
+                                            for m in list(self._mounts.values())]}
+        if self._token is not None:
+            if not self._token_ttl_known:
+                self.token_ttl()       # a token from the environment: one lookup, then carried
+            state["ttl_known"] = self._token_ttl_known
+            # Seconds left, unrounded: rounding at every hand-over would eat the TTL away.
+            state["ttl"] = (max(0.0, self._token_expires - time.monotonic())
+                            if self._token_expires is not None else None)
+            if self._auth_method() != "token":
+                state["token"] = self._token
+        return state
+
+    def resume_session(self, state: Mapping) -> None:
+        """Take over what export_session() handed on (before any request is made)."""
+        for path, kind, kv_version in state.get("mounts") or ():
+            self._mounts[path] = _Mount(path, kind, kv_version)
+        if state.get("token"):
+            self._http = self._connection.client(self.log)
+            self._use_token(state["token"])
+        elif "ttl_known" in state:
+            self._ensure_authenticated(Deadline(self._connection.timeout))   # local: token method
+        if state.get("ttl_known"):
+            self._set_token_ttl(state.get("ttl") or 0)
+
     # -- fetching one reference -------------------------------------------------------------
 
     def _plans(self, reference, deadline: Deadline, run: "_Run") -> tuple:
@@ -440,7 +471,7 @@ class VaultProvider:
         self._redact.add(token)
         self._http.token = token
 
-    def _set_token_ttl(self, ttl: int) -> None:
+    def _set_token_ttl(self, ttl: float) -> None:
         self._token_ttl_known = True
         self._token_expires = time.monotonic() + ttl if ttl else None
 
