@@ -7,7 +7,7 @@ keep click, the plan, the resolved values and any store SDK in memory for the co
 life, so the supervisor replaces itself (execve: same PID, same children, same blocked signal
 mask, pending signals kept, subreaper flag kept) with this file, run by the same interpreter as
 
-    python -I -S initloop.py CHILD_PID group|child
+    python -I -S initloop.py CHILD_PID group|child [PATH...]
 
 `-I -S` loads no site-packages and reads no environment variable, and the environment it is
 given is empty: the new image holds no secret at all. This file therefore imports nothing but
@@ -15,7 +15,9 @@ the interpreter's built-in modules, and no part of shim.
 
 The rules are those of shim/supervise.py (read that first): every signal it waits for, except
 SIGCHLD, goes to the program's process group (or the program alone); SIGCHLD reaps every
-zombie; the exit status is the program's, or 128+signal.
+zombie; the exit status is the program's, or 128+signal. Each PATH after the mode (absolute,
+given by Supervisor.hand_over) is removed once the program has exited: files shim wrote for
+the program alone; one already gone is fine.
 """
 
 import os
@@ -78,11 +80,25 @@ def supervise(child_pid: int, to_group: bool) -> int:
     return status
 
 
+def remove(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            sys.stderr.write(f"shim: warning: could not remove {path} ({error.strerror})\n")
+
+
 def main(argv) -> int:
-    if len(argv) != 2 or not argv[0].isdigit() or argv[1] not in ("group", "child"):
-        sys.stderr.write("shim: error: initloop takes CHILD_PID group|child (internal use)\n")
+    if (len(argv) < 2 or not argv[0].isdigit() or argv[1] not in ("group", "child")
+            or not all(os.path.isabs(path) for path in argv[2:])):
+        sys.stderr.write("shim: error: initloop takes CHILD_PID group|child [PATH...] "
+                         "(internal use)\n")
         return 70
-    return supervise(int(argv[0]), argv[1] == "group")
+    status = supervise(int(argv[0]), argv[1] == "group")
+    remove(argv[2:])
+    return status
 
 
 if __name__ == "__main__":
