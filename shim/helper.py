@@ -47,6 +47,7 @@ RESOLUTION_OPTIONS = ("env_files", "secrets_dirs", "file_vars", "skip", "placeho
 # Time allowed on top of --deadline for the helper's interpreter and SDK imports.
 START_ALLOWANCE_SECONDS = 5.0
 ANSWER_FD = 3
+EXIT_GRACE_SECONDS = 2.0     # from its answer to its exit
 # The bundle's entry script (images/shim/entry.py) runs main() when given this first argument.
 HELPER_ARGUMENT = "--shim-internal-helper"
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from shim.helper import main; main()"
@@ -154,10 +155,10 @@ def run_helper(request: dict, environ: dict, timeout: float, log, running: set) 
         running.discard(pid)
     if answer is None:
         _kill(pid)
-        _collect(pid)
+        _collect(pid, time.monotonic())
         raise HelperFailed(f"the resolution helper did not answer within {timeout:g}s; "
                            f"killed it", hint="check that the stores answer within --deadline")
-    _collect(pid)
+    _collect(pid, time.monotonic() + EXIT_GRACE_SECONDS)
     try:
         return json.loads(answer)
     except ValueError:
@@ -205,9 +206,15 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _collect(pid: int) -> None:
-    """Reap the helper; the --init supervisor's own reaper may have done it already."""
+def _collect(pid: int, deadline: float) -> None:
+    """Reap the helper, killing it if it has not exited by `deadline` (it answered, so only its
+    exit is left). The --init supervisor's own reaper may have reaped it already."""
     try:
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.01)
+        _kill(pid)
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass

@@ -4,6 +4,7 @@ logs in to Vault once, keeps leased credentials across ticks and still revokes o
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -107,3 +108,56 @@ def test_a_failed_re_resolution_keeps_the_running_child(vault, canaries, tmp_pat
     assert events(stderr, "watch.failed")
     assert not events(stderr, "child.restarted")
     assert seen.read_text() == child_line
+
+
+def helper_children(pid: int) -> list[int]:
+    # Helpers are started from the watcher's thread: children are listed per thread.
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+    helpers = []
+    for child in children:
+        try:
+            if b"shim.helper" in Path(f"/proc/{child}/cmdline").read_bytes():
+                helpers.append(int(child))
+        except FileNotFoundError:
+            continue
+    return helpers
+
+
+def test_a_hung_helper_is_killed_and_the_child_keeps_running(canaries, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text(canaries.new("file"))
+    seen = tmp_path / "seen"
+    process = start_shim(["exec", "--log-format", "json", "--deadline", "1s", "--watch", "200ms",
+                          "--", "sh", "-c", f'echo "$SECRET" >> {seen}; exec sleep 60'],
+                         {"SECRET": f"file:{secret}"}, pid_namespace=False)
+    assert wait_for(lambda: seen.exists())
+    stopped = []
+
+    def stop_a_helper():
+        for helper in helper_children(process.pid):
+            try:
+                os.kill(helper, signal.SIGSTOP)    # hung: it will never answer
+            except ProcessLookupError:
+                continue
+            stopped.append(helper)
+            return True
+        return False
+
+    assert wait_for(stop_a_helper, interval=0.002)   # caught while its interpreter starts
+    # Killed at --deadline + the start-up allowance, and reaped.
+    assert wait_for(lambda: not Path(f"/proc/{stopped[0]}").exists(), timeout=20)
+    # The next tick starts a new helper: the failure has been handled (and logged) by then.
+    assert wait_for(lambda: helper_children(process.pid), interval=0.002)
+    assert process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    returncode, _, stderr = finish(process, canaries)
+    assert returncode == 143
+    failures = [event["message"] for event in events(stderr, "watch.failed")]
+    assert any("did not answer within 6s; killed it" in message for message in failures), failures
+    assert not events(stderr, "child.restarted")
+    assert len(seen.read_text().splitlines()) == 1
