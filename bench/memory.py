@@ -91,6 +91,8 @@ class Stores:
         self._stack.append(self.vault.stop)
         self.vault.kv2_put("secret", "bench/app", {"value": "bench-vault-value"})
         self.vault_token = self.vault.create_token(["secret/data/bench"])
+        import logging
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)   # moto's per-request lines
         self.moto = MotoServer()
         self._stack.append(self.moto.stop)
         self.aws_env = {"AWS_ENDPOINT_URL": self.moto.url, "AWS_ACCESS_KEY_ID": "bench",
