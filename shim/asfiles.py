@@ -93,6 +93,10 @@ class AsFiles:
     def delivers(self, name: str) -> bool:
         return self.only is None or name in self.only
 
+    def paths(self) -> list[str]:
+        """The files written so far (for the lean --init loop to remove at the end)."""
+        return [self.path(name) for name in self._written]
+
     def path(self, name: str) -> str:
         return os.path.join(self.directory, name)
 

@@ -33,6 +33,12 @@ def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: boo
     return env
 
 
+# Set by the bundle's entry script (images/shim/entry.py): its bootloader re-executes itself with
+# LD_LIBRARY_PATH and _PYI_* added, and neither shim nor the program may see those. Looked up at
+# each call, so it holds whatever module imported starting_environment first.
+restore_as_started = None
+
+
 def starting_environment() -> dict[str, str]:
     """The environment exactly as the shim was started with it.
 
@@ -50,4 +56,4 @@ def starting_environment() -> dict[str, str]:
         name, sep, value = item.partition(b"=")
         if sep and name:
             environ[os.fsdecode(name)] = os.fsdecode(value)
-    return environ
+    return restore_as_started(environ) if restore_as_started else environ

@@ -25,6 +25,14 @@ def run_exec(run: Pipeline, command) -> None:
         import ctypes  # noqa: F401
     identity = run.target_identity()
     run.prepare_as_files(identity)
+    if options.watch is not None and not run.as_files:
+        # The supervisor lives as long as the container: every resolution, the first
+        # included, runs in a helper process, so no store SDK is ever loaded here.
+        env, errors, leases = run.resolve_elsewhere("environment")
+        if errors:
+            run.fail(errors)
+        run.warn_if_root(identity)
+        sys.exit(_supervise(run, command, _with_home(env, identity), identity, leases=leases))
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
@@ -33,7 +41,7 @@ def run_exec(run: Pipeline, command) -> None:
     if run.as_files:  # --as-files: written now, as root, before any drop
         run.delivered(env)
     if options.init or options.watch:
-        sys.exit(_supervise(run, command, env, identity, resolved))
+        sys.exit(_supervise(run, command, env, identity, resolved=resolved))
     if identity is not None:
         privileges.drop_privileges(identity)
         run.log_dropped(identity)
@@ -44,8 +52,18 @@ def run_exec(run: Pipeline, command) -> None:
     execve(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
 
 
-def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
-    """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change."""
+def _with_home(env: dict, identity) -> dict:
+    """The child's environment from a helper, with HOME set as Pipeline.child_environment does."""
+    if identity is not None:
+        env = dict(env, HOME=identity.home)
+    return env
+
+
+def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=None) -> int:
+    """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change.
+
+    With --watch, `leases` come from the first resolution made in a helper; with --watch and
+    --as-files, `resolved` is the first resolution made here (re-resolved here too)."""
     from shim.supervise import Supervisor   # only for --init/--watch
 
     options = run.options
@@ -70,6 +88,8 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
     supervisor.start(run.delivered(env))
     as_files = run.as_files
     if not watching:
+        # The lean loop removes --as-files files when the program exits, as run() would.
+        supervisor.hand_over(remove_on_exit=as_files.paths() if as_files else ())
         try:
             return supervisor.run()
         finally:
@@ -87,12 +107,17 @@ def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
         else:
             supervisor.stop_and_exit()
 
-    watcher = run.watcher(lambda new: run.child_environment(new, identity), env, apply,
-                          resolved.resolution)
+    if resolved is not None:
+        watcher = run.watcher_in_process(lambda new: run.child_environment(new, identity), env,
+                                         apply, resolved)
+    else:
+        watcher = run.watcher("environment", lambda new: _with_home(new, identity), env, apply,
+                              leases)
     try:
         return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
     finally:
         if options.revoke_on_exit:
             watcher.revoke_all()
+        run.close_helpers()
         if as_files:  # --as-files: the files go with the program
             as_files.remove_all(run.log)

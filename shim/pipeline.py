@@ -49,6 +49,7 @@ class Pipeline:
         self.environ = starting_environment()
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
         self.pool = ProviderPool(ProviderContext(self.environ, self.log))
+        self._remote = None
 
     def target_identity(self) -> privileges.Identity | None:
         """The identity CMD will run as, checked before anything is resolved."""
@@ -135,21 +136,51 @@ class Pipeline:
     def fail(self, errors) -> NoReturn:
         sys.exit(self.report(errors))
 
-    def re_resolve(self, output: Callable[[Resolved], object], reuse):
-        """For --watch: (what `output` makes of a new resolution, errors, its leases)."""
-        resolved = self.resolve(reuse)
-        if resolved.errors:
-            return None, resolved.errors, []
-        return output(resolved), [], resolved.resolution.lease_metas()
+    def resolve_elsewhere(self, output: str):
+        """--watch: (output, errors, lease metas) of a resolution made in a short-lived helper
+        process (shim.helper), so this long-lived process never imports a store SDK.
+        `output` is "environment" (the child's, without HOME) or "values" (render's)."""
+        return self.remote.resolve(output)
 
-    def watcher(self, output: Callable[[Resolved], object], current, apply, resolution):
-        """A Watcher that re-resolves every --watch interval and tracks the first leases."""
+    @property
+    def remote(self):
+        if self._remote is None:
+            from shim.helper import RemotePool   # only with --watch
+            self._remote = RemotePool(self.options, self.environ, self.log)
+        return self._remote
+
+    def close_helpers(self) -> None:
+        """Kill --watch helpers still running (shim is exiting)."""
+        if self._remote is not None:
+            self._remote.close()
+
+    def watcher(self, output: str, finish: Callable[[dict], dict], current, apply, leases):
+        """A Watcher that re-resolves (in helpers) every --watch interval and keeps `leases`."""
+        def resolve(reuse):
+            values, errors, metas = self.remote.resolve(output, reuse)
+            return (finish(values) if values is not None else None), errors, metas
+
+        return self._watcher(resolve, self.remote, current, apply, leases)
+
+    def watcher_in_process(self, finish: Callable[[Resolved], dict], current, apply, resolved):
+        """--watch with --as-files: re-resolve in this process. The files' stand-ins are made
+        from the resolution itself (binary values included), which a helper does not hand
+        back, so here the store SDK stays loaded (docs/as-files.md)."""
+        def resolve(reuse):
+            again = self.resolve(reuse)
+            if again.errors:
+                return None, again.errors, []
+            return finish(again), [], again.resolution.lease_metas()
+
+        return self._watcher(resolve, self.pool, current, apply, resolved.resolution.lease_metas())
+
+    def _watcher(self, resolve, pool, current, apply, leases):
         from shim.watch import Watcher   # only with --watch: not on the start-up path
 
-        watcher = Watcher(resolve=lambda reuse: self.re_resolve(output, reuse), current=current,
-                          interval=self.options.watch, apply=apply, log=self.log,
-                          pool=self.pool, deadline_seconds=self.options.deadline)
-        watcher.track(resolution.lease_metas())
+        watcher = Watcher(resolve=resolve, current=current, interval=self.options.watch,
+                          apply=apply, log=self.log, pool=pool,
+                          deadline_seconds=self.options.deadline)
+        watcher.track(leases)
         return watcher
 
     def log_dropped(self, identity) -> None:

@@ -191,22 +191,30 @@ def render_command(**raw):
         parent = os.path.dirname(os.path.abspath(options.out_env_file))
         if not os.path.isdir(parent):
             raise UsageError(f"{parent} is not a directory", hint="create it (a tmpfs/emptyDir volume) first")
-    resolved = run.resolve()
-    if resolved.errors:
-        run.fail(resolved.errors)
-    if ci_export:
-        ciexport.export(options.file_format, secret_values(resolved), os.environ)
+    if options.watch is None:
+        resolved = run.resolve()
+        if resolved.errors:
+            run.fail(resolved.errors)
+        values, leases = secret_values(resolved), []
+    else:
+        # A sidecar lives as long as the pod: every resolution runs in a helper process, so
+        # no store SDK is ever loaded here (shim.helper).
+        values, errors, leases = run.resolve_elsewhere("values")
+        if errors:
+            run.fail(errors)
+    if ci_export:   # preflight refused --watch: values come from run.resolve() above
+        ciexport.export(options.file_format, values, os.environ)
         run.log.event("render.exported", "info", f"exported for {options.file_format}",
-                      variables=sorted(secret_values(resolved)))
+                      variables=sorted(values))
         return
     renderer = Renderer(directory=options.directory, env_file=options.out_env_file,
                         file_format=options.file_format, mode=options.mode, uid=uid, gid=gid)
-    renderer.render(secret_values(resolved))
+    renderer.render(values)
     run.log.event("render.written", "info", "secrets written", variables=sorted(renderer.written),
                   directory=options.directory, env_file=options.out_env_file)
     if options.watch is None:
         return
-    sys.exit(_render_watch(run, renderer, resolved))
+    sys.exit(_render_watch(run, renderer, leases))
 
 
 def _check_directory(path: str) -> None:
@@ -220,7 +228,7 @@ def _check_directory(path: str) -> None:
                           f"install -d -m 0700 -o USER {path}")
 
 
-def _render_watch(run: Pipeline, renderer, resolved) -> int:
+def _render_watch(run: Pipeline, renderer, leases) -> int:
     """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now."""
     import signal
     import time
@@ -235,7 +243,7 @@ def _render_watch(run: Pipeline, renderer, resolved) -> int:
         if options.on_change is not None:
             _notify(run, options.on_change, options.pid_file)
 
-    watcher = run.watcher(secret_values, dict(renderer.written), apply, resolved.resolution)
+    watcher = run.watcher("values", dict, dict(renderer.written), apply, leases)
     try:
         while True:
             timeout = max(0.0, watcher.next_tick() - time.monotonic())
@@ -251,6 +259,7 @@ def _render_watch(run: Pipeline, renderer, resolved) -> int:
     finally:
         if options.revoke_on_exit:
             watcher.revoke_all()
+        run.close_helpers()
 
 
 _known_start_times: dict[int, str] = {}

@@ -196,3 +196,39 @@ class Supervisor:
 
     def deliver(self, signum: int) -> None:
         self._signal_child(signum)
+
+    # -- handing over to the lean loop (--init without --watch) ---------------
+
+    def hand_over(self, remove_on_exit=()) -> None:
+        """Replace this process with shim/initloop.py, which only forwards and reaps.
+
+        Nothing is left to re-read, so the interpreter holding click, the plan, the values and
+        any store SDK is not needed any more. execve keeps the PID, the children, the blocked
+        mask and any pending SIGCHLD. When the exec cannot happen (no interpreter path, a
+        file the dropped user may not read), this returns and the caller runs the loop here.
+        `remove_on_exit`: absolute paths the loop removes once the program has exited (files
+        shim wrote for it); they travel as the loop's arguments after the mode.
+        """
+        if self.child_pid is None:
+            return
+        mode = "group" if self.forward_to_group else "child"
+        paths = [os.path.abspath(path) for path in remove_on_exit]
+        if getattr(sys, "frozen", False):
+            # The bundle: its entry script runs the same loop when given this first argument.
+            argv = [sys.executable, LEAN_LOOP_ARGUMENT, str(self.child_pid), mode, *paths]
+        elif sys.executable:
+            argv = [sys.executable, "-I", "-S", _LEAN_LOOP_PATH, str(self.child_pid), mode, *paths]
+        else:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execve(argv[0], argv, {})
+        except OSError as error:
+            self.log.event("supervisor.lean_unavailable", "debug",
+                           "staying in the full process", reason=error.strerror)
+
+
+# The bundle's entry script (images/shim/entry.py) checks for this first argument.
+LEAN_LOOP_ARGUMENT = "--shim-internal-initloop"
+_LEAN_LOOP_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "initloop.py")

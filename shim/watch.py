@@ -1,8 +1,10 @@
 """--watch: re-resolve on a timer, act only on a confirmed change, keep leases alive.
 
-- Each tick runs the whole pipeline again (same providers, so logins and
-  mount detection are reused) in a background thread, so the supervisor
-  keeps forwarding signals and reaping while a slow store answers.
+- Each tick runs the whole pipeline again in a short-lived helper process
+  (shim.helper), waited for in a background thread, so the supervisor keeps
+  forwarding signals and reaping while a slow store answers, and never loads
+  a store SDK itself. The Vault login and the mounts detected are handed from
+  one helper to the next, so they are not repeated.
 - The interval gets ±10% jitter so a fleet started together does not hit
   the store together.
 - A change is acted on only when a second resolution, a moment later,
@@ -191,12 +193,16 @@ class Watcher:
         del self.leases[lease.lease_id]
 
     def _schedule_token(self, now: float) -> None:
+        # Never later than already planned: every resolution calls this, and a token whose
+        # TTL shrinks must not see its renewal pushed back again and again.
+        planned = self._token_due
         self._token_due = None
         for name, provider in self.pool.loaded().items():
             ttl_of = getattr(provider, "token_ttl", None)
             ttl = ttl_of() if ttl_of else None
             if ttl:
-                self._token_due = now + max(1.0, ttl * RENEW_FRACTION)
+                due = now + max(1.0, ttl * RENEW_FRACTION)
+                self._token_due = min(due, planned) if planned is not None else due
                 self._token_provider = name
 
     def _keep_token(self, now: float) -> None:

@@ -14,11 +14,13 @@ LD_LIBRARY_PATH, so the program gets none (the same to the dynamic loader).
 """
 
 import os
-
-import shim.environment
-from shim.cli import main
+import sys
 
 _BOOTLOADER_PREFIX = "_PYI_"
+# First arguments that select an internal job instead of the command line (the bundle has no
+# separate interpreter to run those modules with): shim/initloop.py, shim/helper.py.
+_LEAN_LOOP_ARGUMENT = "--shim-internal-initloop"
+_HELPER_ARGUMENT = "--shim-internal-helper"
 
 
 def as_started(environ: dict) -> dict:
@@ -33,10 +35,6 @@ def as_started(environ: dict) -> dict:
     return restored
 
 
-def _starting_environment(read=shim.environment.starting_environment) -> dict:
-    return as_started(read())
-
-
 def _restore_os_environ() -> None:
     restored = as_started(dict(os.environ))
     for name in set(os.environ) - set(restored):
@@ -44,6 +42,20 @@ def _restore_os_environ() -> None:
     os.environ.update(restored)
 
 
+if sys.argv[1:2] == [_LEAN_LOOP_ARGUMENT]:
+    # exec --init after the program started: signals and wait, nothing else loaded.
+    from shim.initloop import main as lean_loop
+    sys.exit(lean_loop(sys.argv[2:]))
+
 _restore_os_environ()
-shim.environment.starting_environment = _starting_environment
-main()
+import shim.environment  # noqa: E402 - after the check above: the lean loop needs none of it
+
+# Every reader of the starting environment (shim.pipeline, shim.helper) goes through this.
+shim.environment.restore_as_started = as_started
+if sys.argv[1:2] == [_HELPER_ARGUMENT]:
+    # --watch's resolution helper (shim/helper.py).
+    from shim.helper import main as helper_main
+    helper_main()
+else:
+    from shim.entry import main
+    main()

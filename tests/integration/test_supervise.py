@@ -37,6 +37,23 @@ def shim_pid_inside(process) -> int:
     raise AssertionError("shim did not start")
 
 
+def memory_contains(pid: int, needle: bytes) -> bool:
+    """Whether any readable mapping of `pid` holds `needle` (we are root: /proc/PID/mem)."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, permissions = line.split()[:2]
+            if not permissions.startswith("r"):
+                continue
+            start, end = (int(part, 16) for part in span.split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except (OSError, ValueError, OverflowError):
+                continue
+    return False
+
+
 def wait_for(predicate, timeout=15.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -235,3 +252,23 @@ def test_bad_on_change_is_usage_error(run_shim):
     assert run_shim(["exec", "--watch", "1s", "--on-change", "reboot", "--", "true"], {}).returncode == 64
     assert run_shim(["exec", "--watch", "1s", "--on-change", "signal:NOPE", "--", "true"], {}).returncode == 64
     assert run_shim(["exec", "--watch", "soon", "--", "true"], {}).returncode == 64
+
+
+def test_init_supervisor_keeps_no_secret_once_the_program_runs(start_shim, canaries, tmp_path):
+    """Without --watch nothing is re-read, so the supervisor replaces itself with the lean
+    loop: its environment is empty and its command line names only the loop and the child."""
+    secret_file = tmp_path / "db_password"
+    secret = canaries.new("init")
+    secret_file.write_text(secret)
+    marker = tmp_path / "started"
+    process = start_shim(["exec", "--init", "--secrets-dir", str(tmp_path), "--",
+                          "sh", "-c", f"touch {marker}; exec sleep 60"],
+                         {"DB_PASSWORD_FILE": str(secret_file), "VAULT_TOKEN": canaries.new("token")})
+    assert wait_for(marker.exists)
+    supervisor = shim_pid_inside(process)
+    assert wait_for(lambda: b"initloop.py" in Path(f"/proc/{supervisor}/cmdline").read_bytes())
+    assert Path(f"/proc/{supervisor}/environ").read_bytes() == b""
+    assert not memory_contains(supervisor, secret.encode())
+    os.kill(supervisor, signal.SIGTERM)
+    returncode, _, _ = finish(process, canaries)
+    assert returncode == 143

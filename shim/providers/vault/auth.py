@@ -181,7 +181,30 @@ class Authenticator:
     def _use_token(self, token: str) -> None:
         self.http.use_token(token)
 
-    def _set_token_ttl(self, ttl: int) -> None:
+    def export_session(self) -> dict:
+        """The token's TTL (unrounded: rounding at every hand-over would eat it away), and the
+        token itself only when a login obtained it."""
+        if self.http.token is None:
+            return {}
+        if not self._token_ttl_known:
+            self.token_ttl()       # a token from the environment: one lookup, then carried
+        state = {"ttl_known": self._token_ttl_known,
+                 "ttl": (max(0.0, self._token_expires - time.monotonic())
+                         if self._token_expires is not None else None)}
+        if self._auth_method() != "token":
+            state["token"] = self.http.token
+        return state
+
+    def resume_session(self, state) -> None:
+        if state.get("token"):
+            self.http.open()
+            self._use_token(state["token"])
+        elif "ttl_known" in state:
+            self.ensure(Deadline(self.http.connection.timeout))   # local: the token method
+        if state.get("ttl_known"):
+            self._set_token_ttl(state.get("ttl") or 0)
+
+    def _set_token_ttl(self, ttl: float) -> None:
         self._token_ttl_known = True
         self._token_expires = time.monotonic() + ttl if ttl else None
 

@@ -61,6 +61,14 @@ class MountFinder:
                            segment=segment, status=answer.status)
             return None
 
+    def export(self) -> list:
+        """The mounts detected so far, for the next --watch helper (shim.helper)."""
+        return [[m.path, m.type, m.kv_version] for m in list(self._mounts.values())]
+
+    def resume(self, mounts) -> None:
+        for path, kind, kv_version in mounts:
+            self._mounts[path] = Mount(path, kind, kv_version)
+
     def _cached_mount(self, path: str) -> "Mount | None":
         with self._mount_lock:
             matches = [m for m in self._mounts.values() if (path + "/").startswith(m.path)]

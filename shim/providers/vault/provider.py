@@ -80,6 +80,19 @@ class VaultProvider:
     def revoke_token(self, deadline: Deadline) -> None:
         self.auth.revoke_token(deadline)
 
+    # -- handing over between --watch helpers (shim.helper) -----------------------------------
+
+    def export_session(self) -> dict:
+        """What the next helper needs to go on from here: the token obtained by login (never
+        one the environment gives: that is read again, so a rotated VAULT_TOKEN_FILE is seen),
+        the token's TTL, and the mounts already detected."""
+        return {"mounts": self.mounts.export(), **self.auth.export_session()}
+
+    def resume_session(self, state: Mapping) -> None:
+        """Take over what export_session() handed on (before any request is made)."""
+        self.mounts.resume(state.get("mounts") or ())
+        self.auth.resume_session(state)
+
     # -- reading ----------------------------------------------------------------------------
 
     def _read_first(self, plans: tuple, deadline: Deadline, run: "Run") -> Fetched:

@@ -1,0 +1,405 @@
+"""--watch: each resolution and each lease or token renewal runs in a short-lived helper.
+
+The supervisor of `exec --watch` and the loop of `render --watch` live as long as the
+container. Importing a store SDK (hvac and requests, boto3, the Azure SDK) would keep its
+modules, its TLS library and its caches in that process for good: Python cannot unload a
+module. So the long-lived process never calls a provider. For every resolution, renewal and
+revocation it starts this module with the same interpreter:
+
+    python -I -c <boot> PACKAGE_DIR      (the bundle: /opt/shim/shim --shim-internal-helper)
+
+with the starting environment of the run (credentials included) as its environment, so the
+helper reads it exactly as a normal run does (/proc/self/environ). The request (the options
+that shape a resolution, the Vault session, the leased secrets kept across ticks) goes to the
+helper's stdin; the answer comes back as one JSON document on fd 3. Both are pipes: nothing
+is written to disk. The helper then exits, and the memory it used goes with it.
+
+What travels between helpers through the supervisor:
+- the Vault session: a token obtained by login (AppRole, Kubernetes, JWT) with its TTL and
+  the mounts already detected, so the next helper neither logs in again nor looks the mounts
+  up again; renewals return the new TTL the same way. A token the environment gives
+  (VAULT_TOKEN, VAULT_TOKEN_FILE) is read again by each helper, so a rotated file is seen.
+- leased secrets (Vault dynamic credentials) kept across ticks: sent to each resolution so
+  they are not read (and minted) again, with their metadata (dates, bytes) intact.
+
+A helper that does not answer within its deadline (the run's --deadline plus the time to
+start an interpreter) is killed; the watcher counts that as a failed re-resolution and the
+program keeps its values.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import threading
+import time
+from datetime import datetime
+
+from shim import errors as _errors
+from shim.errors import ShimError, Unavailable
+
+# The options a resolution depends on; everything else stays with the supervisor.
+RESOLUTION_OPTIONS = ("env_files", "secrets_dirs", "file_vars", "skip", "imports", "placeholder_source",
+                      "allow_placeholders", "keep_file_vars", "passthrough", "deadline",
+                      "max_age", "enforce_max_age", "audit_file", "log_format", "log_level")
+# Time allowed on top of --deadline for the helper's interpreter and SDK imports.
+START_ALLOWANCE_SECONDS = 5.0
+ANSWER_FD = 3
+EXIT_GRACE_SECONDS = 2.0     # from its answer to its exit
+# The bundle's entry script (images/shim/entry.py) runs main() when given this first argument.
+HELPER_ARGUMENT = "--shim-internal-helper"
+_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from shim.helper import main; main()"
+_SHIM_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ERROR_CLASSES = {cls.__name__: cls for cls in vars(_errors).values()
+                  if isinstance(cls, type) and issubclass(cls, ShimError)}
+
+
+# -- what crosses the pipe ----------------------------------------------------------------------
+
+def encode_error(error: ShimError) -> dict:
+    return {"class": type(error).__name__, "message": error.message, "variable": error.variable,
+            "reference": error.reference, "hint": error.hint}
+
+
+def decode_error(data: dict) -> ShimError:
+    cls = _ERROR_CLASSES.get(data.get("class"), ShimError)
+    return cls(data["message"], variable=data.get("variable"), reference=data.get("reference"),
+               hint=data.get("hint"))
+
+
+def _encode_value(value):
+    if isinstance(value, bytes):
+        return {"bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, str):
+        return {"text": value}
+    return {"map": value}
+
+
+def _decode_value(data: dict):
+    if "bytes" in data:
+        return base64.b64decode(data["bytes"])
+    return data["text"] if "text" in data else data["map"]
+
+
+def encode_fetched(fetched) -> dict:
+    meta = {name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in fetched.meta._asdict().items()}
+    return {"value": _encode_value(fetched.value), "meta": meta}
+
+
+def decode_fetched(data: dict):
+    from shim.providers.base import Fetched, SecretMeta
+    dates = ("created", "updated", "expires", "not_before")
+    meta = {name: datetime.fromisoformat(value) if name in dates and value else value
+            for name, value in data["meta"].items()}
+    return Fetched(_decode_value(data["value"]), SecretMeta(**meta))
+
+
+def encode_options(options) -> dict:
+    encoded = {name: _encode_option(getattr(options, name)) for name in RESOLUTION_OPTIONS}
+    # Parsed references travel as their canonical text and are parsed again on the other side.
+    encoded["imports"] = {"references": [ref.canonical for ref in options.imports]}
+    if options.placeholder_source is not None:
+        encoded["placeholder_source"] = {"reference": options.placeholder_source.canonical}
+    return encoded
+
+
+def _encode_option(value):
+    if isinstance(value, (set, frozenset)):
+        return {"set": sorted(value)}
+    return value
+
+
+def decode_options(data: dict) -> dict:
+    from shim.options import parse_imports, parse_placeholder_source
+    decoded = {}
+    for name, value in data.items():
+        if isinstance(value, dict) and "references" in value:
+            decoded[name] = parse_imports(value["references"]) if value["references"] else ()
+        elif isinstance(value, dict) and "reference" in value:
+            decoded[name] = parse_placeholder_source(value["reference"])
+        elif isinstance(value, dict):
+            decoded[name] = frozenset(value["set"])
+        else:
+            decoded[name] = _as_tuple(value)
+    return decoded
+
+
+def _as_tuple(item):
+    """JSON turns tuples (fetch keys, option values) into lists: turn them back."""
+    return tuple(_as_tuple(part) for part in item) if isinstance(item, list) else item
+
+
+# -- the supervisor's side ------------------------------------------------------------------------
+
+class HelperFailed(Unavailable):
+    """The helper did not answer (killed at its deadline, crashed, or said nothing)."""
+
+
+def run_helper(request: dict, environ: dict, timeout: float, log, running: set) -> dict:
+    """Start a helper, hand it `request`, and return its answer; kill it after `timeout`.
+    `running` holds the helper's pid while it runs (RemotePool.close() kills those)."""
+    request_read, request_write = os.pipe()
+    answer_read, answer_write = os.pipe()
+    if getattr(sys, "frozen", False):
+        argv = [sys.executable, HELPER_ARGUMENT]
+    else:
+        argv = [sys.executable, "-I", "-c", _BOOT, _SHIM_PARENT]
+    try:
+        # setsigmask: the --init supervisor blocks the signals it waits for; the helper must not.
+        pid = os.posix_spawn(argv[0], argv, environ, setsigmask=(), file_actions=[
+            (os.POSIX_SPAWN_DUP2, request_read, 0),
+            (os.POSIX_SPAWN_DUP2, answer_write, ANSWER_FD),
+        ])
+    except OSError as error:
+        for fd in (request_read, request_write, answer_read, answer_write):
+            os.close(fd)
+        raise HelperFailed(f"cannot start the resolution helper ({error.strerror})",
+                           hint="check that the interpreter is still in place") from None
+    os.close(request_read)
+    os.close(answer_write)
+    running.add(pid)
+    log.event("helper.started", "debug", pid=pid, job=request["job"])
+    try:
+        answer = _exchange(request_write, answer_read, json.dumps(request).encode(),
+                           time.monotonic() + timeout)
+    finally:
+        os.close(answer_read)
+        running.discard(pid)
+    if answer is None:
+        _kill(pid)
+        _collect(pid, time.monotonic())
+        raise HelperFailed(f"the resolution helper did not answer within {timeout:g}s; "
+                           f"killed it", hint="check that the stores answer within --deadline")
+    _collect(pid, time.monotonic() + EXIT_GRACE_SECONDS)
+    try:
+        return json.loads(answer)
+    except ValueError:
+        raise HelperFailed("the resolution helper ended without an answer",
+                           hint="run with -vv to see what it reported") from None
+
+
+def _exchange(write_fd: int, read_fd: int, request: bytes, deadline: float) -> bytes | None:
+    """Write the request and read the answer until EOF; None when the deadline passes."""
+    import select
+    os.set_blocking(write_fd, False)
+    poller = select.poll()
+    poller.register(write_fd, select.POLLOUT)
+    poller.register(read_fd, select.POLLIN)
+    chunks, sent, writing = [], 0, True
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            for fd, _ in poller.poll(left * 1000):
+                if fd == write_fd and writing:
+                    try:
+                        sent += os.write(write_fd, request[sent:sent + 65536])
+                    except BrokenPipeError:
+                        sent = len(request)
+                    if sent >= len(request):
+                        writing = False
+                        poller.unregister(write_fd)
+                        os.close(write_fd)
+                elif fd == read_fd:
+                    chunk = os.read(read_fd, 65536)
+                    if not chunk:
+                        return b"".join(chunks)
+                    chunks.append(chunk)
+    finally:
+        if writing:
+            os.close(write_fd)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+def _collect(pid: int, deadline: float) -> None:
+    """Reap the helper, killing it if it has not exited by `deadline` (it answered, so only its
+    exit is left). The --init supervisor's own reaper may have reaped it already."""
+    try:
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.01)
+        _kill(pid)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+class RemotePool:
+    """The supervisor's stand-in for shim.resolve.ProviderPool: every call runs a helper.
+
+    It keeps what helpers hand back (the Vault session of each provider that has one) and
+    gives it to the next helper. The Watcher uses it exactly like a ProviderPool.
+    """
+
+    def __init__(self, options, environ: dict, log):
+        self.options = options
+        self.environ = environ
+        self.log = log
+        self.timeout = options.deadline + START_ALLOWANCE_SECONDS
+        self._sessions: dict[str, dict] = {}
+        self._received: dict[str, float] = {}      # monotonic time each session arrived
+        self._lock = threading.Lock()
+        self._running: set[int] = set()
+
+    def close(self) -> None:
+        """On exit: kill a helper still running (a resolution in its background thread)."""
+        for pid in list(self._running):
+            _kill(pid)
+
+    def get(self, name: str) -> "RemoteProvider":
+        return RemoteProvider(self, name)
+
+    def loaded(self) -> dict:
+        with self._lock:
+            return {name: RemoteProvider(self, name) for name in self._sessions}
+
+    def job(self, job: str, **fields) -> dict:
+        options = encode_options(self.options)
+        with self._lock:
+            sessions = {name: dict(state, ttl=self._ttl_left(name))
+                        for name, state in self._sessions.items()}
+        request = {"job": job, "command": self.options.command, "options": options,
+                   "sessions": sessions, **fields}
+        answer = run_helper(request, self.environ, self.timeout, self.log, self._running)
+        with self._lock:
+            now = time.monotonic()
+            for name, state in (answer.get("sessions") or {}).items():
+                self._sessions[name] = state
+                self._received[name] = now
+        if answer.get("errors"):
+            raise decode_error(answer["errors"][0])
+        return answer
+
+    def resolve(self, output: str, reuse=None):
+        """(output, errors, lease metas) of one resolution in a helper; `reuse` holds the leased
+        secrets kept across ticks (fetch_key -> Fetched), which the helper does not read again."""
+        kept = [[list(key), encode_fetched(fetched)] for key, fetched in (reuse or {}).items()]
+        try:
+            answer = self.job("resolve", output=output, reuse=kept)
+        except ShimError as error:
+            return None, [error], []
+        resolution_errors = [decode_error(e) for e in answer.get("resolution_errors") or []]
+        if resolution_errors:
+            return None, resolution_errors, []
+        leases = []
+        for key, provider, data in answer.get("leases") or []:
+            fetched = decode_fetched(data)
+            leases.append((_as_tuple(key), provider, fetched.meta, fetched))
+        return answer["output"], [], leases
+
+    def _ttl_left(self, name: str) -> float | None:
+        ttl = self._sessions[name].get("ttl")
+        if ttl is None:
+            return None
+        return max(0.0, ttl - (time.monotonic() - self._received[name]))
+
+
+class RemoteProvider:
+    """A provider's LeaseKeeper calls (shim.providers.base), each run in a helper."""
+
+    def __init__(self, pool: RemotePool, name: str):
+        self.pool = pool
+        self.name = name
+
+    def renew_lease(self, lease_id: str, increment: int | None, deadline) -> int:
+        return self.pool.job("renew_lease", provider=self.name, lease_id=lease_id,
+                             increment=increment)["result"]
+
+    def revoke_lease(self, lease_id: str, deadline) -> None:
+        self.pool.job("revoke_lease", provider=self.name, lease_id=lease_id)
+
+    def token_ttl(self) -> int | None:
+        with self.pool._lock:
+            if self.name not in self.pool._sessions:
+                return None
+            ttl = self.pool._ttl_left(self.name)
+        return None if ttl is None else int(ttl)
+
+    def renew_token(self, deadline) -> int | None:
+        return self.pool.job("renew_token", provider=self.name)["result"]
+
+    def revoke_token(self, deadline) -> None:
+        self.pool.job("revoke_token", provider=self.name)
+
+
+# -- the helper's side ----------------------------------------------------------------------------
+
+def main() -> None:
+    """Read one request from stdin, do it, write the answer to fd 3, exit."""
+    from shim.dumpable import protect
+    protect()   # first, as every shim process: the environment holds the store's credentials
+    chunks = []
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    try:
+        answer = serve(json.loads(b"".join(chunks)))
+    except ShimError as error:
+        answer = {"errors": [encode_error(error)]}
+    except Exception as error:  # noqa: BLE001 - a bug: say so without a traceback (values)
+        answer = {"errors": [encode_error(ShimError(f"internal error in the resolution helper "
+                                                    f"({type(error).__name__})"))]}
+    data = json.dumps(answer).encode()
+    try:
+        with open(ANSWER_FD, "wb", closefd=True) as stream:
+            stream.write(data)
+    except OSError:
+        pass    # the supervisor stopped waiting (deadline, or it is exiting)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)     # no interpreter teardown: nothing is left to flush, and it takes time
+
+
+def serve(request: dict) -> dict:
+    from shim.deadline import Deadline
+    from shim.options import Options
+    from shim.pipeline import Pipeline, secret_values
+
+    run = Pipeline(Options(request["command"], **decode_options(request["options"])))
+    run.log.event("helper.ran", "debug", pid=os.getpid(), job=request["job"])
+    for name, state in (request.get("sessions") or {}).items():
+        run.pool.get(name).resume_session(state)
+    answer: dict = {}
+    job = request["job"]
+    deadline = Deadline(run.options.deadline)
+    try:
+        if job == "resolve":
+            reuse = {_as_tuple(key): decode_fetched(data) for key, data in request["reuse"]}
+            resolved = run.resolve(reuse)
+            if resolved.errors:
+                answer["resolution_errors"] = [encode_error(e) for e in resolved.errors]
+            else:
+                answer["output"] = (run.child_environment(resolved) if request["output"] == "environment"
+                                    else secret_values(resolved))
+                answer["leases"] = [[list(key), provider, encode_fetched(fetched)]
+                                    for key, provider, _, fetched in resolved.resolution.lease_metas()]
+        else:
+            provider = run.pool.get(request["provider"])
+            if job == "renew_lease":
+                answer["result"] = provider.renew_lease(request["lease_id"], request["increment"], deadline)
+            elif job == "revoke_lease":
+                provider.revoke_lease(request["lease_id"], deadline)
+            elif job == "renew_token":
+                answer["result"] = provider.renew_token(deadline)
+            elif job == "revoke_token":
+                provider.revoke_token(deadline)
+            else:
+                raise ShimError(f"unknown helper job {job}")
+    finally:
+        answer["sessions"] = {name: provider.export_session()
+                              for name, provider in run.pool.loaded().items()
+                              if hasattr(provider, "export_session")}
+    return answer

@@ -1,0 +1,105 @@
+"""The `--init` supervisor after the program has started: signals and wait, nothing else.
+
+`shim exec --init` (without --watch) needs the whole of shim only until the program is
+running: options, the plan, the stores, the privilege drop. From then on its job is tini's:
+forward signals, reap zombies, exit with the program's status. Staying in that process would
+keep click, the plan, the resolved values and any store SDK in memory for the container's whole
+life, so the supervisor replaces itself (execve: same PID, same children, same blocked signal
+mask, pending signals kept, subreaper flag kept) with this file, run by the same interpreter as
+
+    python -I -S initloop.py CHILD_PID group|child [PATH...]
+
+`-I -S` loads no site-packages and reads no environment variable, and the environment it is
+given is empty: the new image holds no secret at all. This file therefore imports nothing but
+the interpreter's built-in modules, and no part of shim.
+
+The rules are those of shim/supervise.py (read that first): every signal it waits for, except
+SIGCHLD, goes to the program's process group (or the program alone); SIGCHLD reaps every
+zombie; the exit status is the program's, or 128+signal. Each PATH after the mode (absolute,
+given by Supervisor.hand_over) is removed once the program has exited: files shim wrote for
+the program alone; one already gone is fine.
+"""
+
+import os
+import signal
+import sys
+
+_SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT}
+_IGNORED_BY_SUPERVISOR = {signal.SIGTTIN, signal.SIGTTOU}
+_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
+WAITED_SIGNALS = set(signal.valid_signals()) - _SYNCHRONOUS - _IGNORED_BY_SUPERVISOR - _UNCATCHABLE
+
+
+def exit_status(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def reap(child_pid: int):
+    """Collect every zombie; the program's exit status when it was among them."""
+    status_of_child = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        if pid == child_pid:
+            status_of_child = exit_status(status)
+    return status_of_child
+
+
+def forward(child_pid: int, to_group: bool, signum: int) -> None:
+    try:
+        if to_group:
+            os.killpg(child_pid, signum)
+        else:
+            os.kill(child_pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def supervise(child_pid: int, to_group: bool) -> int:
+    # The mask and the ignored SIGTTIN/SIGTTOU came through execve; set them again so this
+    # loop is right even when started some other way.
+    for signum in _IGNORED_BY_SUPERVISOR:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
+    # A SIGCHLD that arrived before the execve is still pending; reap once anyway, in case
+    # the program ended in the moment between fork and the mask above.
+    status = reap(child_pid)
+    while status is None:
+        info = signal.sigwaitinfo(WAITED_SIGNALS)
+        if info.si_signo == signal.SIGCHLD:
+            status = reap(child_pid)
+        else:
+            forward(child_pid, to_group, info.si_signo)
+    return status
+
+
+def remove(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            sys.stderr.write(f"shim: warning: could not remove {path} ({error.strerror})\n")
+
+
+def main(argv) -> int:
+    if (len(argv) < 2 or not argv[0].isdigit() or argv[1] not in ("group", "child")
+            or not all(os.path.isabs(path) for path in argv[2:])):
+        sys.stderr.write("shim: error: initloop takes CHILD_PID group|child [PATH...] "
+                         "(internal use)\n")
+        return 70
+    status = supervise(int(argv[0]), argv[1] == "group")
+    remove(argv[2:])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
