@@ -12,6 +12,7 @@ Canonical forms (docs/references.md has the full table):
     awssecrets  ref+awssecrets://<name-or-arn>[?version_stage=S|version_id=I][#/key]
     awsssm      ref+awsssm://<name>[?version=N|label=L]    (a leading / is implied for hierarchies)
     azure       ref+azurekeyvault://<vault>/<name>[/<version>][#/key]
+    sops        ref+sops://<path>[?format=F][#/key]          (a sops-encrypted file)
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
@@ -32,6 +33,7 @@ PROVIDER_OPTIONS = {
     "awssecrets": frozenset({"version_stage", "version_id", "region"}),
     "awsssm": frozenset({"version", "label", "region"}),
     "azurekeyvault": frozenset(),
+    "sops": frozenset({"format"}),
 }
 
 # Prefixes that make a value a reference. Order matters only for display.
@@ -113,7 +115,7 @@ def parse_reference(text: str) -> Reference:
 
 _VALS_SCHEMES = {
     "file": "file", "vault": "vault", "awssecrets": "awssecrets",  # pragma: allowlist secret
-    "awsssm": "awsssm", "azurekeyvault": "azurekeyvault",
+    "awsssm": "awsssm", "azurekeyvault": "azurekeyvault", "sops": "sops",
 }
 
 
@@ -136,6 +138,8 @@ def _parse_vals(text: str) -> Reference:
         raise _malformed(text, "the path is empty", "name the secret after ://")
     if provider == "file":
         return _make("file", path, selector, None, options, "vals")
+    if provider == "sops":
+        return _sops_reference(text, path, selector, options)
     if provider == "vault":
         version, options = _take_option(options, "version")
         if version is not None:
@@ -155,6 +159,15 @@ def _parse_vals(text: str) -> Reference:
     if provider == "awsssm":
         return _ssm_reference(text, path, selector, options, "vals")
     return _azure_from_vals(text, path, selector, options)
+
+
+def _sops_reference(text, path, selector, options) -> Reference:
+    # ref+sops://PATH[?format=yaml|json|dotenv|ini|binary][#/pointer]: a sops-encrypted file.
+    fmt = _option_value(options, "format")
+    if fmt is not None and fmt not in ("yaml", "json", "dotenv", "ini", "binary"):
+        raise _malformed(text, f"unknown sops format {fmt[:20]!r}",
+                         "use format=yaml, json, dotenv, ini or binary")
+    return _make("sops", path, selector, None, options, "vals")
 
 
 # --- bank-vaults: vault:<api-path>#<key>[#<version>] ------------------------
@@ -361,7 +374,7 @@ def _render(provider, syntax, locator, selector, version, options) -> str:
         if version:
             query.append(("version", version))
         body = locator
-    elif provider == "file":
+    elif provider in ("file", "sops"):
         body = locator
     elif provider == "awssecrets":
         body = locator

@@ -1,0 +1,45 @@
+"""sops-encrypted files: `ref+sops://PATH[?format=F][#/json/pointer]`.
+
+Each distinct (path, format) is decrypted once, before privileges drop; the
+Fetched value is the whole decrypted map (or the binary file's text), and the
+resolver selects a key from it as for any other store. The format code lives
+in shim.sops; this module only adapts it to the provider interface.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shim.errors import ShimError
+from shim.providers.base import Fetched, SecretMeta
+
+
+class SopsProvider:
+    name = "sops"
+
+    def __init__(self, context):
+        self.context = context
+
+    def fetch_all(self, references, deadline):
+        outcomes = {}
+        for reference in references:
+            key = reference.fetch_key
+            if key not in outcomes:
+                outcomes[key] = self.fetch(reference.locator, reference.option("format"), deadline)
+        return outcomes
+
+    def fetch(self, path: str, fmt: str | None, deadline):
+        """The decrypted file as a Fetched, or the ShimError saying why not."""
+        from shim.sops import decrypt_file
+        try:
+            decrypted = decrypt_file(path, self.context.environ, deadline, fmt)
+        except ShimError as error:
+            return error
+        return Fetched(decrypted.value, SecretMeta(updated=_moment(decrypted.lastmodified)))
+
+
+def _moment(text: str):
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -1,0 +1,90 @@
+"""sops-encrypted files, read (and, for dotenv, written) without the sops binary.
+
+    decrypt_file(path, environ, deadline, fmt=None) -> Decrypted
+
+reads the file (a regular file, size-capped, never blocking on a FIFO),
+recovers the data key from a master key it lists, decrypts every value,
+and verifies the MAC before returning anything. Failures are ShimErrors
+that name the file and never a value: 65 for a damaged or tampered file,
+77 when a usable key refused, 78 when no key is configured (or the file
+needs what shim does not read), 69 when a key service is unreachable.
+docs/sops.md has the format facts this follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, NamedTuple
+
+from shim.errors import ConfigError, PermissionDenied, Unavailable, UnusableValue
+
+__all__ = ["Decrypted", "decrypt_file", "decrypt_bytes", "FORMATS"]
+
+FORMATS = ("yaml", "json", "dotenv", "ini", "binary")
+
+
+class Decrypted(NamedTuple):
+    value: Any          # a dict (yaml/json/dotenv/ini; yaml with several documents: a list), or the binary text
+    format: str
+    lastmodified: str   # RFC 3339, from the file's metadata
+
+
+def decrypt_file(path: str, environ: Mapping[str, str], deadline, fmt: str | None = None) -> Decrypted:
+    from shim.providers.files import read_secret_file
+    content = read_secret_file(path).value
+    return decrypt_bytes(content, path, environ, deadline, fmt)
+
+
+def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadline,
+                  fmt: str | None = None) -> Decrypted:
+    from shim.sops import cipher, keys, metadata, stores, tree
+    fmt = fmt or stores.format_for_path(path)
+    try:
+        branches, raw = stores.load(content, fmt)
+        meta = metadata.parse(raw)
+    except stores.FormatError as error:
+        raise UnusableValue(f"sops file {path} ({fmt}): {error}",
+                            hint="check the file and its format (?format= overrides the extension)") from None
+    key = _data_key(path, meta, environ, deadline)
+    try:
+        decrypted, computed = tree.decrypt(branches, key, meta.rules)
+        stored = cipher.decrypt(meta.mac, key, meta.lastmodified) if meta.mac else ""
+    except (tree.TreeError, cipher.CipherError):
+        raise UnusableValue(f"sops file {path}: MAC mismatch (a value does not authenticate)",
+                            hint="the file was changed without sops or tampered with; restore it from git") from None
+    if not isinstance(stored, str) or stored.upper() != computed or not stored:
+        raise UnusableValue(f"sops file {path}: MAC mismatch",
+                            hint="the file was changed without sops or tampered with; restore it from git") from None
+    if fmt == "binary":
+        data = decrypted[0].as_dict().get("data") if decrypted else None
+        if not isinstance(data, (str, bytes)):
+            raise UnusableValue(f"sops file {path} (binary): it has no data entry",
+                                hint="read it with the format it was encrypted as (?format=)")
+        return Decrypted(data, fmt, meta.lastmodified)
+    documents = [branch.as_dict() for branch in decrypted]
+    value = documents[0] if len(documents) == 1 else (documents or {})
+    return Decrypted(value, fmt, meta.lastmodified)
+
+
+def _data_key(path, meta, environ, deadline) -> bytes:
+    from shim.sops import keys
+    listed = ", ".join(meta.kinds()) or "none"
+    if not any(meta.key_groups):
+        raise ConfigError(f"sops file {path} lists no master keys",
+                          hint="re-encrypt it with sops to at least one key")
+    if len(meta.key_groups) > 1:
+        raise ConfigError(f"sops file {path} splits its data key over {len(meta.key_groups)} key "
+                          "groups (Shamir), which shim does not read",
+                          hint="no well-kept Python implementation of sops' Shamir scheme exists; "
+                               "re-encrypt it with a single key group")
+    key, failures = keys.data_key(meta.key_groups[0], environ, deadline)
+    if key is not None:
+        return key
+    reasons = "; ".join(dict.fromkeys(failure.why for failure in failures))
+    hows = {failure.how for failure in failures}
+    message = f"sops file {path}: no master key it lists ({listed}) gave the data key: {reasons}"
+    if "refused" in hows:
+        raise PermissionDenied(message, hint="give shim a key the file was encrypted to")
+    if "unreachable" in hows:
+        raise Unavailable(message, hint="check the key service's endpoint and network")
+    raise ConfigError(message, hint="configure one of its keys (SOPS_AGE_KEY_FILE, GNUPGHOME, "
+                                    "AWS credentials, ...)")
