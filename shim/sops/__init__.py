@@ -41,14 +41,15 @@ def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadlin
     try:
         branches, raw = stores.load(content, fmt)
         meta = metadata.parse(raw)
-    except stores.FormatError as error:
-        raise UnusableValue(f"sops file {path} ({fmt}): {error}",
+    except (stores.FormatError, RecursionError) as error:
+        what = error if isinstance(error, stores.FormatError) else "it nests too deeply"
+        raise UnusableValue(f"sops file {path} ({fmt}): {what}",
                             hint="check the file and its format (?format= overrides the extension)") from None
     key = _data_key(path, meta, environ, deadline)
     try:
         decrypted, computed = tree.decrypt(branches, key, meta.rules)
         stored = cipher.decrypt(meta.mac, key, meta.lastmodified) if meta.mac else ""
-    except (tree.TreeError, cipher.CipherError):
+    except (tree.TreeError, cipher.CipherError, RecursionError):
         raise UnusableValue(f"sops file {path}: MAC mismatch (a value does not authenticate)",
                             hint="the file was changed without sops or tampered with; restore it from git") from None
     if not isinstance(stored, str) or stored.upper() != computed or not stored:
