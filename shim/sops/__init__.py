@@ -89,3 +89,31 @@ def _data_key(path, meta, environ, deadline) -> bytes:
         raise Unavailable(message, hint="check the key service's endpoint and network")
     raise ConfigError(message, hint="configure one of its keys (SOPS_AGE_KEY_FILE, GNUPGHOME, "
                                     "AWS credentials, ...)")
+
+
+def unencrypted_paths(content: bytes, path: str) -> list[str] | None:
+    """For `shim scan`: None if this is not a sops file; else the paths of values that
+    sops' rules say should be encrypted but are not (empty: safe to commit)."""
+    from shim.sops import cipher, metadata, stores, tree
+    try:
+        branches, raw = stores.load(content, stores.format_for_path(path))
+        if not isinstance(raw, dict) or "mac" not in raw or "lastmodified" not in raw:
+            return None
+        meta = metadata.parse(raw)
+    except (stores.FormatError, RecursionError):
+        return None
+    found: list[str] = []
+    if meta.mac and not cipher.is_encrypted(meta.mac):
+        found.append("sops/mac")
+
+    def leaf(value, keys):
+        if meta.rules.encrypts(keys) and value != "" and not cipher.is_encrypted(value):
+            found.append("/" + "/".join(keys))
+        return value
+
+    try:
+        for branch in branches:
+            tree.walk(branch, [], leaf)
+    except (tree.TreeError, RecursionError):
+        return None
+    return found

@@ -87,7 +87,7 @@ def decrypt(branches: list[Branch], key: bytes, rules: Rules) -> tuple[list[Bran
             digest.update(cipher.mac_bytes(value))
         return value
 
-    return [_walk(branch, [], leaf) for branch in branches], digest.hexdigest().upper()
+    return [walk(branch, [], leaf) for branch in branches], digest.hexdigest().upper()
 
 
 def encrypt(branches: list[Branch], key: bytes, rules: Rules) -> tuple[list[Branch], str]:
@@ -102,7 +102,7 @@ def encrypt(branches: list[Branch], key: bytes, rules: Rules) -> tuple[list[Bran
             value = cipher.encrypt(value, key, additional_data(path))
         return value
 
-    return [_walk(branch, [], leaf) for branch in branches], digest.hexdigest().upper()
+    return [walk(branch, [], leaf) for branch in branches], digest.hexdigest().upper()
 
 
 def _new_digest(rules: Rules):
@@ -112,16 +112,16 @@ def _new_digest(rules: Rules):
     return digest
 
 
-def _walk(value, path, leaf):
+def walk(value, path, leaf):
     if isinstance(value, Branch):
         walked = Branch()
         for key, item in value:
             if not isinstance(key, str):
                 raise TreeError(f"a key under {_shown(path)} is not a string")
-            walked.append((key, _walk(item, path + [key], leaf)))
+            walked.append((key, walk(item, path + [key], leaf)))
         return walked
     if isinstance(value, list):
-        return [_walk(item, path, leaf) for item in value]
+        return [walk(item, path, leaf) for item in value]
     if value is None:
         return None
     return leaf(value, path)

@@ -267,3 +267,24 @@ def test_dev_init_encrypt_refuses_a_non_age_recipient(run_shim, tmp_path):
     result = run_shim(["dev-init", "--encrypt", "ssh-ed25519 AAAA"], cwd=tmp_path)
     assert result.returncode == 64, result.stderr
     assert not (tmp_path / ".secrets").exists()
+
+
+# --- shim scan ------------------------------------------------------------------------------
+
+def test_scan_passes_sops_files_and_flags_one_with_plaintext_values(run_shim, canaries, age_key, tmp_path):
+    from tests.integration.test_scan import findings, make_repo
+    files = tmp_path / "made"
+    files.mkdir()
+    dev = sops_file(files / "dev.enc.env", {"DB_PASSWORD": canaries.new(), "API_TOKEN": canaries.new()},
+                    [age_key])
+    config = sops_file(files / "config.enc.yaml", {"db": {"password": canaries.new()}}, [age_key])
+    leaked = canaries.new("decrypted")
+    broken = config.read_text()
+    broken = re.sub(r"password: ENC\[[^\]]+\]", f"password: {leaked}", broken)
+    repo = make_repo(tmp_path, {".secrets/dev.enc.env": dev.read_text(),
+                                "deploy/config.enc.yaml": config.read_text(),
+                                "deploy/broken.enc.yaml": broken},
+                     force=(".secrets/dev.enc.env",))
+    result = run_shim(["scan"], cwd=repo)
+    assert findings(result) == ["deploy/broken.enc.yaml:0: sops-unencrypted-value"], result.stderr
+    assert result.returncode == 1
