@@ -60,6 +60,23 @@ def test_each_format_resolves_with_an_age_key_file(fmt, run_shim, probe, canarie
     assert "SOPS_AGE_KEY_FILE" not in env
 
 
+def test_the_gitops_flow_of_docs_sops_md(run_shim, probe, canaries, age_key, tmp_path):
+    """docs/sops.md: the age key as a root-only Docker secret, a committed file, exec --user."""
+    value = canaries.new()
+    deploy = tmp_path / "app" / "deploy"
+    deploy.mkdir(parents=True)
+    path = sops_file(deploy / "prod.enc.yaml", {"db": {"password": value}}, [age_key])
+    secret = tmp_path / "run-secrets-age_key"
+    secret.write_text(age_key.secret + "\n")
+    os.chmod(secret, 0o400)
+    result = run_shim(["exec", "--user", "nobody", "--", *probe.argv],
+                      {"SOPS_AGE_KEY_FILE": str(secret), "DB_PASSWORD": f"ref+sops://{path}#/db/password"})
+    assert result.returncode == 0, result.stderr
+    record = probe.read()
+    assert record["uid"] == 65534 and record["env"]["DB_PASSWORD"] == value
+    assert "SOPS_AGE_KEY_FILE" not in record["env"]
+
+
 def test_age_key_in_the_environment_is_used_and_scrubbed(run_shim, probe, canaries, age_key, tmp_path):
     value = canaries.new()
     path = sops_file(tmp_path / "s.yaml", {"token": value}, [age_key])

@@ -148,3 +148,15 @@ def test_yaml_scalars_resolve_as_yaml_1_2():
     from shim.sops.yamlstore import load_yaml
     branch = load_yaml("a: yes\nb: 010\nc: true\nd: '5'\ne: 0x1F\nf: ~\ng: 1.5\n")[0]
     assert dict(branch) == {"a": "yes", "b": 10, "c": True, "d": "5", "e": 31, "f": None, "g": 1.5}
+
+
+def test_the_sops_rows_of_the_references_table():
+    import re
+    from pathlib import Path
+    from shim.refs import parse_reference
+    text = (Path(__file__).resolve().parents[2] / "docs" / "references.md").read_text()
+    rows = re.findall(r"^\| `(ref\+sops://[^`]+)` \| (?:`([^`]+)`|same)", text, re.M)
+    assert len(rows) == 2
+    for written, canonical in rows:
+        assert parse_reference(written).canonical == (canonical or written)
+        assert parse_reference(written).provider == "sops"
