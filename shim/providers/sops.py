@@ -32,7 +32,7 @@ class SopsProvider:
         """The decrypted file as a Fetched, or the ShimError saying why not."""
         from shim.sops import decrypt_file
         try:
-            decrypted = decrypt_file(path, self.context.environ, deadline, fmt)
+            decrypted = decrypt_file(path, self.context.environ, deadline, fmt, self.context.log)
         except ShimError as error:
             return error
         return Fetched(decrypted.value, SecretMeta(updated=_moment(decrypted.lastmodified)))

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 from urllib.parse import quote
 
 from shim.deadline import Deadline
-from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable
+from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
 
 # Vault's own default (the CLI and Go client), not hvac's http://localhost:8200.
@@ -189,6 +189,24 @@ class VaultProvider:
         self._http.token = ""
 
     # -- fetching one reference -------------------------------------------------------------
+
+    # -- for sops files whose data key a Vault transit key encrypted (shim.sops.keys) -------
+
+    def transit_decrypt(self, engine_path: str, key_name: str, ciphertext: str,
+                        deadline: Deadline) -> bytes:
+        """The plaintext of a transit ciphertext, logged in as for any Vault reference."""
+        import base64
+        self._ensure_authenticated(deadline)
+        path = f"{engine_path.strip('/')}/decrypt/{key_name}"
+        answer = self._request("POST", path, deadline, "transit decrypt",
+                               json={"ciphertext": ciphertext})
+        if answer.status != 200:
+            raise self._refusal(answer, f"transit decrypt with key {key_name[:60]}")
+        plaintext = ((answer.body or {}).get("data") or {}).get("plaintext")
+        try:
+            return base64.b64decode(plaintext or "", validate=True)
+        except (ValueError, TypeError):
+            raise UnusableValue("Vault's transit answer holds no base64 plaintext") from None
 
     def _plans(self, reference, deadline: Deadline, run: "_Run") -> tuple:
         """The reads that may answer a reference, in order (more than one only in fallback)."""

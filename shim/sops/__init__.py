@@ -28,14 +28,15 @@ class Decrypted(NamedTuple):
     lastmodified: str   # RFC 3339, from the file's metadata
 
 
-def decrypt_file(path: str, environ: Mapping[str, str], deadline, fmt: str | None = None) -> Decrypted:
+def decrypt_file(path: str, environ: Mapping[str, str], deadline, fmt: str | None = None,
+                 log=None) -> Decrypted:
     from shim.providers.files import read_secret_file
     content = read_secret_file(path).value
-    return decrypt_bytes(content, path, environ, deadline, fmt)
+    return decrypt_bytes(content, path, environ, deadline, fmt, log)
 
 
 def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadline,
-                  fmt: str | None = None) -> Decrypted:
+                  fmt: str | None = None, log=None) -> Decrypted:
     from shim.sops import cipher, keys, metadata, stores, tree
     fmt = fmt or stores.format_for_path(path)
     try:
@@ -45,7 +46,7 @@ def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadlin
         what = error if isinstance(error, stores.FormatError) else "it nests too deeply"
         raise UnusableValue(f"sops file {path} ({fmt}): {what}",
                             hint="check the file and its format (?format= overrides the extension)") from None
-    key = _data_key(path, meta, environ, deadline)
+    key = _data_key(path, meta, environ, deadline, log)
     try:
         decrypted, computed = tree.decrypt(branches, key, meta.rules)
         stored = cipher.decrypt(meta.mac, key, meta.lastmodified) if meta.mac else ""
@@ -66,7 +67,7 @@ def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadlin
     return Decrypted(value, fmt, meta.lastmodified)
 
 
-def _data_key(path, meta, environ, deadline) -> bytes:
+def _data_key(path, meta, environ, deadline, log) -> bytes:
     from shim.sops import keys
     listed = ", ".join(meta.kinds()) or "none"
     if not any(meta.key_groups):
@@ -77,7 +78,7 @@ def _data_key(path, meta, environ, deadline) -> bytes:
                           "groups (Shamir), which shim does not read",
                           hint="no well-kept Python implementation of sops' Shamir scheme exists; "
                                "re-encrypt it with a single key group")
-    key, failures = keys.data_key(meta.key_groups[0], environ, deadline)
+    key, failures = keys.data_key(meta.key_groups[0], environ, deadline, log)
     if key is not None:
         return key
     reasons = "; ".join(dict.fromkeys(failure.why for failure in failures))

@@ -30,10 +30,11 @@ class KeyFailure(Exception):
         self.why = why
 
 
-def data_key(group: list[MasterKey], environ: Mapping[str, str], deadline) -> tuple[bytes | None, list]:
+def data_key(group: list[MasterKey], environ: Mapping[str, str], deadline,
+             log=None) -> tuple[bytes | None, list]:
     """The data key, or None and the KeyFailures, one per key tried."""
     failures = []
-    identities = _Identities(environ)
+    identities = _Identities(environ, log)
     for kind in ORDER:
         for key in group:
             if key.kind != kind:
@@ -56,8 +57,9 @@ def data_key(group: list[MasterKey], environ: Mapping[str, str], deadline) -> tu
 class _Identities:
     """Age identities, read once per file from where sops looks for them."""
 
-    def __init__(self, environ):
+    def __init__(self, environ, log):
         self.environ = environ
+        self.log = log if log is not None else _QuietLog()
         self._age = None
 
     def age(self) -> tuple[list, list[str]]:
@@ -222,10 +224,44 @@ def _assumed(session, role: str, region: str, config):
                                  aws_session_token=credentials["SessionToken"])
 
 
+# --- vault transit -------------------------------------------------------------------------
+
+def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
+    """Decrypt with Vault transit at the key's vault_address, logged in as the vault provider does."""
+    from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
+    from shim.providers import load_provider
+    from shim.providers.base import ProviderContext
+    address, engine, name = (key.fields.get(field) for field in
+                             ("vault_address", "engine_path", "key_name"))
+    if not all(isinstance(v, str) and v for v in (address, engine, name)):
+        raise KeyFailure("refused", "a vault transit key lacks vault_address, engine_path or key_name")
+    try:
+        provider = load_provider("vault", ProviderContext({**environ, "VAULT_ADDR": address},
+                                                          identities.log))
+        plaintext = provider.transit_decrypt(engine, name, key.enc, deadline)
+    except Unavailable:
+        raise KeyFailure("unreachable", f"vault at {_short(address)} could not be reached") from None
+    except ConfigError as error:
+        raise KeyFailure("unconfigured", f"vault transit: {error.message}") from None
+    except (PermissionDenied, ShimError) as error:
+        raise KeyFailure("refused", f"vault transit: {error.message}") from None
+    try:
+        return base64.b64decode(plaintext, validate=True)   # sops encrypts the base64 of the key
+    except binascii.Error:
+        raise KeyFailure("refused", "vault transit gave a data key that is not base64") from None
+
+
 # --- not yet readable kinds ----------------------------------------------------------------
 
 def _not_read(key: MasterKey, identities, environ, deadline) -> bytes:
     raise KeyFailure("unconfigured", f"shim does not read {KEY_KINDS[key.kind]} keys yet")
+
+
+class _QuietLog:
+    """For callers without a log (dev-init): the vault provider's events go nowhere."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def _short(text, limit: int = 60) -> str:
@@ -234,5 +270,5 @@ def _short(text, limit: int = 60) -> str:
 
 
 _SOURCES: dict[str, Callable] = {
-    "age": _age, "pgp": _pgp, "kms": _kms, "hc_vault": _not_read, "azure_kv": _not_read,
+    "age": _age, "pgp": _pgp, "kms": _kms, "hc_vault": _vault_transit, "azure_kv": _not_read,
 }

@@ -305,3 +305,38 @@ def test_scan_passes_sops_files_and_flags_one_with_plaintext_values(run_shim, ca
     result = run_shim(["scan"], cwd=repo)
     assert findings(result) == ["deploy/broken.enc.yaml:0: sops-unencrypted-value"], result.stderr
     assert result.returncode == 1
+
+
+# --- Vault transit (the Vault double) ----------------------------------------------------------
+
+@pytest.fixture
+def vault():
+    from tests.doubles.vault import VaultDouble
+    with VaultDouble() as double:
+        yield double
+
+
+@pytest.mark.parametrize("fmt", ["json", "ini"])
+def test_vault_transit_key(fmt, run_shim, probe, canaries, vault, tmp_path):
+    from tests.helpers.sops_files import VaultTransitKey
+    value = canaries.new()
+    data, pointer = _data(fmt, value, canaries.new("other"))
+    path = sops_file(tmp_path / FORMATS[fmt], data, [VaultTransitKey(vault)])
+    result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}{pointer}", "VAULT_TOKEN": vault.root_token,
+                                      "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    env = probe.read()["env"]
+    assert env["PW"] == value and "VAULT_TOKEN" not in env
+
+
+def test_vault_transit_without_a_token_is_78_and_a_refusal_77(run_shim, probe, canaries, vault, tmp_path):
+    from tests.helpers.sops_files import VaultTransitKey
+    path = sops_file(tmp_path / "s.yaml", {"pw": canaries.new()}, [VaultTransitKey(vault)])
+    result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}#/pw", "HOME": str(tmp_path)})
+    assert result.returncode == 78, result.stderr
+    assert "vault transit" in result.stderr
+    other = vault.create_token(allowed=["secret/data/app"])
+    result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}#/pw", "VAULT_TOKEN": other,
+                                      "HOME": str(tmp_path)})
+    assert result.returncode == 77, result.stderr
+    assert not probe.ran
