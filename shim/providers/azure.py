@@ -329,6 +329,38 @@ class KeyVaultProvider:
             hint="rotate it or fix its activation/expiry dates; to use it anyway add "
                  "?allow_expired=true to a ref+azurekeyvault:// reference")
 
+    # --------------------------- for sops files whose data key a Key Vault key encrypted
+
+    def decrypt_with_key(self, vault_url: str, name: str, version: str, ciphertext: bytes,
+                         deadline) -> bytes:
+        """RSA-OAEP-256 decryption by Key Vault key `name`, with this provider's credential."""
+        from types import SimpleNamespace
+        from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm
+        self._deadline = deadline
+        key_id = f"{vault_url.rstrip('/')}/keys/{name}" + (f"/{version}" if version else "")
+        kwargs = {"verify_challenge_resource": self.options.verify_challenge_resource,
+                  "retry_policy": _DeadlineRetryPolicy(self._remaining)}
+        if self.options.ca_bundle:
+            kwargs["connection_verify"] = self.options.ca_bundle
+        host = vault_url.split("://", 1)[-1].rstrip("/")
+        try:
+            client = CryptographyClient(key_id, self._shared_credential().credential, **kwargs)
+            return client.decrypt(EncryptionAlgorithm.rsa_oaep_256, ciphertext).plaintext
+        except HttpResponseError as error:
+            if error.status_code == 403:
+                raise PermissionDenied(
+                    f"Key Vault {host} denied decrypting with key {name}",
+                    hint="grant the identity the 'Key Vault Crypto User' role (RBAC) or the "
+                         "decrypt permission for keys (access policy)") from None
+            if error.status_code == 400:
+                raise PermissionDenied(f"Key Vault {host} could not decrypt with key {name}",
+                                       hint="the file was encrypted to another key or version") from None
+            raise _translate(error, SimpleNamespace(host=host, shown=f"key {name}"),
+                             self.context.environ) from None
+        except Exception as error:  # every other SDK failure becomes one ShimError (or is a bug)
+            raise _translate(error, SimpleNamespace(host=host, shown=f"key {name}"),
+                             self.context.environ) from None
+
     # ----------------------------------------------------------------------- clients, tokens
 
     def _remaining(self) -> float:

@@ -251,10 +251,33 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
         raise KeyFailure("refused", "vault transit gave a data key that is not base64") from None
 
 
-# --- not yet readable kinds ----------------------------------------------------------------
+# --- azure key vault keys ------------------------------------------------------------------
 
-def _not_read(key: MasterKey, identities, environ, deadline) -> bytes:
-    raise KeyFailure("unconfigured", f"shim does not read {KEY_KINDS[key.kind]} keys yet")
+def _azure_key(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
+    """RSA-OAEP-256 by the named Key Vault key, with the azure provider's credential."""
+    from shim.errors import ConfigError, ShimError, Unavailable
+    from shim.providers import load_provider
+    from shim.providers.base import ProviderContext
+    url, name = key.fields.get("vault_url"), key.fields.get("name")
+    version = key.fields.get("version") or ""
+    if not all(isinstance(v, str) and v for v in (url, name)) or not isinstance(version, str):
+        raise KeyFailure("refused", "an azure key vault key lacks vault_url or name")
+    try:
+        # sops writes the RSA result in base64url without padding.
+        ciphertext = base64.urlsafe_b64decode(key.enc + "=" * (-len(key.enc) % 4))
+    except (binascii.Error, ValueError):
+        raise KeyFailure("refused", "its azure key vault data key is not base64url") from None
+    try:
+        provider = load_provider("azurekeyvault", ProviderContext(environ, identities.log))
+        return provider.decrypt_with_key(url, name, version, ciphertext, deadline)
+    except ImportError:
+        raise KeyFailure("unconfigured", "azure-keyvault-keys is not installed (shim[azure])") from None
+    except Unavailable as error:
+        raise KeyFailure("unreachable", f"azure key vault: {error.message}") from None
+    except ConfigError as error:
+        raise KeyFailure("unconfigured", f"azure key vault: {error.message}") from None
+    except ShimError as error:
+        raise KeyFailure("refused", f"azure key vault: {error.message}") from None
 
 
 class _QuietLog:
@@ -270,5 +293,5 @@ def _short(text, limit: int = 60) -> str:
 
 
 _SOURCES: dict[str, Callable] = {
-    "age": _age, "pgp": _pgp, "kms": _kms, "hc_vault": _vault_transit, "azure_kv": _not_read,
+    "age": _age, "pgp": _pgp, "kms": _kms, "hc_vault": _vault_transit, "azure_kv": _azure_key,
 }

@@ -84,6 +84,24 @@ class VaultTransitKey:
                             "enc": answer["data"]["ciphertext"]}
 
 
+class AzureKey:
+    """An RSA key in the Azure double; the data key encrypted with RSA-OAEP-256 to its public half,
+    in unpadded base64url, as sops writes it."""
+
+    def __init__(self, kv, name: str = "sops-key"):
+        self.kv, self.name = kv, name
+        self.version, self._private = kv.add_rsa_key(name)
+
+    def entry(self, data_key: bytes) -> tuple[str, dict]:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+        sealed = self._private.public_key().encrypt(data_key, padding.OAEP(
+            mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+        return "azure_kv", {"vault_url": self.kv.url, "name": self.name, "version": self.version,
+                            "created_at": "2025-01-01T00:00:00Z",
+                            "enc": base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()}
+
+
 def sops_file(path: Path, data: dict | str, master_keys, fmt: str | None = None,
               rules: tree.Rules = DEFAULT_RULES) -> Path:
     """Write `data` (a mapping; the file's text for binary) as sops would, encrypted to `master_keys`."""

@@ -340,3 +340,41 @@ def test_vault_transit_without_a_token_is_78_and_a_refusal_77(run_shim, probe, c
                                       "HOME": str(tmp_path)})
     assert result.returncode == 77, result.stderr
     assert not probe.ran
+
+
+# --- Azure Key Vault keys (the Azure double) -------------------------------------------------------
+
+@pytest.fixture
+def kv(tmp_path):
+    from tests.doubles.azure import AzureKeyVaultDouble
+    with AzureKeyVaultDouble(tmp_path / "azure") as double:
+        yield double
+
+
+def _azure_env(kv):
+    return {**kv.app_service_env(), "SHIM_AZURE_CA_BUNDLE": str(kv.ca_path),
+            "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE": "false"}
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "binary"])
+def test_azure_key_vault_key(fmt, run_shim, probe, canaries, kv, tmp_path):
+    from tests.helpers.sops_files import AzureKey
+    value = canaries.new()
+    data, pointer = _data(fmt, value, canaries.new("other"))
+    path = sops_file(tmp_path / FORMATS[fmt], data, [AzureKey(kv)])
+    result = _exec(run_shim, probe, {**_azure_env(kv), "PW": f"ref+sops://{path}{pointer}",
+                                      "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["env"]["PW"] == value
+    assert kv.count(method="POST") >= 1
+
+
+def test_azure_key_vault_refusal_is_77(run_shim, probe, canaries, kv, tmp_path):
+    from tests.helpers.sops_files import AzureKey
+    key = AzureKey(kv)
+    path = sops_file(tmp_path / "s.yaml", {"pw": canaries.new()}, [key])
+    kv.forbid(kv.managed_identity_client_id)
+    result = _exec(run_shim, probe, {**_azure_env(kv), "PW": f"ref+sops://{path}#/pw",
+                                      "HOME": str(tmp_path)})
+    assert result.returncode == 77, result.stderr
+    assert "azure key vault" in result.stderr and not probe.ran
