@@ -378,3 +378,55 @@ def test_azure_key_vault_refusal_is_77(run_shim, probe, canaries, kv, tmp_path):
                                       "HOME": str(tmp_path)})
     assert result.returncode == 77, result.stderr
     assert "azure key vault" in result.stderr and not probe.ran
+
+
+# --- encryption rules and key locations ----------------------------------------------------------
+
+def test_encrypted_regex_and_mac_only_encrypted_as_sops_applies_them(run_shim, probe, canaries, age_key,
+                                                                      tmp_path):
+    from shim.sops.tree import Rules
+    value = canaries.new()
+    rules = Rules(encrypted_regex="^(data|stringData)$", mac_only_encrypted=True)
+    path = sops_file(tmp_path / "secret.yaml", {"metadata": {"name": "app"}, "data": {"password": value}},
+                     [age_key], rules=rules)
+    text = path.read_text()
+    assert "name: app" in text and value not in text
+    # With mac_only_encrypted, values left in plain text are outside the MAC: renaming is allowed.
+    path.write_text(text.replace("name: app", "name: renamed"))
+    result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}#/data/password",
+                                      "NAME": f"ref+sops://{path}#/metadata/name",
+                                      "SOPS_AGE_KEY": age_key.secret})
+    assert result.returncode == 0, result.stderr
+    env = probe.read()["env"]
+    assert (env["PW"], env["NAME"]) == (value, "renamed")
+
+
+def test_age_key_under_xdg_config_home(run_shim, probe, canaries, age_key, tmp_path):
+    value = canaries.new()
+    path = sops_file(tmp_path / "s.env", {"K": value}, [age_key])
+    keys = tmp_path / "xdg" / "sops" / "age" / "keys.txt"
+    keys.parent.mkdir(parents=True)
+    keys.write_text(age_key.secret + "\n")
+    result = _exec(run_shim, probe, {"K": f"ref+sops://{path}#/K", "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+                                      "HOME": str(tmp_path / "nothing-here")})
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["env"]["K"] == value
+
+
+def test_a_passphrase_protected_pgp_key_fails_without_waiting_for_a_prompt(run_shim, probe, canaries,
+                                                                           tmp_path):
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback",
+                    "--passphrase", canaries.new("passphrase"), "--quick-gen-key",
+                    "locked <locked@example.invalid>", "future-default", "default", "never"],
+                   check=True, capture_output=True, timeout=60)
+    pgp = PgpKey.__new__(PgpKey)
+    import gnupg
+    pgp.home, pgp.gpg = str(home), gnupg.GPG(gnupghome=str(home))
+    pgp.fingerprint = pgp.gpg.list_keys(secret=True)[0]["fingerprint"]
+    path = sops_file(tmp_path / "s.yaml", {"pw": canaries.new()}, [pgp])
+    result = run_shim(["exec", "--", *probe.argv], {"PW": f"ref+sops://{path}#/pw", "GNUPGHOME": str(home)},
+                      timeout=60)
+    assert result.returncode == 77, result.stderr
+    assert "pgp" in result.stderr and not probe.ran
