@@ -364,7 +364,12 @@ def _dev_init_encrypted(directory: str, recipients: str) -> None:
     from shim.deadline import Deadline
     from shim.render import write_atomically
     from shim.sops import decrypt_file
-    from shim.sops.writer import encrypt_dotenv
+    try:
+        import pyrage  # noqa: F401 - the age encryption
+        from shim.sops.writer import encrypt_dotenv
+    except ImportError as error:
+        raise ConfigError("dev-init --encrypt needs shim[sops]",
+                          hint=f"pip install 'shim[sops]' ({error.name} cannot be imported)") from None
 
     wanted = [r.strip() for r in recipients.split(",") if r.strip()]
     if not wanted or not all(r.startswith("age1") for r in wanted):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from shim.errors import ShimError
+from shim.errors import ConfigError, ShimError
 from shim.providers.base import Fetched, SecretMeta
 
 
@@ -18,6 +18,12 @@ class SopsProvider:
     name = "sops"
 
     def __init__(self, context):
+        try:
+            import cryptography  # noqa: F401 - fail here, cleanly, when shim[sops] is not installed
+            import yaml  # noqa: F401
+        except ImportError as error:
+            raise ConfigError("provider sops is not available: install shim[sops]",
+                              hint=f"{error.name} cannot be imported") from None
         self.context = context
 
     def fetch_all(self, references, deadline):

@@ -71,7 +71,10 @@ class _Identities:
 # --- age ---------------------------------------------------------------------------
 
 def _age(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
-    import pyrage
+    try:
+        import pyrage
+    except ImportError:
+        raise KeyFailure("unconfigured", "pyrage is not installed (shim[sops])") from None
     parsed, places = identities.age()
     if not parsed:
         raise KeyFailure("unconfigured",
