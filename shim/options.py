@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Mapping
+from collections.abc import Mapping
 
 from shim.durations import parse_duration
 from shim.errors import UsageError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, NamedTuple, NoReturn
+from collections.abc import Callable
 
 from shim import privileges
 from shim.audit import Log, record_resolution
@@ -20,10 +20,16 @@ from shim.errors import ConfigError, PermissionDenied, ShimError
 from shim.options import Options
 from shim.plan import Plan, Settings, build_plan
 from shim.providers.base import ProviderContext
+from shim.records import record
 from shim.resolve import ProviderPool, Resolution, resolve_plan
 
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
-class Resolved(NamedTuple):
+
+@record
+class Resolved:
     plan: Plan
     resolution: Resolution
     errors: list[ShimError]      # plan, fetch and rotation failures, sorted by variable

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, NamedTuple, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 from shim.envfiles import EnvFileEntry, load_env_files
 from shim.errors import ConfigError, ShimError, UsageError
 from shim.placeholders import find_placeholders, has_placeholder, secrets_dir_candidates
+from shim.records import record
 from shim.refs import Reference, looks_like_reference, parse_reference
+
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from typing import Union
 
 # *_FILE variables that hold paths programs read themselves: never replaced
 # by the file's content, whatever --file-vars or the secrets dirs say.
@@ -34,13 +39,15 @@ NEVER_TOUCH_FILE_VARS = frozenset({
 SHIM_PREFIX = "SHIM_"
 
 
-class SecretPart(NamedTuple):
+@record
+class SecretPart:
     reference: Reference
     in_userinfo: bool = False              # percent-encode: it sits in scheme://user:HERE@host
     placeholder: str | None = None         # the CHANGEME token this part replaces, if any
 
 
-Part = Union[str, SecretPart]
+if TYPE_CHECKING:
+    Part = Union[str, SecretPart]
 
 
 class Entry:
@@ -62,7 +69,8 @@ class Entry:
         return [part for part in self.parts if isinstance(part, SecretPart)]
 
 
-class Settings(NamedTuple):
+@record
+class Settings:
     env_files: Sequence[str] = ()
     secrets_dirs: Sequence[str] = ("/run/secrets",)
     file_vars: frozenset = frozenset()

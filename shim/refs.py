@@ -27,18 +27,19 @@ otherwise import each other).
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple
 
 from shim.errors import UsageError
+from shim.records import record
 
 # Options every provider understands; each provider's row (SYNTAXES, at the end) adds its own.
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
 
 
-# The data carriers on the start-up path are NamedTuples or plain classes, not dataclasses:
-# building a dataclass costs about 0.4 ms, a NamedTuple 0.06 ms, and shim runs at every
-# container start (docs/performance.md).
-class Reference(NamedTuple):
+# The data carriers on the start-up path are records (shim.records: named tuples without the
+# import of typing) or plain classes, not dataclasses, which are several times dearer to build;
+# shim runs at every container start (docs/performance.md).
+@record
+class Reference:
     provider: str                       # file | vault | awssecrets | awsssm | azurekeyvault | sops
     locator: str                        # where the secret lives, in the provider's own terms
     selector: tuple[str, ...] = ()      # JSON pointer parts (or one plain key) into the secret
@@ -515,7 +516,8 @@ def _syntax_of(text: str) -> str:
 # SPELLINGS: a prefix (and, where a prefix is shared, a regex) and the parser of the whole
 # text. A new provider adds its row here (or calls register() at import of this module).
 
-class ProviderSyntax(NamedTuple):
+@record
+class ProviderSyntax:
     name: str                           # provider name (shim/providers REGISTRY) = ref+ scheme
     options: frozenset                  # options beyond COMMON_OPTIONS
     parse_vals: Callable                # (text, path, selector, options) -> Reference
@@ -524,7 +526,8 @@ class ProviderSyntax(NamedTuple):
     render_native: Callable | None = None   # (syntax, ...) -> canonical text, or None for ref+
 
 
-class Spelling(NamedTuple):
+@record
+class Spelling:
     name: str                           # how messages name the syntax
     prefix: str
     parse: Callable                     # (text) -> Reference

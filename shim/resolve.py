@@ -9,14 +9,18 @@ only when `Resolution.errors` is empty.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping
+from collections.abc import Mapping
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
 from shim.plan import Entry, Plan, SecretPart
 from shim.providers import load_provider
-from shim.providers.base import Fetched, Outcome, ProviderContext, SecretMeta
+from shim.providers.base import Fetched, ProviderContext, SecretMeta
 from shim.refs import Reference
+
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from shim.providers.base import Outcome
 
 # Providers that read local files: run in the caller's thread, never on a runner.
 LOCAL_PROVIDERS = frozenset({"file"})

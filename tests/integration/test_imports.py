@@ -37,6 +37,14 @@ NEVER_ON_THE_LOCAL_PATH = (
 # json only for JSON logs, an audit file or a #key selector, urllib.parse only for options in
 # a reference or a secret inside a URL's user-info, shlex only for --on-change run:CMD.
 LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex")
+# click and shim's click side: `shim exec`'s usual command line is read by shim.fastpath from
+# the option table; click is imported only when the fast path hands over (--help, an error,
+# another command).
+CLICK_SIDE = ("click", "shim.cli", "shim.report", "gettext")
+# typing: shim's records on this path are built by shim.records, its annotations are strings.
+NOT_ON_THE_FAST_PATH = CLICK_SIDE + ("typing",)
+# The rule for a local-only `shim exec` (bench/startup.py reports the same list).
+NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + NOT_ON_THE_FAST_PATH
 FILE_VARIABLES, PLACEHOLDERS = 20, 5
 
 
@@ -103,9 +111,21 @@ def test_exec_of_files_and_placeholders_imports_only_what_it_uses(
     imported = _importtime_modules(result.stderr) - interpreter_modules
     # The measurement works. (Modules loaded through importlib.import_module, as providers are,
     # are not reported by -X importtime; the SDKs they import are.)
-    assert {"click", "shim.plan", "shim.resolve"} <= imported
-    unwanted = sorted(m for m in imported if _matches(m, NEVER_ON_THE_LOCAL_PATH + LAZY))
+    assert {"shim.fastpath", "shim.plan", "shim.resolve"} <= imported
+    unwanted = sorted(m for m in imported if _matches(m, NOT_ON_THE_EXEC_PATH))
     assert unwanted == []
+
+
+def test_a_line_the_fast_path_hands_over_runs_through_click(run_shim, local_env,
+                                                            interpreter_modules):
+    """The control: the same measurement sees click when the line is click's (-v is read by the
+    fast path, --log-format=JSON is not: click refuses it with its own message and 64)."""
+    env, secrets_dir = local_env
+    result = run_shim(["exec", "-v", "--log-format=JSON", "--secrets-dir", secrets_dir, "--",
+                       "/bin/true"], {**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 64, result.stderr
+    assert "'JSON' is not one of 'text', 'json'" in result.stderr
+    assert {"click", "shim.cli"} <= _importtime_modules(result.stderr) - interpreter_modules
 
 
 def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_modules):
