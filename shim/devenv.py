@@ -34,6 +34,8 @@ from shim.options import parse_options
 from shim.pipeline import Pipeline
 
 DEV_ENV = os.path.join(".secrets", "dev.env")
+# dev-init --encrypt: the same values as a sops dotenv file, encrypted to the team's age keys.
+DEV_ENC_ENV = os.path.join(".secrets", "dev.enc.env")
 GITIGNORE_LINES = (".secrets/", "**/dev.env")
 # Patterns that already cover the same paths (a pattern without a slash matches at any depth).
 _GITIGNORE_EQUIVALENTS = {
@@ -78,17 +80,22 @@ def run_command(command, **raw):
 
 
 def _with_dev_env(explicit: tuple[str, ...]) -> tuple[str, ...]:
-    """`.secrets/dev.env` of the current directory first, so any --env-file given wins over it."""
-    if not os.path.isfile(DEV_ENV):
-        return explicit
-    if any(os.path.realpath(path) == os.path.realpath(DEV_ENV) for path in explicit):
-        return explicit
-    return (DEV_ENV,) + explicit
+    """`.secrets/dev.enc.env`, then `.secrets/dev.env` of the current directory first, so a
+    local dev.env wins over the team's encrypted file and any --env-file given wins over both."""
+    for dev_file in (DEV_ENV, DEV_ENC_ENV):
+        if not os.path.isfile(dev_file):
+            continue
+        if any(os.path.realpath(path) == os.path.realpath(dev_file) for path in explicit):
+            continue
+        explicit = (dev_file,) + explicit
+    return explicit
 
 
 def _is_dev_env_file(path: str) -> bool:
     """What dev-init's .gitignore lines cover: anything under .secrets/, any dev.env."""
     parts = os.path.abspath(path).split(os.sep)
+    if parts[-1].endswith(".enc.env"):
+        return False    # sops-encrypted (dev-init --encrypt): made to be committed
     return parts[-1] == "dev.env" or ".secrets" in parts[:-1]
 
 
@@ -295,14 +302,20 @@ class FoundKey(NamedTuple):
 @click.option("--dir", "directory", default=".", show_default=True,
               type=click.Path(file_okay=False, exists=True),
               help="Project directory: where the compose files and .env examples are.")
-def dev_init_command(directory):
+@click.option("--encrypt", "recipients", metavar="AGE1...[,AGE1...]", default=None,
+              help="Write .secrets/dev.enc.env instead: sops' dotenv format, encrypted to these "
+                   "age recipients, for the team to commit.")
+def dev_init_command(directory, recipients):
     """Create .secrets/dev.env with values for every placeholder.
 
     A strong random value for every CHANGEME placeholder in the compose files and .env
     examples, never replacing an existing one; .gitignore made to cover .secrets/.
+    With --encrypt, .secrets/dev.enc.env: the same, sops-encrypted to age keys.
     """
     from shim.render import write_atomically
 
+    if recipients is not None:
+        return _dev_init_encrypted(directory, recipients)
     sources = _placeholder_sources(directory)
     dev_env = os.path.join(directory, DEV_ENV)
     shown = os.path.normpath(dev_env)
@@ -350,6 +363,52 @@ def _refuse_symlink(path: str) -> None:
         raise ConfigError(f"{_display(path)} is a symbolic link; dev-init writes only a regular "
                           f"file there", hint=f"remove the link (rm {_display(path)}) and run "
                                               f"shim dev-init again")
+
+
+def _dev_init_encrypted(directory: str, recipients: str) -> None:
+    """dev-init --encrypt: values for every placeholder key, sops-encrypted to age recipients.
+
+    An existing file is decrypted with the age key this machine has (SOPS_AGE_KEY_FILE,
+    ...) and its values kept; the file is re-encrypted to the recipients given.
+    """
+    from shim.deadline import Deadline
+    from shim.render import write_atomically
+    from shim.sops import decrypt_file
+    try:
+        import pyrage  # noqa: F401 - the age encryption
+        from shim.sops.writer import encrypt_dotenv
+    except ImportError as error:
+        raise ConfigError("dev-init --encrypt needs shim-secrets[sops]",
+                          hint=f"pip install 'shim-secrets[sops]' ({error.name} cannot be imported)") from None
+
+    wanted = [r.strip() for r in recipients.split(",") if r.strip()]
+    if not wanted or not all(r.startswith("age1") for r in wanted):
+        raise UsageError("--encrypt takes age recipients (age1...), separated by commas",
+                         hint="age-keygen -y keys.txt prints yours")
+    sources = _placeholder_sources(directory)
+    found, _unnamed = _found_keys(sources)
+    path = os.path.join(directory, DEV_ENC_ENV)
+    shown = os.path.normpath(path)
+    for link_candidate in (os.path.dirname(path), path):
+        _refuse_symlink(link_candidate)
+    values: dict = {}
+    if os.path.lexists(path):
+        values = dict(decrypt_file(path, os.environ, Deadline(30), "dotenv").value)
+    added = [f.key for f in found if f.key not in values]
+    for key in dict.fromkeys(added):
+        values[key] = secrets.token_urlsafe(_VALUE_BYTES)
+    try:
+        content = encrypt_dotenv(list(values.items()), wanted)
+    except ValueError:
+        raise UsageError("--encrypt: a recipient is not a valid age public key",
+                         hint="age-keygen -y keys.txt prints yours") from None
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    write_atomically(os.path.realpath(path), content, mode=0o644)
+    added = list(dict.fromkeys(added))
+    click.echo(f"added {len(added)} key{'' if len(added) == 1 else 's'} to {shown}"
+               + (": " + ", ".join(added) if added else "") + f"; kept {len(values) - len(added)}")
+    click.echo(f"encrypted to {len(wanted)} age key{'' if len(wanted) == 1 else 's'}; commit it "
+               f"with git add -f {shown} (shim run reads it with your age key)")
 
 
 def _warn(message: str) -> None:

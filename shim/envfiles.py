@@ -47,6 +47,8 @@ def _read_one(path: str) -> list[EnvFileEntry]:
     except UnicodeDecodeError:
         raise UsageError(f"env file {path} is not UTF-8 text", hint="save it as UTF-8") from None
     bindings = list(parse_stream(io.StringIO(text)))
+    if _is_sops_dotenv(bindings):
+        return _sops_entries(path, bindings)
     entries = []
     for binding in bindings:
         line = binding.original.line
@@ -56,10 +58,38 @@ def _read_one(path: str) -> list[EnvFileEntry]:
                              hint="write NAME=value, quoting values with spaces")
         if binding.key is None:
             continue  # blank line or comment
-        if not re.fullmatch(VALID_NAME, binding.key):
-            raise UsageError(f"env file {path} line {line}: {binding.key!r} is not a valid variable name",
-                             hint="names use letters, digits and _ and do not start with a digit")
+        _check_name(path, line, binding.key)
         if binding.value is None:
             continue  # a bare NAME means "take it from the environment", as docker does
         entries.append(EnvFileEntry(binding.key, binding.value, path, line))
+    return entries
+
+
+def _check_name(path: str, line: int, key: str) -> None:
+    if not re.fullmatch(VALID_NAME, key):
+        raise UsageError(f"env file {path} line {line}: {key!r} is not a valid variable name",
+                         hint="names use letters, digits and _ and do not start with a digit")
+
+
+def _is_sops_dotenv(bindings) -> bool:
+    return any(binding.key == "sops_mac" for binding in bindings) and any(
+        binding.key == "sops_lastmodified" for binding in bindings)
+
+
+def _sops_entries(path: str, bindings) -> list[EnvFileEntry]:
+    """A sops-encrypted dotenv file: each key becomes a ref+sops reference into it.
+
+    The file is decrypted (and its MAC checked) once, by the sops provider, when
+    the references resolve; its metadata keys (sops_*) are not variables.
+    """
+    import os
+    from shim.refs import escape_body
+    location = "ref+sops://" + escape_body(os.path.abspath(path)) + "?format=dotenv#/"
+    entries = []
+    for binding in bindings:
+        if binding.key is None or binding.key.startswith("sops_"):
+            continue
+        _check_name(path, binding.original.line, binding.key)
+        pointer = binding.key.replace("~", "~0").replace("/", "~1")
+        entries.append(EnvFileEntry(binding.key, location + pointer, path, binding.original.line))
     return entries

@@ -14,6 +14,7 @@ Canonical forms (docs/references.md has the full table):
     awssecrets  ref+awssecrets://<name-or-arn>[?version_stage=S|version_id=I][#/key]
     awsssm      ref+awsssm://<name>[?version=N|label=L]    (a leading / is implied for hierarchies)
     azure       ref+azurekeyvault://<vault>/<name>[/<version>][#/key]
+    sops        ref+sops://<path>[?format=F][#/key]          (a sops-encrypted file)
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
@@ -46,7 +47,7 @@ IMPORT_OPTIONS = frozenset({"prefix"})
 # shim runs at every container start (docs/performance.md).
 @record
 class Reference:
-    provider: str                       # file | vault | awssecrets | awsssm | azurekeyvault
+    provider: str                       # file | vault | awssecrets | awsssm | azurekeyvault | sops
     locator: str                        # where the secret lives, in the provider's own terms
     selector: tuple[str, ...] = ()      # JSON pointer parts (or one plain key) into the secret
     version: str | None = None          # a pinned version (vault N, azure id, ssm N)
@@ -181,6 +182,17 @@ def _awssecrets_from_vals(text, path, selector, options) -> Reference:
 
 def _awsssm_from_vals(text, path, selector, options) -> Reference:
     return _ssm_reference(text, path, selector, options, "vals")
+
+
+SOPS_FORMATS = ("yaml", "json", "dotenv", "ini", "binary")
+
+
+def _sops_from_vals(text, path, selector, options) -> Reference:
+    fmt = _option_value(options, "format")
+    if fmt is not None and fmt not in SOPS_FORMATS:
+        raise _malformed(text, "unknown sops format",
+                         "write format=yaml, json, dotenv, ini or binary")
+    return _make("sops", path, selector, None, options, "vals")
 
 
 # --- bank-vaults: vault:<api-path>#<key>[#<version>] ------------------------
@@ -385,7 +397,7 @@ def _render(provider, syntax, locator, selector, version, options) -> str:
         if native is not None:
             return native
     body, query = row.render(locator, version, list(options))
-    text = f"ref+{row.name}://{_escape_body(body)}"
+    text = f"ref+{row.name}://{escape_body(body)}"
     if query:
         from urllib.parse import quote  # lazily: only references with options need it
         text += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(query))
@@ -481,7 +493,7 @@ _BODY_ESCAPES = {"%": "%25", "#": "%23", "?": "%3F"}
 _BODY_UNESCAPE = r"%(25|23|3[Ff])"  # compiled by re on first use
 
 
-def _escape_body(body: str) -> str:
+def escape_body(body: str) -> str:
     """Keep # and ? inside a path from reading as selector or query (and % itself)."""
     return "".join(_BODY_ESCAPES.get(char, char) for char in body)
 
@@ -590,3 +602,4 @@ register(ProviderSyntax("awsssm", frozenset({"version", "label", "region"}),
          Spelling("arn:aws:ssm:", "arn:", _parse_ssm_arn, r"arn:aws[a-z-]*:ssm:"))
 register(ProviderSyntax("azurekeyvault", frozenset(), _azure_from_vals, _render_azure),
          Spelling("@Microsoft.KeyVault(", "@Microsoft.KeyVault(", _parse_app_service))
+register(ProviderSyntax("sops", frozenset({"format"}), _sops_from_vals, _render_path))

@@ -15,6 +15,9 @@ Kinds (stable names; docs/scan.md has the table):
                                 value, or a URL with a literal password in it
     tracked-secrets-dir         git tracks a file under a .secrets/ directory
     tracked-dev-env             git tracks a file named dev.env
+    sops-unencrypted-value      a sops file (it has sops metadata) holds a value its
+                                rules say is encrypted in plain text (sops-encrypted
+                                files are otherwise never findings, tracked or not)
     gitignore-missing-secrets   the repository's top-level .gitignore does not
                                 ignore .secrets/ (reported as .gitignore:0)
 
@@ -125,8 +128,11 @@ def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
 
 def _scan_file(target: Target, detect_secrets_in) -> set[Finding]:
     shown = _shown(target.path)
-    findings = {Finding(shown, 0, kind) for kind in _tracked_kinds(target)}
     text = _read_text(target.path)
+    sops_findings = _sops_findings(target.path, text, shown)
+    if sops_findings is not None:
+        return sops_findings
+    findings = {Finding(shown, 0, kind) for kind in _tracked_kinds(target)}
     if text is None:
         return findings   # binary: only whether git tracks it counts
     lines = _split_lines(text)
@@ -143,6 +149,21 @@ def _scan_file(target: Target, detect_secrets_in) -> set[Finding]:
     for number, kinds in line_kinds.items():
         findings.update(Finding(shown, number, kind) for kind in _most_telling(kinds))
     return findings
+
+
+def _sops_findings(path: str, text: str | None, shown: str) -> set[Finding] | None:
+    """A sops-encrypted file is made to be committed, under .secrets/ too: no finding,
+    unless values its rules say are encrypted are in plain text. None: not a sops file."""
+    if text is None or "sops" not in text or "mac" not in text:
+        return None
+    try:
+        from shim.sops import unencrypted_paths
+        plain = unencrypted_paths(text.encode("utf-8"), path)
+    except ImportError:     # without the sops extra, the file is scanned like any other
+        return None
+    if plain is None:
+        return None
+    return {Finding(shown, 0, "sops-unencrypted-value")} if plain else set()
 
 
 # --- which files --------------------------------------------------------------

@@ -17,6 +17,7 @@ REGISTRY = {
     "awssecrets": ("shim.providers.aws", "SecretsManagerProvider", "aws"),
     "awsssm": ("shim.providers.aws", "ParameterStoreProvider", "aws"),
     "azurekeyvault": ("shim.providers.azure", "KeyVaultProvider", "azure"),
+    "sops": ("shim.providers.sops", "SopsProvider", "sops"),
 }
 
 

@@ -154,7 +154,7 @@ class _AwsProvider:
 
         try:
             return retry(attempt, deadline, self.context.log, provider=self.name,
-                         title=self.title, operation=operation, transient=_transient_reason,
+                         title=self.title, operation=operation, transient=transient_reason,
                          hint="the service is throttling, failing or unreachable; check the "
                               "endpoint and network, or raise --deadline",
                          reference=reference.canonical, items=batch)
@@ -612,7 +612,8 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, (BotoConnectionError, HTTPClientError))
 
 
-def _transient_reason(error: BaseException) -> str | None:
+def transient_reason(error: BaseException) -> str | None:
+    """Why an AWS call failed in a way another attempt may fix (None: it will not)."""
     return _reason(error) if _transient(error) else None
 
 

@@ -72,7 +72,7 @@ from azure.keyvault.secrets import SecretClient
 
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
-from shim.providers.mechanism import run_concurrently
+from shim.providers.mechanism import call_within, run_concurrently
 
 # Reads in flight at once (across all vaults); Key Vault allows thousands of GETs per 10 s.
 MAX_CONCURRENT_READS = 16
@@ -325,6 +325,42 @@ class KeyVaultProvider:
             hint="rotate it or fix its activation/expiry dates; to use it anyway add "
                  "?allow_expired=true to a ref+azurekeyvault:// reference")
 
+    # --------------------------- for sops files whose data key a Key Vault key encrypted
+
+    def decrypt_with_key(self, vault_url: str, name: str, version: str, ciphertext: bytes,
+                         deadline) -> bytes:
+        """RSA-OAEP-256 decryption by Key Vault key `name`, with this provider's credential.
+
+        Bounded by the deadline like a read: the SDK's retries stop at it (the retry policy)
+        and a call still hanging then is abandoned (call_within), giving Unavailable.
+        """
+        from types import SimpleNamespace
+        from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm
+        self._deadline = deadline
+        key_id = f"{vault_url.rstrip('/')}/keys/{name}" + (f"/{version}" if version else "")
+        where = SimpleNamespace(host=vault_url.split("://", 1)[-1].rstrip("/"), shown=f"key {name}")
+
+        def decrypt() -> bytes:
+            try:
+                client = CryptographyClient(key_id, self._shared_credential().credential,
+                                            **self._client_options())
+                return client.decrypt(EncryptionAlgorithm.rsa_oaep_256, ciphertext).plaintext
+            except HttpResponseError as error:
+                if error.status_code == 403:
+                    raise PermissionDenied(
+                        f"Key Vault {where.host} denied decrypting with key {name}",
+                        hint="grant the identity the 'Key Vault Crypto User' role (RBAC) or the "
+                             "decrypt permission for keys (access policy)") from None
+                if error.status_code == 400:
+                    raise PermissionDenied(
+                        f"Key Vault {where.host} could not decrypt with key {name}",
+                        hint="the file was encrypted to another key or version") from None
+                raise _translate(error, where, self.context.environ) from None
+            except Exception as error:  # every other SDK failure becomes one ShimError (or is a bug)
+                raise _translate(error, where, self.context.environ) from None
+
+        return call_within(decrypt, deadline, title="Key Vault")
+
     # ----------------------------------------------------------------------- clients, tokens
 
     def _remaining(self) -> float:
@@ -355,11 +391,16 @@ class KeyVaultProvider:
         return self._vaults[url]
 
     def _client_for(self, vault: _Vault) -> SecretClient:
+        return SecretClient(vault.url, _VaultCredential(self._shared_credential(), vault),
+                            **self._client_options())
+
+    def _client_options(self) -> dict:
+        """What every Key Vault client (secrets, keys) is built with."""
         kwargs = {"verify_challenge_resource": self.options.verify_challenge_resource,
                   "retry_policy": _DeadlineRetryPolicy(self._remaining)}
         if self.options.ca_bundle:
             kwargs["connection_verify"] = self.options.ca_bundle
-        return SecretClient(vault.url, _VaultCredential(self._shared_credential(), vault), **kwargs)
+        return kwargs
 
     def _log_credential(self) -> None:
         chosen = getattr(self._credential.credential, "_successful_credential", None)

@@ -308,6 +308,7 @@ class AzureKeyVaultDouble:
         self._lock = threading.Lock()
         self._signing_key = secrets.token_bytes(32)
         self._secrets: dict[str, list[SecretVersion]] = {}
+        self._keys: dict[str, dict[str, Any]] = {}  # lower-case key name -> version -> RSA private key
         self._tokens: dict[str, _IssuedToken] = {}
         self._apps: dict[str, _App] = {self.client_id: _App(self.client_secret, self.tenant_id)}
         self._forbidden: dict[str, set[str]] = {}  # principal -> lower-case names; empty = whole vault
@@ -450,6 +451,15 @@ class AzureKeyVaultDouble:
                 stored.name = history[0].name  # names are case-insensitive; the first spelling stays
             history.append(stored)
         return stored.version
+
+    def add_rsa_key(self, name: str) -> tuple[str, Any]:
+        """A new version of RSA key `name`: (its version, the cryptography private key)."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        version = secrets.token_hex(16)
+        with self._lock:
+            self._keys.setdefault(name.lower(), {})[version] = private
+        return version, private
 
     def set_enabled(self, name: str, version: Optional[str], enabled: bool) -> None:
         """Enable or disable one version (None = the latest)."""
@@ -813,6 +823,8 @@ class _VaultHandler(_Handler):
         double = self.double
         principal = self._authenticate()
         segments = path.split("/")[1:]  # "/secrets/db/" -> ["secrets", "db", ""]
+        if segments and segments[0] == "keys":
+            return self._key_route(principal, method, segments[1:], body)
         if len(segments) < 2 or segments[0] != "secrets" or not segments[1] or len(segments) > 3:
             raise self._not_implemented(method, path)
         name = segments[1]
@@ -837,6 +849,47 @@ class _VaultHandler(_Handler):
             self._authorize(principal, name, "Microsoft.KeyVault/vaults/secrets/setSecret/action")
             return self._set_secret(name, body)
         raise self._not_implemented(method, path)
+
+    # Keys (RSA only): GET /keys/<name>[/<version>] (the public JWK, which the SDK's
+    # CryptographyClient reads first), POST /keys/<name>/<version>/{decrypt,unwrapkey} with
+    # {"alg": "RSA-OAEP-256", "value": base64url} -> {"kid", "value": base64url}.
+    def _key_route(self, principal: str, method: str, segments: list[str], body: bytes) -> Any:
+        double = self.double
+        segments = [s for s in segments if s]
+        if not segments or len(segments) > 3:
+            raise self._not_implemented(method, "/keys/" + "/".join(segments))
+        name = segments[0]
+        version = segments[1] if len(segments) > 1 else None
+        with double._lock:
+            versions = double._keys.get(name.lower())
+        if not versions or (version is not None and version.lower() not in versions):
+            raise _Reply(404, _error("KeyNotFound", f"A key with (name/id) {name} was not found in this key vault."))
+        version = version.lower() if version else list(versions)[-1]
+        private = versions[version]
+        kid = f"{double.url}/keys/{name}/{version}"
+        if method == "GET" and len(segments) <= 2:
+            self._authorize(principal, name, "Microsoft.KeyVault/vaults/keys/read")
+            numbers = private.public_key().public_numbers()
+            return {"key": {"kid": kid, "kty": "RSA", "key_ops": ["encrypt", "decrypt", "wrapKey", "unwrapKey"],
+                            "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                            "e": _b64url(numbers.e.to_bytes(3, "big"))},
+                    "attributes": {"enabled": True, "created": int(time.time()), "updated": int(time.time())}}
+        if method == "POST" and len(segments) == 3 and segments[2].lower() in ("decrypt", "unwrapkey"):
+            self._authorize(principal, name, "Microsoft.KeyVault/vaults/keys/decrypt/action")
+            request = json.loads(body or b"{}")
+            if request.get("alg") != "RSA-OAEP-256":
+                raise _Reply(400, _error("BadParameter", "Unsupported algorithm"))
+            from cryptography.hazmat.primitives import hashes
+            from cryptography.hazmat.primitives.asymmetric import padding
+            value = str(request.get("value") or "")
+            try:
+                ciphertext = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+                plaintext = private.decrypt(ciphertext, padding.OAEP(
+                    mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+            except ValueError:
+                raise _Reply(400, _error("BadParameter", "Error decrypting the ciphertext.")) from None
+            return {"kid": kid, "value": _b64url(plaintext)}
+        raise self._not_implemented(method, "/keys/" + "/".join(segments))
 
     def _challenge(self, message: str) -> _Reply:
         header = (

@@ -122,6 +122,7 @@ hvac details that matter to callers (hvac 2.4.0 source, adapters.py, utils.py, k
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import json
@@ -333,13 +334,14 @@ class DatabaseRole:
 @dataclass
 class Mount:
     path: str                    # "secret/" (relative to its namespace)
-    type: str                    # "kv" or "database"
+    type: str                    # "kv", "database" or "transit"
     version: int | None = None   # kv only: 1, 2, or None (a v1 mount created without options)
     accessor: str = ""
     uuid: str = ""
     kv1: dict[str, dict] = field(default_factory=dict)
     kv2: dict[str, KvSecret] = field(default_factory=dict)
     roles: dict[str, DatabaseRole] = field(default_factory=dict)
+    transit_keys: dict[str, bytes] = field(default_factory=dict)   # transit only: name -> AES key
 
     @property
     def is_kv2(self) -> bool:
@@ -1275,6 +1277,8 @@ class VaultDouble:
             raise self._no_handler(path)
         if mount.type == "database":
             return self._database_route(call, mount, rest)
+        if mount.type == "transit":
+            return self._transit_route(call, mount, rest)
         if mount.is_kv2:
             return self._kv2_route(call, mount, rest)
         return self._kv1_route(call, mount, rest)
@@ -1480,6 +1484,52 @@ class VaultDouble:
         return _ok(envelope({"username": username, "password": password}, lease_id=lease_id,
                             renewable=True, lease_duration=role.default_ttl,
                             mount_type="database"))
+
+    # -- transit (encrypt / decrypt with a named key, as sops' hc_vault keys use it) ---------
+
+    def add_transit_key(self, name: str, *, mount: str = "transit", namespace: str = "") -> None:
+        target = self.add_mount(mount, "transit", namespace=namespace)
+        with self._lock:
+            target.transit_keys.setdefault(name, secrets.token_bytes(32))
+
+    def _transit_route(self, call: _Call, mount: Mount, rest: str) -> Response:
+        operation, _, name = rest.partition("/")
+        if operation not in ("encrypt", "decrypt") or not name:
+            raise VaultFailure(404, ["unsupported path"])
+        handler = self._transit_encrypt if operation == "encrypt" else self._transit_decrypt
+        return _methods(call.request, {"POST": lambda: handler(call, mount, name),
+                                       "PUT": lambda: handler(call, mount, name)})
+
+    def _transit_encrypt(self, call: _Call, mount: Mount, name: str) -> Response:
+        # Vault's answer: ciphertext "vault:v1:" + base64(nonce + AES-GCM sealed), plaintext base64.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        key = mount.transit_keys.get(name)
+        if key is None:
+            key = mount.transit_keys.setdefault(name, secrets.token_bytes(32))   # upsert, as Vault does
+        try:
+            plaintext = base64.b64decode(call.request.json().get("plaintext") or "", validate=True)
+        except (ValueError, TypeError):
+            raise VaultFailure(400, ["failed to base64-decode plaintext"]) from None
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(key).encrypt(nonce, plaintext, None)
+        return _ok(envelope({"ciphertext": "vault:v1:" + base64.b64encode(nonce + sealed).decode(),
+                             "key_version": 1}))
+
+    def _transit_decrypt(self, call: _Call, mount: Mount, name: str) -> Response:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        key = mount.transit_keys.get(name)
+        if key is None:
+            raise VaultFailure(400, ["encryption key not found"])
+        ciphertext = str(call.request.json().get("ciphertext") or "")
+        if not ciphertext.startswith("vault:v1:"):
+            raise VaultFailure(400, ["invalid ciphertext: no prefix"])
+        try:
+            raw = base64.b64decode(ciphertext[len("vault:v1:"):], validate=True)
+            plaintext = AESGCM(key).decrypt(raw[:12], raw[12:], None)
+        except (ValueError, InvalidTag):
+            raise VaultFailure(400, ["cipher: message authentication failed"]) from None
+        return _ok(envelope({"plaintext": base64.b64encode(plaintext).decode()}))
 
     # -- auth methods -----------------------------------------------------------------------
 

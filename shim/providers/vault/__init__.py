@@ -8,7 +8,8 @@ holds a Vault reference; a missing SDK is the registry's "install shim-secrets[v
 One job per module, none importing another's internals: http (connection settings, hvac's
 adapter, redaction, redirects, retries: the VaultHttp object every other module is given),
 auth (login and the token's life), paths (mounts, read plans, parsing answers), leases (renew
-and revoke dynamic-secret leases) and provider (the Provider and LeaseKeeper interfaces).
+and revoke dynamic-secret leases), transit (decryption for sops files whose data key a transit
+key encrypted) and provider (the Provider and LeaseKeeper interfaces).
 
 One run:
 

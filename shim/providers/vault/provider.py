@@ -1,4 +1,4 @@
-"""The `vault` provider: the Provider and LeaseKeeper interfaces over http, auth, paths, leases."""
+"""The `vault` provider: the Provider and LeaseKeeper interfaces over http, auth, paths, leases, transit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from shim.deadline import Deadline
 from shim.errors import NotFound, PermissionDenied, ShimError, Unavailable
 from shim.providers.base import Fetched
 from shim.providers.mechanism import by_fetch_key, run_concurrently
-from shim.providers.vault import leases
+from shim.providers.vault import leases, transit
 from shim.providers.vault.auth import Authenticator
 from shim.providers.vault.http import Answer, Connection, VaultHttp
 from shim.providers.vault.paths import (
@@ -92,6 +92,14 @@ class VaultProvider:
         """Take over what export_session() handed on (before any request is made)."""
         self.mounts.resume(state.get("mounts") or ())
         self.auth.resume_session(state)
+
+    # -- for sops files whose data key a transit key encrypted (shim.sops.keys) -------------
+
+    def transit_decrypt(self, engine_path: str, key_name: str, ciphertext: str,
+                        deadline: Deadline) -> bytes:
+        """The plaintext of a transit ciphertext, logged in as for any Vault reference."""
+        self.auth.ensure(deadline)
+        return transit.decrypt(self.http, engine_path, key_name, ciphertext, deadline)
 
     # -- reading ----------------------------------------------------------------------------
 
