@@ -32,12 +32,16 @@ PROVIDER_OPTIONS = {
     "awssecrets": frozenset({"version_stage", "version_id", "region"}),
     "awsssm": frozenset({"version", "label", "region"}),
     "azurekeyvault": frozenset(),
+    "gcpsecrets": frozenset({"version", "location"}),
 }
 
 # Prefixes that make a value a reference. Order matters only for display.
 REFERENCE_PREFIXES = (
-    "ref+", "vault:", "file:", "@Microsoft.KeyVault(",
+    "ref+", "vault:", "file:", "@Microsoft.KeyVault(", "sm://", "gcp:secretmanager:",
 )
+# Google Cloud Secret Manager's three syntaxes are parsed and rendered by its provider module
+# (pure functions there; the Google libraries are not imported for parsing).
+_GCP_PREFIXES = ("sm://", "gcp:secretmanager:", "ref+gcpsecrets://")
 _ARN_PREFIX = r"arn:aws[a-z-]*:(secretsmanager|ssm):"  # compiled by re on first use
 
 
@@ -92,6 +96,9 @@ def looks_like_reference(text: str) -> bool:
 
 def parse_reference(text: str) -> Reference:
     """Parse one reference; UsageError (64) says what is wrong and how to write it."""
+    if text.startswith(_GCP_PREFIXES):
+        from shim.providers.gcp import parse_gcp
+        return parse_gcp(text)
     if text.startswith("ref+"):
         return _parse_vals(text)
     if text.startswith("vault:"):
@@ -353,6 +360,9 @@ def _make(provider, locator, selector, version, options, syntax) -> Reference:
 
 
 def _render(provider, syntax, locator, selector, version, options) -> str:
+    if provider == "gcpsecrets":
+        from shim.providers.gcp import render_gcp
+        return render_gcp(locator, selector, version, options)
     if provider == "vault" and syntax == "bank-vaults" and len(selector) == 1 and not options:
         text = f"vault:{locator}#{selector[0]}"
         return text + (f"#{version}" if version else "")
@@ -376,7 +386,10 @@ def _render(provider, syntax, locator, selector, version, options) -> str:
         host, name = re.fullmatch(r"https://([^/]+)/secrets/(.+)", locator).groups()
         vault = host[:-len(_AZURE_DEFAULT_SUFFIX)] if host.endswith(_AZURE_DEFAULT_SUFFIX) else host
         body = f"{vault}/{name}" + (f"/{version}" if version else "")
-    text = f"ref+{provider}://{_escape_body(body)}"
+    return _with_query_and_selector(f"ref+{provider}://{_escape_body(body)}", query, selector)
+
+
+def _with_query_and_selector(text: str, query, selector) -> str:
     if query:
         from urllib.parse import quote  # lazily: only references with options need it
         text += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(query))
@@ -479,7 +492,7 @@ def _syntax_of(text: str) -> str:
     if text.startswith("ref+"):
         scheme = text.split("://", 1)[0] if "://" in text else "ref+"
         return scheme if len(scheme) <= 20 else "ref+"
-    for prefix in ("vault:", "file:", "@Microsoft.KeyVault("):
+    for prefix in ("vault:", "file:", "@Microsoft.KeyVault(", "sm://", "gcp:secretmanager:"):
         if text.startswith(prefix):
             return prefix
     match = re.match(_ARN_PREFIX, text)
