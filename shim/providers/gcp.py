@@ -226,7 +226,8 @@ class TokenSource:
                 return credentials.token
             try:
                 credentials.refresh(Request(self._session_factory()))
-            except exceptions.RefreshError as error:
+            except (exceptions.RefreshError, exceptions.OAuthError) as error:
+                # RefreshError: the token endpoint said no; OAuthError: STS (federation) said no.
                 if self._credentials.source == "metadata server" and isinstance(
                         error.__cause__, exceptions.TransportError):
                     raise PermissionDenied(
