@@ -228,8 +228,15 @@ class TokenSource:
                 credentials.refresh(Request(self._session_factory()))
             except (exceptions.RefreshError, exceptions.OAuthError) as error:
                 # RefreshError: the token endpoint said no; OAuthError: STS (federation) said no.
+                cause = error.__cause__
                 if self._credentials.source == "metadata server" and isinstance(
-                        error.__cause__, exceptions.TransportError):
+                        cause, exceptions.TransportError) and "Response status: " in str(cause):
+                    raise Unavailable(
+                        "the metadata server failed to give a token (it answered "
+                        f"{_metadata_status(str(cause))} until google-auth stopped retrying)",
+                        hint="retry later, or raise --deadline") from None
+                if self._credentials.source == "metadata server" and isinstance(
+                        cause, exceptions.TransportError):
                     raise PermissionDenied(
                         "no Google credentials: GOOGLE_APPLICATION_CREDENTIALS is not set, there "
                         "is no gcloud ADC file, and the metadata server did not answer",
@@ -507,6 +514,11 @@ def _first_clause(error: Exception) -> str:
                   "[token]", text)
 
 
+def _metadata_status(text: str) -> str:
+    match = re.search(r"Response status: (\d{3})", text)
+    return f"HTTP {match.group(1)}" if match else "errors"
+
+
 def _network_reason(text: str) -> str:
     match = re.search(r"\[Errno -?\d+\] [^'\")\]]+|Name or service not known|timed out|"
                       r"Connection refused|Connection reset by peer|Connection aborted|"
@@ -610,6 +622,8 @@ def __getattr__(name: str):
     # missing extra surfaces as an ImportError the registry turns into "install shim[gcp]", while
     # the syntax functions above stay usable without them.
     if name == "SecretManagerProvider":
+        # google-auth and urllib3 install NullHandlers on their loggers, so their retry warnings
+        # never reach stderr (tests/hardening/test_faults.py checks for one line).
         import google.auth  # noqa: F401
         import requests  # noqa: F401
         return _SecretManagerProvider

@@ -76,9 +76,11 @@ def test_three_syntaxes_resolve_through_each_credential_path(gcp, tmp_path, cana
         DATABASE_URL=f"postgresql://app:${{sm://{project}/db-password}}@db/app",
     )
 
-    result = exec_probe(run_shim, probe, env)
+    # As a container runs it: the reads happen before the drop to --user, nothing is imported after.
+    result = exec_probe(run_shim, probe, env, "--user", "nobody")
 
     assert result.returncode == 0, result.stderr
+    assert probe.read()["uid"] == 65534
     child = probe.read()["env"]
     assert child["BERGLAS"] == child["VALS"] == new
     assert child["BERGLAS_PINNED"] == child["SECRETS_INIT"] == old
