@@ -47,6 +47,8 @@ OPTIONS = frozenset({"version", "location"})
 # Reads in flight at once. Secret Manager has no batch read; its access quota is per minute and
 # far above what one start-up asks for, so one wave covers a typical image.
 MAX_CONCURRENT_READS = 64
+# Largest answer read: payloads are at most 64 KiB, base64 makes that about 88 KiB.
+MAX_ANSWER_BYTES = 1 << 20
 # How long past --deadline a read may take to report its own failure before it is abandoned.
 _ABANDON_AFTER = 1.0
 
@@ -338,16 +340,26 @@ def http_attempt(session, url: str, token: str, timeout: float) -> Answer:
     import requests
 
     try:
-        response = session.get(url, headers={"Authorization": f"Bearer {token}"},
-                               timeout=(min(timeout, 10.0), timeout))
-        content = response.content
+        with session.get(url, headers={"Authorization": f"Bearer {token}"},
+                         timeout=(min(timeout, 10.0), timeout), stream=True) as response:
+            # A secret is at most 64 KiB; a server sending more is not Secret Manager. Read
+            # through iter_content so that a whole answer leaves the connection reusable.
+            chunks, size = [], 0
+            for chunk in response.iter_content(65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    break
+            content = b"".join(chunks)
     except requests.exceptions.SSLError:
         raise
-    except requests.exceptions.RequestException as error:
+    except (requests.exceptions.RequestException, OSError) as error:
         raise _Retry(None, _network_reason(str(error))) from None
+    if len(content) > MAX_ANSWER_BYTES:
+        raise _Retry(None, f"an answer larger than {MAX_ANSWER_BYTES} bytes")
     try:
         body = json.loads(content) if content else None
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     answer = Answer(response.status_code, body, _retry_after(response.headers.get("Retry-After")))
     code = _status_code(body)
@@ -388,7 +400,10 @@ def read_version(item: Wanted, token: Callable[[], str], session, endpoint: str,
     if checksum is not None and str(checksum) != str(crc32c(data)):
         return UnusableValue(f"the payload of {shown(item)} does not match its dataCrc32c checksum",
                              hint="the value was corrupted on the way; retry, and check any proxy")
-    version = resolved.rsplit("/", 1)[-1]
+    version = resolved.rsplit("/", 1)[-1] if isinstance(resolved, str) else ""
+    if not re.fullmatch(r"[1-9][0-9]{0,18}", version):
+        return Unavailable(f"the answer for {shown(item)} names no version number",
+                           hint="check SHIM_GCP_ENDPOINT points at Secret Manager")
     created = _create_time(session, endpoint, item.locator, version, bearer, deadline)
     return Fetched(data, SecretMeta(version=version, created=created))
 
@@ -558,7 +573,7 @@ class _SecretManagerProvider:
 
     def __init__(self, context):
         self.context = context
-        self._endpoint = context.environ.get("SHIM_GCP_ENDPOINT") or None
+        self._endpoint = _endpoint_setting(context.environ.get("SHIM_GCP_ENDPOINT") or None)
         self._session = None
         self._tokens = TokenSource(context.environ, self._shared_session)
 
@@ -595,6 +610,16 @@ class _SecretManagerProvider:
             for reference in item.references:
                 outcomes[reference.fetch_key] = result
         return outcomes
+
+
+def _endpoint_setting(value: Optional[str]) -> Optional[str]:
+    """SHIM_GCP_ENDPOINT: an https:// base URL (a bearer token never travels in clear text)."""
+    from shim.errors import ConfigError
+
+    if value is not None and not re.fullmatch(r"https://[^/?#\s]+(/[^?#\s]*)?", value):
+        raise ConfigError("SHIM_GCP_ENDPOINT must be an https:// base URL",
+                          hint="write e.g. SHIM_GCP_ENDPOINT=https://secretmanager.example.internal")
+    return value
 
 
 class _Once:

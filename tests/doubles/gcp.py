@@ -125,6 +125,7 @@ class _Controls:
     failures: deque = field(default_factory=deque)   # (status, retry_after)
     garbage: int = 0          # answers replaced by a 200 that is not JSON
     slow_body: float = 0.0    # seconds between the bytes of each answer body
+    garbage_size: int = 0     # bytes of a garbage answer (0: a short HTML error page)
 
 
 class _Reply(Exception):
@@ -311,10 +312,11 @@ class SecretManagerDouble:
         with self._lock:
             self._controls[service].failures.extend([(status, retry_after)] * count)
 
-    def inject_garbage(self, count: int = 1, service: str = "secretmanager") -> None:
-        """The next `count` answers are 200 with a body that is not JSON."""
+    def inject_garbage(self, count: int = 1, service: str = "secretmanager", *, size: int = 0) -> None:
+        """The next `count` answers are 200 with a body that is not JSON (`size` bytes of it)."""
         with self._lock:
             self._controls[service].garbage += count
+            self._controls[service].garbage_size = size
 
     def set_slow_body(self, seconds_per_byte: float, service: str = "secretmanager") -> None:
         with self._lock:
@@ -341,14 +343,17 @@ class SecretManagerDouble:
         with self._lock:
             self._log.append(entry)
 
-    def _before_answer(self, service: str) -> tuple[Optional[tuple], bool, float]:
+    def _before_answer(self, service: str) -> tuple[Optional[tuple], Any, float]:
+        """(failure, garbage body or None, slow_body) for the next answer, after the latency."""
         with self._lock:
             controls = self._controls[service]
             latency, slow = controls.latency, controls.slow_body
             failure = controls.failures.popleft() if controls.failures else None
-            garbage = failure is None and controls.garbage > 0
-            if garbage:
+            garbage = None
+            if failure is None and controls.garbage > 0:
                 controls.garbage -= 1
+                size = controls.garbage_size
+                garbage = "x" * size if size else "<html>502 upstream connect error</html>"
         if latency:
             time.sleep(latency)
         return failure, garbage, slow
@@ -416,8 +421,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if retry_after is not None:
                     reply.retry_after = retry_after  # type: ignore[attr-defined]
                 raise reply
-            if garbage:
-                raise _Reply(200, "<html>502 upstream connect error</html>", "text/html")
+            if garbage is not None:
+                raise _Reply(200, garbage, "text/html")
             status, payload, content_type = 200, self.route(method, path, query, body), None
             reply = _Reply(200, payload) if not isinstance(payload, _Reply) else payload
         except _Reply as raised:

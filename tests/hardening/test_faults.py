@@ -228,7 +228,7 @@ def test_gcp_storm_outlasting_the_deadline(run_shim, probe, tmp_path, secret_man
     assert not probe.ran
 
 
-@pytest.mark.parametrize("fault", ["latency", "slow body", "garbage", "token endpoint storm"])
+@pytest.mark.parametrize("fault", ["latency", "slow body", "garbage", "huge answers", "token endpoint storm"])
 def test_gcp_slow_or_lying_until_the_deadline(run_shim, probe, tmp_path, secret_manager, fault):
     if fault == "latency":
         secret_manager.set_latency(DEADLINE + 5)
@@ -236,6 +236,8 @@ def test_gcp_slow_or_lying_until_the_deadline(run_shim, probe, tmp_path, secret_
         secret_manager.set_slow_body(0.2)
     elif fault == "garbage":
         secret_manager.inject_garbage(10000)
+    elif fault == "huge answers":
+        secret_manager.inject_garbage(10000, size=8 << 20)
     else:
         secret_manager.inject_failure(503, count=10000, service="metadata")
     result, elapsed = run_timed(run_shim, probe, gcp_env(secret_manager, tmp_path))

@@ -366,6 +366,19 @@ def test_untrusted_certificate_is_78(gcp, tmp_path, canaries, run_shim, probe):
     assert "not trusted" in result.stderr and "REQUESTS_CA_BUNDLE" in result.stderr
 
 
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:8080", "secretmanager.example", "https://"])
+def test_endpoint_must_be_https(gcp, tmp_path, canaries, run_shim, probe, endpoint):
+    gcp.add_version("db", canaries.new())
+    env = {**credential_env(gcp, tmp_path, "metadata"), "DB": f"sm://{gcp.project}/db",
+           "SHIM_GCP_ENDPOINT": endpoint}
+
+    result = exec_probe(run_shim, probe, env)
+
+    assert result.returncode == 78
+    assert "SHIM_GCP_ENDPOINT must be an https:// base URL" in result.stderr
+    assert gcp.count(None) == 0
+
+
 def test_not_installed_is_78_with_the_extra(gcp, tmp_path, canaries, run_shim, probe):
     # An interpreter that cannot import google.auth: a path entry that shadows it with nothing.
     shadow = tmp_path / "shadow" / "google"
