@@ -175,7 +175,7 @@ def _from_file(path: str, what: str):
             info = json.loads(stream.read(1 << 20))
     except OSError as error:
         raise unusable(f"cannot be read ({error.strerror})") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise unusable("is not JSON") from None
     kind = info.get("type") if isinstance(info, dict) else None
     try:
@@ -252,7 +252,8 @@ class TokenSource:
                 raise Unavailable(f"cannot reach the token endpoint of {self.source}: "
                                   f"{_network_reason(str(error))}",
                                   hint="check the network path, or raise --deadline") from None
-            except (ValueError, KeyError) as error:   # a token answer without the fields it needs
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                # A token answer that is not JSON or lacks its fields (google-auth indexes it).
                 raise PermissionDenied(f"the token answer for {self.source} is not usable "
                                        f"({type(error).__name__})",
                                        hint="check the token endpoint") from None

@@ -204,6 +204,19 @@ def test_refused_or_absent_credentials_are_77(gcp, tmp_path, canaries, run_shim,
     assert_no_credentials(gcp, result)
 
 
+@pytest.mark.parametrize("path,service", [("key", "oauth2"), ("federation", "sts"), ("metadata", "metadata")])
+def test_a_bad_token_answer_is_77(gcp, tmp_path, canaries, run_shim, probe, path, service):
+    gcp.add_version("db", canaries.new())
+    gcp.inject_garbage(10, service=service)
+    env = {**credential_env(gcp, tmp_path, path), "DB": f"sm://{gcp.project}/db"}
+
+    result = exec_probe(run_shim, probe, env)
+
+    assert result.returncode == 77, result.stderr
+    assert not probe.ran
+    assert gcp.count() == 0
+
+
 def test_unusable_credentials_file_is_78(gcp, tmp_path, canaries, run_shim, probe):
     gcp.add_version("db", canaries.new())
     bad = tmp_path / "creds.json"
