@@ -599,9 +599,10 @@ class _SecretManagerProvider:
                                                 deadline))
                 for item in wanted]
         results = run_concurrently(jobs, deadline)
-        self.context.log.event("gcp.credential", "debug",
-                               f"authenticated to Secret Manager with {self._tokens.source}",
-                               provider=self.name, credential=self._tokens.source)
+        if token_once.succeeded:
+            self.context.log.event("gcp.credential", "debug",
+                                   f"authenticated to Secret Manager with {self._tokens.source}",
+                                   provider=self.name, credential=self._tokens.source)
         outcomes = {}
         for item, result in zip(wanted, results):
             if result is None:
@@ -630,6 +631,10 @@ class _Once:
         self._source = source
         self._lock = threading.Lock()
         self._result: Optional[object] = None
+
+    @property
+    def succeeded(self) -> bool:
+        return isinstance(self._result, str)
 
     def __call__(self) -> str:
         with self._lock:
