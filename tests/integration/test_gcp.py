@@ -262,6 +262,28 @@ def test_wrong_checksum_is_65_and_non_utf8_is_65(gcp, tmp_path, canaries, run_sh
     assert "dataCrc32c" in result.stderr
 
 
+def test_encoding_option_decodes_a_secret_manager_value(gcp, tmp_path, canaries, run_shim, probe):
+    import base64
+
+    plain, inner = canaries.new("plain"), canaries.new("inner")
+    gcp.add_version("encoded", base64.b64encode(plain.encode()).decode())
+    gcp.add_version("encoded-json", json.dumps({"key": inner.encode().hex()}))
+    project = gcp.project
+    env = {**credential_env(gcp, tmp_path, "metadata"),
+           "WHOLE": f"ref+gcpsecrets://{project}/encoded?encoding=base64",
+           "RAW": f"sm://{project}/encoded",
+           "KEY": f"ref+gcpsecrets://{project}/encoded-json?encoding=hex#/key"}
+
+    result = exec_probe(run_shim, probe, env)
+
+    assert result.returncode == 0, result.stderr
+    child = probe.read()["env"]
+    assert child["WHOLE"] == plain and child["KEY"] == inner
+    assert child["RAW"] == base64.b64encode(plain.encode()).decode()
+    # encoding is not part of what is read: WHOLE and RAW share one access call.
+    assert len(gcp.requests(path=f"/v1/projects/{project}/secrets/encoded/versions/latest:access")) == 1
+
+
 def test_throttling_and_server_errors_are_retried(gcp, tmp_path, canaries, run_shim, probe):
     value = canaries.new()
     gcp.add_version("busy", value)
