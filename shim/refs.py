@@ -39,7 +39,7 @@ COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
 # building a dataclass costs about 0.4 ms, a NamedTuple 0.06 ms, and shim runs at every
 # container start (docs/performance.md).
 class Reference(NamedTuple):
-    provider: str                       # file | vault | awssecrets | awsssm | azurekeyvault | gcpsecrets
+    provider: str                       # a row of the table below (file, vault, gcpsecrets, ...)
     locator: str                        # where the secret lives, in the provider's own terms
     selector: tuple[str, ...] = ()      # JSON pointer parts (or one plain key) into the secret
     version: str | None = None          # a pinned version (vault N, azure id, ssm N, gcp N/alias)
@@ -566,9 +566,10 @@ def _syntax_of(text: str) -> str:
 #
 # One row per provider: its ref+ scheme (the canonical spelling), the options it takes beyond
 # COMMON_OPTIONS, how a ref+<scheme>:// body becomes a Reference, and how a Reference is
-# written back. Other spellings (vault:, file:, ARNs, @Microsoft.KeyVault(...)) are rows of
-# SPELLINGS: a prefix (and, where a prefix is shared, a regex) and the parser of the whole
-# text. A new provider adds its row here (or calls register() at import of this module).
+# written back. Other spellings (vault:, file:, ARNs, @Microsoft.KeyVault(...), sm://,
+# gcp:secretmanager:) are rows of SPELLINGS: a prefix (and, where a prefix is shared, a regex)
+# and the parser of the whole text. A new provider adds its row here (or calls register() at
+# import of this module).
 
 class ProviderSyntax(NamedTuple):
     name: str                           # provider name (shim/providers REGISTRY) = ref+ scheme
