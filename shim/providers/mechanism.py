@@ -92,7 +92,8 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
     def wait(state) -> float:
         # A store's Retry-After is a floor, not a promise: still never sleep into the last
         # LAST_ATTEMPT seconds, they are for one more attempt.
-        asked = getattr(state.outcome.exception(), "retry_after", None) or 0.0
+        error = state.outcome.exception()
+        asked = (error.retry_after or 0.0) if isinstance(error, Transient) else 0.0
         return min(max(backoff(state), asked), max(0.0, deadline.remaining() - LAST_ATTEMPT))
 
     def before_sleep(state) -> None:
