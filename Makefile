@@ -4,17 +4,21 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-test unit integration lint bench clean docker images e2e
+.PHONY: demo test install install-test unit integration lint bench clean docker images e2e mutate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Editable installs, so the tests exercise this tree; the marker files make reruns instant.
+# The distribution is shim-secrets; a venv made before the rename still holds "shim", which
+# would own the same module and command, so it goes first.
 $(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) uninstall -y shim 2>/dev/null || true
 	$(PIP) install -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PIP) uninstall -y shim 2>/dev/null || true
 	$(PIP) install -e '.[test]'
 	touch $@ $(VENV)/.installed
 
@@ -33,7 +37,8 @@ docker:
 test: install-test docker
 	$(PY) -m pytest -q
 
-# The shim bundle and example images (docs/images.md); BASE_IMAGE=shim-base:bookworm for the local base.
+# The shim bundle and example images (docs/images.md). Pulls the official bases from Docker Hub;
+# BASE_IMAGE=shim-base:bookworm make images builds on the local base, without a registry.
 images: install
 	bash images/build.sh
 
@@ -44,8 +49,16 @@ e2e: install-test docker
 bench: install-test docker
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
+# Mutation testing (docs/testing.md): mutmut over the modules [tool.mutmut] in pyproject.toml
+# names, with the in-process tests it names; `mutmut browse` or `mutmut show NAME` afterwards.
+mutate: install-test
+	$(PIP) install 'mutmut>=3.3,<4'
+	rm -rf mutants
+	HYPOTHESIS_PROFILE=mutate $(VENV)/bin/mutmut run --max-children 2
+	$(VENV)/bin/mutmut results
+
 unit: install-test
 	$(PY) -m pytest -q tests/unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info mutants

@@ -48,20 +48,31 @@ def secrets_environment(directory: Path) -> dict[str, str]:
 # --- timing --------------------------------------------------------------------------------
 
 def interleaved(commands: dict[str, list[str]], env: dict[str, str], runs: int,
-                warmup: int = 3) -> dict[str, list[float]]:
-    """Wall time in ms of each command, `runs` times, round-robin so they share the noise."""
+                warmup: int = 3, cpu: dict[str, list[float]] | None = None
+                ) -> dict[str, list[float]]:
+    """Wall time in ms of each command, `runs` times, round-robin so they share the noise.
+
+    With `cpu`, also each run's CPU time in ms (user + system, from wait4): on a shared machine
+    the wall time of a short process mostly measures the others' load, its CPU time much less.
+    """
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for round_number in range(warmup + runs):
         for name, argv in commands.items():
             started = time.perf_counter()
-            result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            errors = process.stderr.read()
+            _, status, usage = os.wait4(process.pid, 0)
             elapsed = (time.perf_counter() - started) * 1000
-            if result.returncode != 0:
-                raise SystemExit(f"{name}: exit {result.returncode}: "
-                                 f"{result.stderr.decode(errors='replace')[-500:]}")
+            process.stderr.close()
+            process.returncode = os.waitstatus_to_exitcode(status)
+            if process.returncode != 0:
+                raise SystemExit(f"{name}: exit {process.returncode}: "
+                                 f"{errors.decode(errors='replace')[-500:]}")
             if round_number >= warmup:
                 samples[name].append(elapsed)
+                if cpu is not None:
+                    cpu.setdefault(name, []).append((usage.ru_utime + usage.ru_stime) * 1000)
     return samples
 
 
@@ -166,6 +177,9 @@ def installed_venv(name: str, extras: str = "", *, fresh: bool = False) -> Path:
     try:
         spec = f"{source}[{extras}]" if extras else str(source)
         pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install"]
+        # A venv made before the rename to shim-secrets still holds "shim" (same module).
+        _pip([str(python), "-m", "pip", "--disable-pip-version-check", "-q", "uninstall", "-y",
+              "shim"])
         _pip(pip + [spec])
         _pip(pip + ["--no-deps", "--force-reinstall", str(source)])
     finally:

@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
 
     arguments = {
-        "startup": ["--runs", "10" if args.quick else "40"],
+        "startup": ["--runs", "10", "--repeat", "1"] if args.quick else ["--runs", "40"],
         "roundtrips": ["--runs", "3" if args.quick else "5"],
         "size": ["--runs", "10" if args.quick else "40"]
         + (["--no-bundle"] if args.quick or args.no_bundle else []),

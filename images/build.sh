@@ -5,7 +5,7 @@
 #     BASE_IMAGE=shim-base:bookworm images/build.sh     # the local base the tests use (make docker)
 #     SHIM_EXTRAS=vault images/build.sh shim app        # some images only, a smaller bundle
 #
-# Steps: wheels for shim[all] and PyInstaller are built on the host (.cache/build-wheelhouse; pip
+# Steps: wheels for shim-secrets[all] and PyInstaller are built on the host (.cache/build-wheelhouse; pip
 # with this machine's index settings; the images install them with --no-index), then each image
 # is built from a small context holding exactly what its images/<name>/Dockerfile.dockerignore
 # lets in (BuildKit applies those files itself; the legacy builder would send the whole
@@ -35,7 +35,7 @@ build_wheels() {
     cp "$root/pyproject.toml" "$root/README.md" "$source/"
     cp -r "$root/shim" "$source/shim"
     mkdir -p "$wheelhouse"
-    rm -f "$wheelhouse"/shim-*.whl
+    rm -f "$wheelhouse"/shim_secrets-*.whl
     SOURCE_DATE_EPOCH=315532800 "$python" -m pip wheel -qq -w "$wheelhouse" \
         "$source[all]" 'pyinstaller==6.*'
     rm -rf "$source"

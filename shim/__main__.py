@@ -1,3 +1,3 @@
-from shim.cli import main
+from shim.entry import main
 
 main()

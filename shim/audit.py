@@ -15,6 +15,9 @@ import time
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
+# The run's Log, so an error that escapes a command still reaches --audit-file (report_error).
+_active = None
+
 
 class Log:
     def __init__(self, log_format: str = "text", level: str | None = None,
@@ -25,6 +28,8 @@ class Log:
         self.stream = stream if stream is not None else sys.stderr
         self._audit = _open_audit_file(audit_file) if audit_file else None
         self._dumps = None
+        global _active
+        _active = self
         if self._audit is not None or log_format == "json":
             # Imported here rather than at module level: a text-format run without an audit
             # file never needs json (~1 ms at every start). Not later either: after the drop to
@@ -66,6 +71,19 @@ class Log:
 
     def debug(self, message: str, event: str = "debug", **fields) -> None:
         self.event(event, "debug", message, **fields)
+
+
+def report_error(error, *, log_format: str, audit_file: str | None) -> None:
+    """An error that escaped every command (bad --user, bad duration): through the run's Log,
+    or one made for it when the error came before the Log, so --audit-file records it too."""
+    from shim.errors import ShimError   # loaded already: every error is one
+    log = _active
+    if log is None:
+        try:
+            log = Log(log_format, audit_file=audit_file)
+        except (OSError, ShimError):  # the audit file itself is what failed
+            log = Log(log_format)
+    log.error(error, event="secret.failed" if error.variable else "error")
 
 
 def record_resolution(log: Log, resolution) -> None:

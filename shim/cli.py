@@ -7,20 +7,16 @@ each command only chooses the ending (exec, print, write files, run).
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from shim import privileges
-from shim.errors import ShimError
-from shim.launch import exec_command as execve, reset_reserved_signals
-from shim.options import (Option, commands_taking, options_of, parse_options, refused_flags,
-                          split_names, split_paths)
+from shim.entry import EXIT_INTERRUPTED, reported_failures
+from shim.execute import run_exec
+from shim.options import Option, commands_taking, options_of, parse_options, refused_flags, split_names, split_paths
 from shim.pipeline import Pipeline
 
 EXIT_USAGE = 64
-EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in the shim (reported without details)
 
 
 class _CommaList(click.ParamType):
@@ -56,9 +52,8 @@ def _click_option(option: Option, command: str):
     elif option.kind == "list" and option.multiple:
         kwargs.update(type=_CommaList(), multiple=True)
     elif option.kind == "path":
-        kwargs["type"] = click.Path(dir_okay=False)
-    elif option.kind == "dir":
-        kwargs["type"] = click.Path(file_okay=False)
+        kwargs["type"] = click.Path(dir_okay=option.name == "directory",
+                                    file_okay=option.name != "directory")
     return click.option(*flags, option.name, **kwargs)
 
 
@@ -133,7 +128,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="shim", prog_name="shim")
+@click.version_option(package_name="shim-secrets", prog_name="shim")
 def cli():
     """Put secrets where programs expect them, then run them as the right user."""
 
@@ -143,136 +138,25 @@ def cli():
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 def exec_command(command, **raw):
     """Resolve the environment, drop privileges, execve CMD (keeps the PID)."""
-    run = pipeline_for("exec", raw)
-    options = run.options
-    # Before any drop (here or in --init's child): this may import ctypes, and after the
-    # drop to --user the interpreter's own files need not be readable.
-    reset_reserved_signals()
-    if options.no_new_privs:
-        # set_no_new_privs() runs after the drop to --user, when the interpreter's own files
-        # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
-        import ctypes  # noqa: F401
-    identity = run.target_identity()
-    run.prepare_as_files(identity)
-    resolved = run.resolve()
-    if resolved.errors:
-        run.fail(resolved.errors)
-    run.warn_if_root(identity)
-    env = run.child_environment(resolved, identity)
-    if run.as_files:  # --as-files: written now, as root, before any drop
-        run.delivered(env)
-    if options.init or options.watch:
-        sys.exit(_supervise(run, command, env, identity, resolved))
-    if identity is not None:
-        privileges.drop_privileges(identity)
-        run.log_dropped(identity)
-    if options.no_new_privs:
-        privileges.set_no_new_privs()
-    run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
-                  variables=sorted(resolved.plan.entries))
-    execve(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
-
-
-def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
-    """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change."""
-    from shim.supervise import Supervisor   # only for --init/--watch
-
-    options = run.options
-    watching = options.watch is not None
-    if identity is not None and not watching:
-        # Nothing to re-read later: the supervisor gives up root as well. Supervisor.install()
-        # imports ctypes lazily; after the drop the interpreter's files may be unreadable.
-        import ctypes  # noqa: F401
-        privileges.drop_privileges(identity)
-        run.log_dropped(identity)
-
-    def prepare_child(child_env):
-        if identity is not None and watching:
-            privileges.drop_privileges(identity)
-        if options.no_new_privs:
-            privileges.set_no_new_privs()
-
-    supervisor = Supervisor(command, log=run.log, forward_to_group=options.forward_to == "group",
-                            stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
-                            prepare_child=prepare_child)
-    supervisor.install()
-    supervisor.start(run.delivered(env))
-    as_files = run.as_files
-    if not watching:
-        try:
-            return supervisor.run()
-        finally:
-            if as_files:  # --as-files: the files go with the program
-                as_files.remove_all(run.log)
-
-    action, argument = options.on_change
-
-    def apply(new_env, changed):
-        new_env = run.delivered(new_env)  # --as-files: rewrites the changed files
-        if action == "restart":
-            supervisor.restart(new_env)
-        elif action == "signal":
-            supervisor.deliver(argument)
-        else:
-            supervisor.stop_and_exit()
-
-    watcher = run.watcher(lambda new: run.child_environment(new, identity), env, apply,
-                          resolved.resolution)
-    try:
-        return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
-    finally:
-        if options.revoke_on_exit:
-            watcher.revoke_all()
-        if as_files:  # --as-files: the files go with the program
-            as_files.remove_all(run.log)
+    run_exec(pipeline_for("exec", raw), command)
 
 
 def main(argv=None) -> None:
-    """Entry point: click's usage errors exit 64, ours their own code, bugs 70."""
+    """click's side of the console script (shim.entry): its usage errors exit 64, ours their
+    own code, bugs 70."""
     args = sys.argv[1:] if argv is None else list(argv)
     from shim.dumpable import protect
-    protect()  # first: the environment may already hold store credentials
-    try:
-        cli.main(args=args, prog_name="shim", standalone_mode=False)
-    except click.exceptions.UsageError as error:
-        click.echo(f"shim: error: {error.format_message()}", err=True)
-        if error.ctx is not None:
-            click.echo(f"shim: try '{error.ctx.command_path} --help'", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.ClickException as error:
-        click.echo(f"shim: error: {error.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except ShimError as error:
-        _print_error(error, args)
-        sys.exit(error.exit_code)
-    except SystemExit:
-        raise
-    except Exception as error:  # a bug: say so without a traceback, which may hold a value
-        click.echo(f"shim: internal error ({type(error).__name__}); please report it", err=True)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(0)
-
-
-def _print_error(error: ShimError, args) -> None:
-    """An error raised before the log existed (bad option values), in the asked-for format."""
-    if os.environ.get("SHIM_LOG_FORMAT") == "json" or _option_value(args, "--log-format") == "json":
-        import json  # here only: after the drop to --user a text-mode run could not load it
-        record = {"level": "error", "event": "error", "message": error.line(),
-                  "exit_code": error.exit_code, "failure": error.kind}
-        sys.stderr.write(json.dumps(record) + "\n")
-    else:
-        sys.stderr.write(f"shim: error: {error.line()}\n")
-
-
-def _option_value(args, name):
-    """The value of `name VALUE` or `name=VALUE` before `--` (the command's own arguments)."""
-    for index, item in enumerate(args):
-        if item == "--":
-            return None
-        if item.startswith(name + "="):
-            return item[len(name) + 1:]
-        if item == name and index + 1 < len(args):
-            return args[index + 1]
-    return None
+    protect()  # first (again, when shim.entry came this way: it is cheap once loaded)
+    with reported_failures(args):
+        try:
+            cli.main(args=args, prog_name="shim", standalone_mode=False)
+        except click.exceptions.UsageError as error:
+            click.echo(f"shim: error: {error.format_message()}", err=True)
+            if error.ctx is not None:
+                click.echo(f"shim: try '{error.ctx.command_path} --help'", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.exceptions.ClickException as error:
+            click.echo(f"shim: error: {error.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.exceptions.Abort:
+            sys.exit(EXIT_INTERRUPTED)

@@ -22,7 +22,6 @@ import os
 import re
 import secrets
 import subprocess
-import sys
 from typing import NamedTuple
 
 import click

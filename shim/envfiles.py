@@ -7,15 +7,16 @@ and compose's env_file do), so `${ref+...}` pieces survive to be resolved.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 from shim.errors import UsageError
+from shim.records import record
 
 # A pattern string, compiled (and cached by re) on first use: most runs have no env file.
 VALID_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
-class EnvFileEntry(NamedTuple):
+@record
+class EnvFileEntry:
     name: str
     value: str
     path: str

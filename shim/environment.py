@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from shim.plan import SHIM_PREFIX, Plan
 from shim.resolve import Resolution

@@ -14,7 +14,7 @@ import errno
 import os
 import signal
 import sys
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from shim import dumpable
 from shim.errors import CommandNotExecutable, CommandNotFound

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Mapping
+from collections.abc import Mapping
 
 from shim.durations import parse_duration
 from shim.errors import UsageError
@@ -105,6 +105,9 @@ OPTIONS: tuple[Option, ...] = (
        metavar="NAMES"),
     _o("skip", [], "SHIM_SKIP", "list", frozenset(),
        "Comma list of variables shim leaves exactly as they are.", _RESOLVING),
+    _o("imports", ["--import"], "SHIM_IMPORT", "list", (),
+       "Every key of this map becomes a variable (repeatable; the variable takes a ',' list).",
+       _RESOLVING, metavar="REF", multiple=True),
     _o("placeholder_source", ["--placeholder-source"], "SHIM_PLACEHOLDER_SOURCE", "text", None,
        "Reference without a key; a placeholder's key is its selector.", _RESOLVING,
        metavar="REF"),
@@ -261,6 +264,8 @@ def parse_options(command: str, raw: Mapping[str, object],
         else:
             text = environ.get(option.env or "", "")
         values[option.name] = _parse(option, text, command)
+    if values.get("imports"):
+        values["imports"] = parse_imports(values["imports"])
     if "on_change" in values:
         values["on_change"] = parse_change_action(values["on_change"], command)
     values["log_level"] = _log_level(values)
@@ -326,6 +331,18 @@ def parse_placeholder_source(text: str):
         raise UsageError("--placeholder-source must not select a key",
                          hint="drop the #key part: the placeholder's key is the selector")
     return source
+
+
+def parse_imports(texts) -> tuple:
+    """--import REF...: each a reference to a whole map (shim/imports.py)."""
+    from shim.refs import parse_import_reference
+    imports = []
+    for text in texts:
+        try:
+            imports.append(parse_import_reference(text))
+        except UsageError as error:
+            raise UsageError(f"--import: {error.message}", hint=error.hint) from None
+    return tuple(imports)
 
 
 def parse_change_action(text: str | None, command: str) -> tuple[str, object] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, NamedTuple, NoReturn
+from collections.abc import Callable
 
 from shim import privileges
 from shim.audit import Log, record_resolution
@@ -20,10 +20,16 @@ from shim.errors import ConfigError, PermissionDenied, ShimError
 from shim.options import Options
 from shim.plan import Plan, Settings, build_plan
 from shim.providers.base import ProviderContext
+from shim.records import record
 from shim.resolve import ProviderPool, Resolution, resolve_plan
 
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from typing import NoReturn
 
-class Resolved(NamedTuple):
+
+@record
+class Resolved:
     plan: Plan
     resolution: Resolution
     errors: list[ShimError]      # plan, fetch and rotation failures, sorted by variable
@@ -38,7 +44,8 @@ class Pipeline:
         self.settings = Settings(env_files=options.env_files, secrets_dirs=options.secrets_dirs,
                                  file_vars=options.file_vars,
                                  placeholder_source=options.placeholder_source,
-                                 allow_placeholders=options.allow_placeholders, skip=options.skip)
+                                 allow_placeholders=options.allow_placeholders, skip=options.skip,
+                                 imports=options.imports)
         self.environ = starting_environment()
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
         self.pool = ProviderPool(ProviderContext(self.environ, self.log))
@@ -82,7 +89,8 @@ class Pipeline:
                                   binary_ok=binary_ok)
         record_resolution(self.log, resolution)
         rotation_errors = []
-        if self.options.max_age or any(ref.option("max_age") for ref in plan.references()):
+        if self.options.max_age or any(ref.option("max_age")
+                                       for ref in plan.references() + list(plan.imports)):
             from shim.rotation import check_rotation   # only with a rotation policy
             rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
                                              enforce=self.options.enforce_max_age, log=self.log)

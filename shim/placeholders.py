@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import NamedTuple
+
+from shim.records import record
 
 PLACEHOLDER = re.compile(r"(?<![A-Za-z0-9_])CHANGEME(?:_([A-Za-z0-9_]+))?(?![A-Za-z0-9_])")
 
 
-class Placeholder(NamedTuple):
+@record
+class Placeholder:
     token: str      # the text as written, e.g. CHANGEME_PG_PASSWORD
     key: str        # PG_PASSWORD (or the variable name for a bare CHANGEME)
     start: int

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, NamedTuple, Sequence, Union
+from collections.abc import Mapping, Sequence
 
 from shim.envfiles import EnvFileEntry, load_env_files
 from shim.errors import ConfigError, ShimError, UsageError
 from shim.placeholders import find_placeholders, has_placeholder, secrets_dir_candidates
+from shim.records import record
 from shim.refs import Reference, looks_like_reference, parse_reference
+
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from typing import Union
 
 # *_FILE variables that hold paths programs read themselves: never replaced
 # by the file's content, whatever --file-vars or the secrets dirs say.
@@ -34,13 +39,15 @@ NEVER_TOUCH_FILE_VARS = frozenset({
 SHIM_PREFIX = "SHIM_"
 
 
-class SecretPart(NamedTuple):
+@record
+class SecretPart:
     reference: Reference
     in_userinfo: bool = False              # percent-encode: it sits in scheme://user:HERE@host
     placeholder: str | None = None         # the CHANGEME token this part replaces, if any
 
 
-Part = Union[str, SecretPart]
+if TYPE_CHECKING:
+    Part = Union[str, SecretPart]
 
 
 class Entry:
@@ -62,13 +69,15 @@ class Entry:
         return [part for part in self.parts if isinstance(part, SecretPart)]
 
 
-class Settings(NamedTuple):
+@record
+class Settings:
     env_files: Sequence[str] = ()
     secrets_dirs: Sequence[str] = ("/run/secrets",)
     file_vars: frozenset = frozenset()
     placeholder_source: Reference | None = None
     allow_placeholders: bool = False
     skip: frozenset = frozenset()
+    imports: tuple = ()                  # --import references, in order (shim/imports.py)
 
 
 class Plan:
@@ -78,6 +87,8 @@ class Plan:
         self.errors: list[ShimError] = []
         self.env_file_entries: Mapping[str, EnvFileEntry] = {}
         self.left_as_is: list[str] = []                     # NAME_FILE whose path is outside every secrets dir
+        self.imports: tuple[Reference, ...] = ()           # --import maps; their entries join at resolution
+        self.skip: frozenset = frozenset()                  # SHIM_SKIP: never imported either
 
     def references(self) -> list[Reference]:
         return [part.reference for entry in self.entries.values()
@@ -87,6 +98,7 @@ class Plan:
 def build_plan(environ: Mapping[str, str], settings: Settings) -> Plan:
     environ = dict(environ)
     plan = Plan(environ=environ)
+    plan.imports, plan.skip = tuple(settings.imports), settings.skip
     try:
         plan.env_file_entries = load_env_files(settings.env_files)
     except ShimError as error:
@@ -94,8 +106,9 @@ def build_plan(environ: Mapping[str, str], settings: Settings) -> Plan:
         return plan
     _apply_env_files(plan, settings)
     _plan_file_vars(plan, settings)
+    failed = {error.variable for error in plan.errors}  # an env-file value already reported
     for name in sorted(environ):
-        if name in plan.entries or _exempt(name, settings):
+        if name in plan.entries or name in failed or _exempt(name, settings):
             continue
         try:
             entry = _plan_value(plan, settings, name, environ[name])

@@ -23,10 +23,10 @@ import grp
 import os
 import pwd
 import re
-from typing import NamedTuple
 
 from shim import dumpable
 from shim.errors import ConfigError, PermissionDenied, UsageError
+from shim.records import record
 
 # runc's maxID: larger ids do not fit 32-bit systems, and (uid_t)-1 means "leave unchanged".
 MAX_ID = 2**31 - 1
@@ -35,7 +35,8 @@ _ID = r"[0-9]+"  # compiled by re on first use: only runs with --user need it
 _PR_SET_NO_NEW_PRIVS = 38
 
 
-class Identity(NamedTuple):
+@record
+class Identity:
     """Who the command runs as: the exact arguments of setgroups, setgid and setuid, and HOME."""
 
     uid: int

@@ -27,18 +27,26 @@ otherwise import each other).
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple
 
 from shim.errors import UsageError
+from shim.records import record
+
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Options every provider understands; each provider's row (SYNTAXES, at the end) adds its own.
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
+# Options only an import (--import, shim/imports.py) understands: how the keys become names.
+# Not COMMON: on a variable's reference `prefix` would mean nothing, so it is refused there.
+IMPORT_OPTIONS = frozenset({"prefix"})
 
 
-# The data carriers on the start-up path are NamedTuples or plain classes, not dataclasses:
-# building a dataclass costs about 0.4 ms, a NamedTuple 0.06 ms, and shim runs at every
-# container start (docs/performance.md).
-class Reference(NamedTuple):
+# The data carriers on the start-up path are records (shim.records: named tuples without the
+# import of typing) or plain classes, not dataclasses, which are several times dearer to build;
+# shim runs at every container start (docs/performance.md).
+@record
+class Reference:
     provider: str                       # a row of the table below (file, vault, gcpsecrets, ...)
     locator: str                        # where the secret lives, in the provider's own terms
     selector: tuple[str, ...] = ()      # JSON pointer parts (or one plain key) into the secret
@@ -64,7 +72,7 @@ class Reference(NamedTuple):
     def fetch_key(self) -> tuple:
         """What one fetch reads: references that share it share one read."""
         fetch_options = tuple(
-            (k, v) for k, v in self.options if k not in COMMON_OPTIONS)
+            (k, v) for k, v in self.options if k not in COMMON_OPTIONS and k not in IMPORT_OPTIONS)
         return (self.provider, self.syntax if self.provider == "vault" else "",
                 self.locator, self.version, fetch_options)
 
@@ -91,6 +99,34 @@ def parse_reference(text: str) -> Reference:
     return spelling.parse(text)
 
 
+def parse_import_reference(text: str) -> Reference:
+    """An --import reference: a whole map (no #key), which may carry ?prefix=.
+
+    Bank-vaults' `vault:<path>` is accepted without its #key here, and only here.
+    """
+    if text.startswith("vault:") and "#" not in text:
+        path = text[len("vault:"):].strip("/")
+        if not path:
+            raise _malformed(text, "the Vault path is empty",
+                             "write vault:<path>, e.g. vault:secret/data/app")
+        return _make("vault", path, (), None, (), "bank-vaults")
+    spelling = _spelling_of(text)
+    if spelling is None:
+        raise _malformed(text, "not a reference", "see the reference syntaxes in docs/references.md")
+    if spelling.prefix == "ref+":
+        reference = _parse_vals(text, extra_options=IMPORT_OPTIONS)
+    else:
+        reference = spelling.parse(text)
+    if reference.selector:
+        raise _malformed(text, "an import takes every key of a secret, not one key",
+                         "drop the #key part (or set one variable to the reference instead)")
+    if reference.provider == "awsssm" and reference.locator.endswith("/") and (
+            reference.version is not None or reference.option("label")):
+        raise _malformed(text, "a parameter path has no version or label",
+                         "drop the version or label: a path import reads the current values")
+    return reference
+
+
 def _spelling_of(text: str) -> "Spelling | None":
     for spelling in SPELLINGS:
         if text.startswith(spelling.prefix) and (
@@ -101,7 +137,7 @@ def _spelling_of(text: str) -> "Spelling | None":
 
 # --- vals: ref+<provider>://<path>[?query][#/pointer] -----------------------
 
-def _parse_vals(text: str) -> Reference:
+def _parse_vals(text: str, extra_options: frozenset = frozenset()) -> Reference:
     match = re.fullmatch(r"ref\+([a-z0-9]+)://(.*)", text, re.DOTALL)
     if not match:
         raise _malformed(text, "a ref+ reference needs a scheme and ://",
@@ -115,7 +151,7 @@ def _parse_vals(text: str) -> Reference:
     path, query = _split_once(rest, "?")
     path = _unescape_body(path)
     selector = _parse_selector(text, fragment) if fragment is not None else ()
-    options = _parse_query(text, row, query)
+    options = _parse_query(text, row, query, extra_options)
     if not path:
         raise _malformed(text, "the path is empty", "name the secret after ://")
     return row.parse_vals(text, path, selector, options)
@@ -428,6 +464,8 @@ def _render_vault(locator, version, query):
 
 
 def _render_bank_vaults(syntax, locator, selector, version, options):
+    if syntax == "bank-vaults" and not selector and not version and not options:
+        return f"vault:{locator}"   # a whole secret: only an --import writes it so
     if syntax == "bank-vaults" and len(selector) == 1 and not options:
         return f"vault:{locator}#{selector[0]}" + (f"#{version}" if version else "")
     return None
@@ -466,7 +504,8 @@ def _parse_selector(text: str, fragment: str) -> tuple[str, ...]:
     return tuple(part.replace("~1", "/").replace("~0", "~") for part in parts)
 
 
-def _parse_query(text: str, row: "ProviderSyntax", query: str | None) -> tuple[tuple[str, str], ...]:
+def _parse_query(text: str, row: "ProviderSyntax", query: str | None,
+                 extra_options: frozenset = frozenset()) -> tuple[tuple[str, str], ...]:
     if query is None:
         return ()
     from urllib.parse import parse_qsl  # lazily: only references with options need it
@@ -475,7 +514,7 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None) -> tuple[t
     except ValueError:
         raise _malformed(text, "the query is not name=value pairs",
                          "write ?name=value&name=value") from None
-    allowed = COMMON_OPTIONS | row.options
+    allowed = COMMON_OPTIONS | row.options | extra_options
     seen = set()
     for key, value in pairs:
         if key not in allowed:
@@ -489,6 +528,9 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None) -> tuple[t
     for key, value in pairs:
         if key == "encoding" and value not in ("base64", "base64url", "hex"):  # shim/decoding.py
             raise _malformed(text, "unknown encoding", "write encoding=base64, base64url or hex")
+        if key == "prefix" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise _malformed(text, "the prefix is not the start of a variable name",
+                             "write letters, digits and _, not starting with a digit, e.g. prefix=APP_")
         if key in ("optional", "allow_expired") and value.lower() not in ("true", "false", "1", "0"):
             raise _malformed(text, "optional and allow_expired take true or false",
                              "write e.g. optional=true")
@@ -571,7 +613,8 @@ def _syntax_of(text: str) -> str:
 # and the parser of the whole text. A new provider adds its row here (or calls register() at
 # import of this module).
 
-class ProviderSyntax(NamedTuple):
+@record
+class ProviderSyntax:
     name: str                           # provider name (shim/providers REGISTRY) = ref+ scheme
     options: frozenset                  # options beyond COMMON_OPTIONS
     parse_vals: Callable                # (text, path, selector, options) -> Reference
@@ -580,7 +623,8 @@ class ProviderSyntax(NamedTuple):
     render_native: Callable | None = None   # (syntax, ...) -> canonical text, or None for ref+
 
 
-class Spelling(NamedTuple):
+@record
+class Spelling:
     name: str                           # how messages name the syntax
     prefix: str
     parse: Callable                     # (text) -> Reference

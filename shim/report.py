@@ -8,11 +8,13 @@ import sys
 import click
 
 from shim.cli import command_options, pipeline_for
-from shim.errors import ShimError
+from shim.errors import ConfigError, ShimError
 from shim.resolve import age_seconds
+from shim.rotation import overdue
 
 
-def plan_rows(plan, resolution) -> list[dict]:
+def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False) -> list[dict]:
+    """One row per variable; an overdue secret says so (with its limit) whether or not it is refused."""
     rows = []
     for name in sorted(plan.entries):
         entry = plan.entries[name]
@@ -37,6 +39,7 @@ def plan_rows(plan, resolution) -> list[dict]:
         ages = [a for a in (age_seconds(m) for _, m in metas) if a is not None]
         row["version"] = ",".join(versions) or None
         row["age_seconds"] = int(max(ages)) if ages else None
+        _mark_overdue(row, metas, max_age, enforce)
         rows.append(row)
     for error in plan.errors:
         if error.variable and error.variable not in plan.entries:
@@ -60,6 +63,19 @@ def _mark_files(rows, as_files, resolution, errors) -> None:
         names = set()
     for row in rows:
         row["delivery"] = as_files.path(row["variable"]) if row["variable"] in names else "env"
+
+
+def _mark_overdue(row: dict, metas, max_age, enforce: bool) -> None:
+    verdicts = [v for v in (overdue(ref, meta, max_age) for ref, meta in metas) if v is not None]
+    if not verdicts:
+        return
+    age, limit = max(verdicts, key=lambda verdict: verdict[0] - verdict[1])
+    row["max_age_seconds"] = int(limit)
+    row["overdue_seconds"] = int(age - limit)
+    if row["status"] == "ok":
+        row["status"] = "overdue (refused)" if enforce else "overdue"
+        if enforce:
+            row["exit_code"] = ConfigError.exit_code
 
 
 def print_json(rows, errors) -> None:
@@ -108,7 +124,8 @@ def check_command(**raw):
         as_files = None
     plan, resolution, errors = run.resolve()
     errors = identity_errors + errors
-    rows = plan_rows(plan, resolution)
+    rows = plan_rows(plan, resolution, max_age=run.options.max_age,
+                     enforce=run.options.enforce_max_age)
     if as_files:
         _mark_files(rows, as_files, resolution, errors)
     if run.options.as_json:

@@ -9,14 +9,18 @@ only when `Resolution.errors` is empty.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping
+from collections.abc import Mapping
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
-from shim.plan import Entry, Plan, SecretPart
+from shim.plan import Entry, Plan
 from shim.providers import load_provider
-from shim.providers.base import Fetched, Outcome, ProviderContext, SecretMeta
+from shim.providers.base import Fetched, ProviderContext, SecretMeta
 from shim.refs import Reference
+
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from shim.providers.base import Outcome
 
 # Providers that read local files: run in the caller's thread, never on a runner.
 LOCAL_PROVIDERS = frozenset({"file"})
@@ -117,15 +121,24 @@ def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
                  reuse: Mapping[tuple, Fetched] | None = None, binary_ok=None) -> Resolution:
     """`binary_ok(name)`: the variable goes to a file (--as-files), so bytes are fine."""
     resolution = Resolution()
-    references = plan.references()
+    references = plan.references() + list(plan.imports)   # one read per map, shared
     outcomes = fetch_references(references, pool, deadline, plan.env_file_entries, reuse)
     for reference in references:
         outcome = outcomes.get(reference.fetch_key)
         if isinstance(outcome, Fetched):
             resolution.fetched[reference.fetch_key] = (reference.provider, outcome)
+    maps = {}
+    if plan.imports:   # --import: the maps' keys become entries now that they are known
+        from shim.imports import adopt, apply_imports
+        imported = apply_imports(plan, outcomes, pool.context.log, plan.skip)
+        adopt(plan, imported)
+        resolution.errors.extend(imported.errors)
+        maps = imported.maps
     for name in sorted(plan.entries):
         entry = plan.entries[name]
-        result = _fill(entry, outcomes, keep_binary=bool(binary_ok and binary_ok(name)))
+        # An imported variable selects its key from the import's map (parsed once).
+        sources = {entry.parts[0].reference.fetch_key: maps[name]} if name in maps else outcomes
+        result = _fill(entry, sources, keep_binary=bool(binary_ok and binary_ok(name)))
         resolution.variables[name] = result
         if result.error is not None:
             resolution.errors.append(result.error)
@@ -173,7 +186,8 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_binary: bool = F
     size = len(entry.name.encode()) + 1 + len(result.value.encode()) + 1
     if size > MAX_ENV_STRING and not keep_binary:  # a file (--as-files) has no such limit
         result.error = UnusableValue(
-            f"the value is {size} bytes, more than one environment string may hold (128 KiB)",
+            f"{entry.name}=value with its NUL is {size} bytes, more than one environment string "
+            f"may hold (128 KiB = {MAX_ENV_STRING} bytes)",
             variable=entry.name, hint=_AS_A_FILE)
         result.value = None
     return result

@@ -20,15 +20,10 @@ def check_rotation(resolution, *, max_age: float | None, enforce: bool, log) -> 
         if result.error is not None:
             continue
         for reference, meta in result.metas:
-            limit = _limit(reference, max_age)
-            if limit is None:
+            verdict = overdue(reference, meta, max_age, log=log, variable=name)
+            if verdict is None:
                 continue
-            age = age_seconds(meta)
-            if age is None:
-                log.event("secret.age_unknown", "debug", variable=name, reference=reference.canonical)
-                continue
-            if age <= limit:
-                continue
+            age, limit = verdict
             message = (f"rotation overdue: the secret is {_days(age)} old, "
                        f"more than the allowed {_days(limit)}")
             log.event("secret.rotation_overdue", "warning", f"{name} ({reference.canonical}): {message}",
@@ -38,6 +33,19 @@ def check_rotation(resolution, *, max_age: float | None, enforce: bool, log) -> 
                 errors.append(ConfigError(message, variable=name, reference=reference.canonical,
                                           hint="rotate the secret, or raise max_age"))
     return errors
+
+
+def overdue(reference, meta, max_age: float | None, *, log=None, variable=None):
+    """(age, limit) in seconds when this secret is older than its limit, else None."""
+    limit = _limit(reference, max_age)
+    if limit is None:
+        return None
+    age = age_seconds(meta)
+    if age is None:
+        if log is not None:
+            log.event("secret.age_unknown", "debug", variable=variable, reference=reference.canonical)
+        return None
+    return (age, limit) if age > limit else None
 
 
 def _limit(reference, default: float | None) -> float | None:

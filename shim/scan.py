@@ -108,8 +108,8 @@ def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
         from detect_secrets.settings import default_settings, get_settings
         import yaml  # noqa: F401  (a detect-secrets dependency; compose files need it)
     except ImportError:
-        raise ConfigError("scan is not available: install shim[scan]",
-                          hint="pip install 'shim[scan]' (it adds detect-secrets)") from None
+        raise ConfigError("scan is not available: install shim-secrets[scan]",
+                          hint="pip install 'shim-secrets[scan]' (it adds detect-secrets)") from None
 
     targets, repositories = collect_targets(paths, untracked=untracked)
     findings: set[Finding] = set()

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 
-from shim.launch import exec_command, reset_signals
+from shim.launch import exec_command
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,

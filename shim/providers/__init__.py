@@ -31,7 +31,7 @@ def load_provider(name: str, context):
         # A missing SDK (or a provider not built yet) is a configuration
         # problem of the image, not a crash.
         missing = getattr(error, "name", None) or module_name
-        remedy = f"install shim[{extra}]" if extra else "reinstall shim"
+        remedy = f"install shim-secrets[{extra}]" if extra else "reinstall shim-secrets"
         raise ConfigError(f"provider {name} is not available: {remedy}",
                           hint=f"{missing} cannot be imported") from None
     return factory(context)

@@ -2,7 +2,7 @@
 
 This module is imported only when a plan holds an AWS reference, so boto3 is
 imported at the top: a missing SDK then surfaces as the registry's clean
-"provider awssecrets is not available: install shim[aws]" (exit 78).
+"provider awssecrets is not available: install shim-secrets[aws]" (exit 78).
 
 What one run does:
 
@@ -26,6 +26,9 @@ What one run does:
   returned parameter maps back to exactly one request. The Secrets Manager
   pass-through `/aws/reference/secretsmanager/<name>` is read with
   GetParameter (its answers carry the secret's name, not the path asked for).
+  A name ending in `/` is a path (what `--import ref+awsssm:///app/prod/`
+  names): GetParametersByPath, recursive, decrypted, every page followed,
+  read once into one map of names relative to the path.
 - Groups run concurrently on shim.providers.mechanism's runner (abandoned at
   the deadline, however slowly an answer trickles in); each distinct
   (secret, version) is read once.
@@ -390,15 +393,19 @@ class ParameterStoreProvider(_AwsProvider):
     service = "ssm"
     title = "SSM Parameter Store"
     access_hint = ("allow ssm:GetParameters and ssm:GetParameter on this parameter "
+                   "(ssm:GetParametersByPath on a path) "
                    "for the role shim runs as")
 
     def fetch_all(self, references, deadline):
         batched: dict[str | None, dict[str, list]] = {}   # region -> name[:selector] -> refs
         alone: dict[tuple, list] = {}
+        paths: list = []
         for reference in _first_of_each(references):
             region = self.region_of(reference)
             request = _parameter_request(reference)
-            if reference.locator.startswith(PASS_THROUGH_PREFIX):
+            if reference.locator.endswith("/"):
+                paths.append(reference)
+            elif reference.locator.startswith(PASS_THROUGH_PREFIX):
                 alone.setdefault((region, request), []).append(reference)
             else:
                 batched.setdefault(region, {}).setdefault(request, []).append(reference)
@@ -410,7 +417,39 @@ class ParameterStoreProvider(_AwsProvider):
         for (region, request), refs in alone.items():
             groups.append((_keys({request: refs}),
                            _bind(self._single, region, request, refs, deadline)))
+        for reference in paths:
+            groups.append(([reference.fetch_key],
+                           _bind(self._path, self.region_of(reference), reference, deadline)))
         return self.run_groups(groups, deadline)
+
+    def _path(self, region, reference, deadline) -> dict:
+        """Every parameter under a path, one map of relative name -> value (all pages)."""
+        path = reference.locator
+
+        def read(client) -> Fetched:
+            values, newest, token = {}, None, None
+            while True:
+                params = {"Path": path.rstrip("/") or "/", "Recursive": True,
+                          "WithDecryption": True}
+                if token:
+                    params["NextToken"] = token
+                page = self.call(client, "GetParametersByPath", params, reference, deadline)
+                for parameter in page.get("Parameters") or []:
+                    name = parameter.get("Name", "")
+                    values[name[len(path):] if name.startswith(path) else name.lstrip("/")] = \
+                        parameter.get("Value", "")
+                    updated = _utc(parameter.get("LastModifiedDate"))
+                    if updated is not None and (newest is None or updated > newest):
+                        newest = updated
+                token = page.get("NextToken")
+                if not token:
+                    break
+            if not values:
+                raise NotFound(f"{self.title}: no parameter under this path",
+                               hint="check the path and its region (paths start with /)")
+            return Fetched(values, SecretMeta(updated=newest))
+
+        return self.single_read(region, [reference], deadline, read)
 
     def _batch(self, region, by_request: dict[str, list], deadline) -> dict:
         names = list(by_request)

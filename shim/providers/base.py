@@ -12,14 +12,20 @@ write a provider.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Protocol, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
 
 from shim.deadline import Deadline
 from shim.errors import ShimError
+from shim.records import record
 from shim.refs import Reference
 
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+if TYPE_CHECKING:
+    from typing import Any, Protocol, Union
 
-class SecretMeta(NamedTuple):
+
+@record
+class SecretMeta:
     """What the store says about a secret (never its value)."""
     version: str | None = None
     created: datetime | None = None      # timezone-aware
@@ -32,13 +38,15 @@ class SecretMeta(NamedTuple):
     renewable: bool = False
 
 
-class Fetched(NamedTuple):
+@record
+class Fetched:
     """A secret as read: text, bytes, or a key/value map (Vault KV, parsed JSON)."""
     value: Union[str, bytes, Mapping[str, Any]]
     meta: SecretMeta = SecretMeta()
 
 
-Outcome = Union[Fetched, ShimError]
+if TYPE_CHECKING:
+    Outcome = Union[Fetched, ShimError]
 
 
 class ProviderContext:

@@ -34,8 +34,8 @@ from datetime import datetime
 from typing import Callable, NamedTuple, Optional
 
 # Imported here so that a missing extra is an ImportError the registry turns into "install
-# shim[gcp]". google-auth and urllib3 install NullHandlers on their loggers, so their retry
-# warnings never reach stderr (tests/hardening/test_faults.py checks for one line).
+# shim-secrets[gcp]". google-auth and urllib3 install NullHandlers on their loggers, so their
+# retry warnings never reach stderr (tests/hardening/test_faults.py checks for one line).
 import google.auth  # noqa: F401
 import requests
 

@@ -14,7 +14,9 @@ Test controls: seal() / unseal() / unseal_after(s); `latency` (seconds slept bef
 fail_next(n, status, path=...) queues injected errors; advance_clock(s) moves the double's clock so
 tokens, leases and wrapping tokens expire without sleeping; `requests`, count(), reset_log();
 `max_in_flight` is the most requests that were being answered at the same moment (reset_log()
-resets it), which shows whether a client really reads concurrently.
+resets it), which shows whether a client really reads concurrently. `echo_credentials = True`
+makes every error body quote what the client sent (its token header and request body), as a
+careless plugin or proxy may: the client's redaction of error text is then exercised.
 Request bodies are never logged, and token headers are logged as "<redacted>".
 
 Facts this double is built from (wire-facts.md "HashiCorp Vault", plus what was looked up):
@@ -509,6 +511,17 @@ def _json_response(status: int, payload: dict) -> Response:
     return Response(status, _go_json(payload))
 
 
+def _echoing(request: Request, response: Response) -> Response:
+    """The error answer, plus the credentials of the request quoted back (echo_credentials)."""
+    try:
+        errors = json.loads(response.body).get("errors") or []
+    except ValueError:
+        errors = []
+    sent = " ".join(part for part in (request.headers.get("x-vault-token", ""),
+                                      request.body.decode("utf-8", "replace")) if part)
+    return _json_response(response.status, {"errors": [*errors, f"request was: {sent}"]})
+
+
 def envelope(data: Any = None, *, lease_id: str = "", renewable: bool = False,
              lease_duration: int = 0, auth: dict | None = None, warnings: list[str] | None = None,
              wrap_info: dict | None = None, mount_type: str = "") -> dict:
@@ -641,6 +654,7 @@ class VaultDouble:
         self.max_lease_ttl = max_lease_ttl
         self.forbidden_style = forbidden_style
         self.latency = 0.0
+        self.echo_credentials = False
         self._host = host
         self._ssl_context = ssl_context
         self._lock = threading.RLock()
@@ -1068,6 +1082,8 @@ class VaultDouble:
                     response = self._answer(request)
                 except VaultFailure as failure:
                     response = failure.response
+                if self.echo_credentials and response.status >= 400:
+                    response = _echoing(request, response)
                 self._record(request, response.status)
                 for trickle in self._trickles:
                     if request.path.startswith(trickle[0]):

@@ -6,7 +6,7 @@ Session fixtures other e2e tests reuse (keep their names and signatures):
                               (scripts/docker-up.sh, scripts/base-image.sh) when root. Without a
                               Docker engine the tests skip loudly, or fail under CI=true.
     wheelhouse                Path of host-built wheels (.cache/wheelhouse): shim's own wheel,
-                              rebuilt every session, plus every dependency of shim[all] and
+                              rebuilt every session, plus every dependency of shim-secrets[all] and
                               pyinstaller, rebuilt only when pyproject.toml changes.
     build_image(name, context_dir, *, build_args=None, dockerfile=None) -> tag
                               `docker build` (legacy builder) tagged shim-e2e-<name>:<hash of the
@@ -126,7 +126,7 @@ def wheelhouse() -> Path:
         current = stamp.exists() and stamp.read_text() == stamp_text
         # Only shim's wheel when the requirements are unchanged, else every wheel afresh (no
         # outdated dependency may stay behind for --no-index to pick).
-        for old in WHEELHOUSE.glob("shim-*.whl" if current else "*.whl"):
+        for old in WHEELHOUSE.glob("shim_secrets-*.whl" if current else "*.whl"):
             old.unlink()
         if not current:
             _pip_wheel("-w", str(WHEELHOUSE), f"{source}[all]", *WHEELHOUSE_REQUIREMENTS)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from typing import Callable
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.conftest import unavailable as _not_run
 
 # Every canary any e2e test made in this session (the image hygiene test sweeps for them).
 SESSION_CANARIES: list[str] = []
@@ -29,10 +28,7 @@ def docker(*args: str, check: bool = True, timeout: float = 120,
 
 def unavailable(reason: str) -> None:
     """No usable Docker: fail under CI=true (the job must not pass silently), else skip loudly."""
-    message = f"DOCKER UNAVAILABLE, e2e test not run: {reason}"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    _not_run(f"DOCKER UNAVAILABLE, e2e test not run: {reason}")
 
 
 def engine_answers() -> bool:
@@ -72,3 +68,17 @@ def container_logs(name: str) -> str:
 
 def container_state(name: str) -> dict:
     return json.loads(docker("inspect", "-f", "{{json .State}}", name).stdout)
+
+
+def start_vault_double(image: str, name: str, network: str, token: str, seed: dict,
+                       directory) -> None:
+    """Run the Vault double as `vault` on network (http://vault:8200), root token `token`,
+    seeded with {"mount/path": {key: value}}; returns once it listens."""
+    seed_file = directory / "seed.json"
+    seed_file.write_text(json.dumps(seed))
+    seed_file.chmod(0o444)
+    docker("run", "-d", "--name", name, "--network", network, "--network-alias", "vault",
+           "-e", f"VAULT_DEV_ROOT_TOKEN_ID={token}", "-v", f"{seed_file}:/seed.json:ro",
+           "-e", "VAULT_DOUBLE_SEED_FILE=/seed.json", image)
+    wait_for(lambda: "listening" in container_logs(name), timeout=30, what="the Vault double",
+             on_timeout=lambda: container_logs(name))

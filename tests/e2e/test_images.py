@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.docker_helpers import (SESSION_CANARIES, container_logs, container_state, docker,
-                                      wait_for)
+                                      start_vault_double, wait_for)
 
 pytestmark = pytest.mark.docker
 
@@ -188,16 +188,9 @@ def test_postgres_takes_its_password_from_vault(shim_images, docker_objects, can
     wrong = canaries.new("wrong")
     token = canaries.new("vault-token")
     network = docker_objects.network()
-    seed = tmp_path / "seed.json"
-    seed.write_text(json.dumps({"secret/pg": {"password": password}}))
-    seed.chmod(0o444)
-
     vault = docker_objects.container("vault")
-    docker("run", "-d", "--name", vault, "--network", network, "--network-alias", "vault",
-           "-e", f"VAULT_DEV_ROOT_TOKEN_ID={token}", "-v", f"{seed}:/seed.json:ro",
-           "-e", "VAULT_DOUBLE_SEED_FILE=/seed.json", shim_images["vault-double"])
-    wait_for(lambda: "listening" in container_logs(vault), timeout=30, what="the Vault double",
-             on_timeout=lambda: container_logs(vault))
+    start_vault_double(shim_images["vault-double"], vault, network, token,
+                       {"secret/pg": {"password": password}}, tmp_path)
 
     postgres = docker_objects.container("postgres")
     docker("run", "-d", "--name", postgres, "--network", network, "--network-alias", "db",

@@ -41,6 +41,10 @@ ROWS = [
     # a password that merely looks like a reference: refused, and never echoed
     ("lookalike-password", [], {"X": "vault:{canary}"}, {}, 64, "malformed vault: reference"),
     ("lookalike-password-vals", [], {"X": "ref+vault://{canary}?x#"}, {}, 64, "malformed ref+vault reference"),
+    # the same with the secret's random part right after the prefix: even a truncated quote leaks
+    ("lookalike-password-short", [], {"X": "vault:{random}"}, {}, 64, "malformed vault: reference"),
+    ("lookalike-password-vals-short", [], {"X": "ref+vault://{random}?x#"}, {}, 64,
+     "malformed ref+vault reference"),
     ("inline-unclosed", [], {"X": "postgres://u:${ref+file:///x@h/d"}, {}, 64, "no closing }"),
     # bad user specs
     ("user-unknown", ["--user", "bogus"], {}, {}, 78, 'unknown user "bogus"'),
@@ -102,6 +106,23 @@ ROWS = [
      {"X_FILE": "{tmp}/secrets/nul"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
     ("as-files-binary-inside-larger", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"],
      {"X": "pre-${ref+file://{tmp}/secrets/nul}"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
+    # --import (shim/imports.py)
+    ("import-not-an-object", ["--import", "ref+file://{tmp}/secrets/list.json"], {}, {"list.json": b'["{canary}"]'}, 65,
+     "(ref+file://{tmp}/secrets/list.json): --import: the secret is not a JSON object"),
+    ("import-plain-text", ["--import", "ref+file://{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 65,
+     "neither a JSON object nor a NAME=value line"),
+    ("import-dotenv-bad-line", ["--import", "ref+file://{tmp}/secrets/bad.env"], {}, {"bad.env": b"OK=1\nNOT VALID {canary} '\n"},
+     65, "line 2 of the dotenv file cannot be parsed"),
+    ("import-collision", ["--import", "ref+file://{tmp}/secrets/c.json"], {}, {"c.json": b'{"db-url": "{canary}", "DB_URL": "x"}'},
+     65, "DB_URL (ref+file://{tmp}/secrets/c.json): --import: keys 'DB_URL' and 'db-url' both become DB_URL"),
+    ("import-empty-key", ["--import", "ref+file://{tmp}/secrets/e.json"], {}, {"e.json": b'{"": "{canary}"}'}, 65, "empty key"),
+    ("import-bad-prefix", ["--import", "ref+file:///x?prefix=1A"], {}, {}, 64, "--import: malformed ref+file reference: the prefix"),
+    ("import-prefix-lookalike", ["--import", "ref+file:///x?prefix={canary}"], {}, {}, 64, "the prefix is not"),
+    ("import-one-key", ["--import", "ref+file://{tmp}/secrets/doc#/k"], {}, {"doc": b'{"k": "{canary}"}'}, 64, "not one key"),
+    ("import-vault-one-key", ["--import", "vault:secret/data/app#password"], {}, {}, 64, "not one key"),
+    ("import-ssm-path-version", ["--import", "ref+awsssm:///app/prod/?version=2"], {}, {}, 64, "no version or label"),
+    ("import-missing", ["--import", "ref+file://{tmp}/secrets/absent.json"], {}, {}, 66, "does not exist"),
+    ("prefix-on-a-variable", [], {"X": "ref+file:///x?prefix=A_"}, {}, 64, "unknown option name"),
     # command problems
     ("command-not-found", [], {}, {}, 127, "not found", ["no-such-program-anywhere"]),
     ("command-not-executable", [], {}, {"script": b"#!/bin/sh\n"}, 126, "cannot execute", ["{tmp}/secrets/script"]),
@@ -109,9 +130,11 @@ ROWS = [
 
 
 def _fill(text, tmp, canary):
+    random_part = canary.rsplit("-", 1)[1]
     if isinstance(text, bytes):
-        return text.replace(b"{canary}", canary.encode()).replace(b"{tmp}", str(tmp).encode())
-    return text.replace("{canary}", canary).replace("{tmp}", str(tmp))
+        return (text.replace(b"{canary}", canary.encode()).replace(b"{random}", random_part.encode())
+                .replace(b"{tmp}", str(tmp).encode()))
+    return text.replace("{canary}", canary).replace("{random}", random_part).replace("{tmp}", str(tmp))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row[0] for row in ROWS])
@@ -181,3 +204,21 @@ def test_bad_ci_export(row, run_shim, canaries, tmp_path):
     assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
     assert result.stdout == ""
     assert (tmp_path / "github_env").read_text() == ""
+
+
+def test_dynamic_secret_import_is_refused(run_shim, canaries, probe, tmp_path):
+    """A Vault dynamic secret (a lease) is 65 as an import: nothing run, no credential shown."""
+    from tests.doubles.vault import VaultDouble
+
+    with VaultDouble() as vault:
+        vault.add_database_role("app")
+        env = {"VAULT_ADDR": vault.url, "VAULT_TOKEN": vault.root_token, "HOME": str(tmp_path)}
+        canaries.values.append(vault.root_token)
+        result = run_shim(["exec", "--import", "vault:database/creds/app", "--", *probe.argv], env)
+        issued = vault.issued_credentials("app")
+    assert result.returncode == 65, result.stderr
+    assert "(vault:database/creds/app): --import: a dynamic secret" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+    for credential in issued:
+        assert credential.password not in result.stderr
+    assert not probe.ran

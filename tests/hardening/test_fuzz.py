@@ -35,6 +35,21 @@ def test_placeholder_scanner_finds_exact_tokens(text):
         assert found.key == "VAR" if found.token == "CHANGEME" else found.token == "CHANGEME_" + found.key
 
 
+TOKENS = st.sampled_from(["CHANGEME", "CHANGEME_DB_PW", "CHANGEME_k9", "CHANGEME__"])
+# Text that cannot extend a token: no letter, digit or underscore.
+FILLER = st.text(alphabet=st.characters(blacklist_categories=("L", "N", "Cs"), blacklist_characters="_\0"),
+                 max_size=8)
+
+
+@given(st.lists(st.tuples(FILLER, TOKENS), min_size=1, max_size=5), FILLER)
+def test_placeholder_scanner_finds_every_token_it_is_given(pieces, tail):
+    """The other half of the property: a scanner that found nothing would pass the test above."""
+    text = "".join(filler + " " + token + " " for filler, token in pieces) + tail
+    found = find_placeholders("VAR", text)
+    assert [placeholder.token for placeholder in found] == [token for _, token in pieces]
+    assert [text[p.start:p.end] for p in found] == [p.token for p in found]
+
+
 @settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(NAMES, st.one_of(VALUES, TRICKY), max_size=6))
 def test_planning_any_environment_fails_only_with_our_errors(environ):

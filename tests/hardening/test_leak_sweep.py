@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_ENV
+from tests.conftest import BASE_ENV, finish_process
 
 SCENARIOS = {
     # name: (env builder, expected exit code)
@@ -142,8 +142,7 @@ def test_supervisor_argv_and_environment_hold_no_secret(canaries, shared_dir, re
             canaries.assert_absent(supervisor_env, where="the supervisor's environment")
     finally:
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=15)
-    canaries.assert_absent(stdout, stderr)
+        finish_process(process, canaries)
 
 
 # --- a remote store: Google Cloud Secret Manager ----------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_supervise import finish, shim_pid_inside, start_shim, wait_for
+from tests.integration.test_supervise import finish, shim_pid_inside, wait_for
 
 
 @pytest.fixture
@@ -112,23 +112,25 @@ def test_a_directory_on_disk_needs_allow_disk(run_shim, probe, canaries, tmp_pat
     assert probe.read()["env"]["A_FILE"] == f"{out}/A"
 
 
-def test_init_removes_the_files_when_the_program_exits(canaries, tmp_path, tmpfs):
+def test_init_removes_the_files_when_the_program_exits(start_shim, canaries, tmp_path, tmpfs):
     (tmp_path / "a").write_text(canaries.new("init"))
     process = start_shim(["exec", "--init", "--as-files", str(tmpfs), "--",
-                          "sh", "-c", 'test -s "$A_FILE"'], {"A": f"file:{tmp_path}/a"})
+                          "sh", "-c", 'test -s "$A_FILE"'], {"A": f"file:{tmp_path}/a"},
+                         pid_namespace=True)
     code, _, stderr = finish(process, canaries)
     assert code == 0, stderr
     assert os.listdir(tmpfs) == []
 
 
-def test_watch_rewrites_the_file_on_rotation_and_removes_it_at_the_end(canaries, tmp_path, tmpfs, shared_dir):
+def test_watch_rewrites_the_file_on_rotation_and_removes_it_at_the_end(start_shim, canaries, tmp_path, tmpfs,
+                                                                        shared_dir):
     first, second = canaries.new("first"), canaries.new("second")
     source = tmp_path / "a"
     source.write_text(first)
     log = shared_dir / "seen"
     script = f'cat "$A_FILE" >> {log}; echo >> {log}; exec sleep 60'
     process = start_shim(["exec", "--watch", "1s", "--user", "nobody", "--as-files", str(tmpfs),
-                          "--", "sh", "-c", script], {"A": f"file:{source}"})
+                          "--", "sh", "-c", script], {"A": f"file:{source}"}, pid_namespace=True)
     try:
         assert wait_for(lambda: log.exists() and first in log.read_text())
         source.write_text(second)

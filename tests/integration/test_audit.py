@@ -91,3 +91,49 @@ def test_unwritable_audit_file_is_77(run_shim, tmp_path):
     result = run_shim(["exec", "--audit-file", str(tmp_path / "no" / "dir" / "a.log"), "--", "true"], {})
     assert result.returncode == 77
     assert "--audit-file" in result.stderr
+
+
+def test_errors_before_any_variable_reach_the_audit_file(run_shim, tmp_path):
+    """docs/audit.md's `error` event: a bad --user or a bad duration, in both log formats."""
+    for log_format in ("text", "json"):
+        for args, code in ((["--user", "no-such-user-here"], 78), (["--deadline", "soon"], 64)):
+            audit = tmp_path / f"{log_format}-{code}.log"
+            result = run_shim(["exec", "--audit-file", str(audit), "--log-format", log_format,
+                               *args, "--", "true"], {})
+            assert result.returncode == code, result.stderr
+            [record] = events(audit.read_text())
+            assert (record["event"], record["level"], record["exit_code"]) == ("error", "error", code)
+            assert time.strptime(record["time"], "%Y-%m-%dT%H:%M:%SZ")
+            if log_format == "json":
+                [shown] = events(result.stderr)
+                assert shown == record
+            else:
+                assert result.stderr == f"shim: error: {record['message']}\n"
+
+
+def test_audit_file_is_appended_to_never_truncated(run_shim, canaries, tmp_path):
+    secret = aged_file(tmp_path / "s", canaries.new(), days=0)
+    audit = tmp_path / "audit.log"
+    audit.write_text('{"event": "earlier.run"}\n')
+    for _ in range(2):
+        assert run_shim(["exec", "--allow-root", "--audit-file", str(audit), "--", "true"],
+                        {"S": f"file:{secret}"}).returncode == 0
+    assert [r["event"] for r in events(audit.read_text())] == \
+        ["earlier.run", "secret.resolved", "exec", "secret.resolved", "exec"]
+
+
+def test_check_shows_overdue_secrets_in_table_and_json(run_shim, canaries, tmp_path):
+    old = aged_file(tmp_path / "old", canaries.new(), days=100)
+    fresh = aged_file(tmp_path / "fresh", canaries.new(), days=10)
+    env = {"OLD": f"file:{old}", "FRESH": f"file:{fresh}"}
+    for enforce, code, status in (([], 0, "overdue"), (["--enforce-max-age"], 78, "overdue (refused)")):
+        result = run_shim(["check", "--json", "--max-age", "90d", *enforce], env)
+        assert result.returncode == code, result.stderr
+        rows = {row["variable"]: row for row in json.loads(result.stdout)["variables"]}
+        assert rows["FRESH"]["status"] == "ok" and "max_age_seconds" not in rows["FRESH"]
+        assert rows["OLD"]["status"] == status
+        assert rows["OLD"]["max_age_seconds"] == 90 * 86400
+        assert 10 * 86400 - 60 <= rows["OLD"]["overdue_seconds"] <= 10 * 86400 + 60
+        table = run_shim(["check", "--max-age", "90d", *enforce], env)
+        old_line = next(line for line in table.stdout.splitlines() if line.startswith("OLD "))
+        assert status in old_line

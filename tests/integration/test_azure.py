@@ -193,6 +193,21 @@ def test_allow_expired_uses_them_with_a_warning(kv, canaries, run_shim, probe):
     assert len(warnings) == 2 and all(event["allowed"] is True for event in warnings)
 
 
+def test_allow_expired_must_be_said_by_every_reference_to_the_secret(kv, canaries, run_shim, probe):
+    """One reference allowing an expired secret does not make it usable for another that does not."""
+    kv.add_secret("expired", canaries.new("expired"),
+                  expires_on=datetime.now(timezone.utc) - timedelta(days=1))
+    env = managed_identity_env(
+        kv,
+        LENIENT=f"ref+azurekeyvault://{host(kv)}/expired?allow_expired=true",
+        STRICT=f"ref+azurekeyvault://{host(kv)}/expired",
+    )
+    result = exec_probe(run_shim, probe, env, "--log-format", "json")
+    assert result.returncode == 77, result.stderr
+    assert not probe.ran
+    assert [event["allowed"] for event in events(result, "secret.expired")] == [False]
+
+
 @pytest.mark.parametrize("mistake", ["identity-header", "other-tenant", "service-principal"])
 def test_wrong_credentials_are_refused_with_77(kv, canaries, run_shim, probe, mistake):
     kv.add_secret("guarded", canaries.new("guarded"))

@@ -374,7 +374,7 @@ def test_provider_without_sdk_fails_cleanly(run_shim, probe, tmp_path, value, pr
         "sys.meta_path.insert(0, Block())\n")
     result = run_shim(["exec", "--", *probe.argv], {"X": value, "PYTHONPATH": str(blocker)})
     assert result.returncode == 78, result.stderr
-    assert f"provider {provider} is not available: install shim[{extra}]" in result.stderr
+    assert f"provider {provider} is not available: install shim-secrets[{extra}]" in result.stderr
     assert not probe.ran
 
 

@@ -284,6 +284,23 @@ def test_encoding_option_decodes_a_secret_manager_value(gcp, tmp_path, canaries,
     assert len(gcp.requests(path=f"/v1/projects/{project}/secrets/encoded/versions/latest:access")) == 1
 
 
+def test_import_of_a_secret_holding_a_json_object(gcp, tmp_path, canaries, run_shim, probe):
+    password, key = canaries.new("pw"), canaries.new("key")
+    gcp.add_version("app-config", json.dumps({"db-password": password, "apiKey": key}))
+    project = gcp.project
+    env = {**credential_env(gcp, tmp_path, "metadata"), "AGAIN": f"sm://{project}/app-config#latest"}
+
+    result = exec_probe(run_shim, probe, env, "--import",
+                        f"ref+gcpsecrets://{project}/app-config?prefix=APP_")
+
+    assert result.returncode == 0, result.stderr
+    child = probe.read()["env"]
+    assert child["APP_DB_PASSWORD"] == password and child["APP_APIKEY"] == key
+    assert json.loads(child["AGAIN"]) == {"db-password": password, "apiKey": key}
+    # The import and the explicit reference (?prefix= is not part of the read) share one call.
+    assert gcp.count(path=f"/v1/projects/{project}/secrets/app-config/versions/latest:access") == 1
+
+
 def test_throttling_and_server_errors_are_retried(gcp, tmp_path, canaries, run_shim, probe):
     value = canaries.new()
     gcp.add_version("busy", value)
@@ -425,7 +442,7 @@ def test_not_installed_is_78_with_the_extra(gcp, tmp_path, canaries, run_shim, p
     result = exec_probe(run_shim, probe, env)
 
     assert result.returncode == 78
-    assert "install shim[gcp]" in result.stderr
+    assert "install shim-secrets[gcp]" in result.stderr
 
 
 def test_watch_picks_up_a_new_latest_version(gcp, tmp_path, canaries, shared_dir):

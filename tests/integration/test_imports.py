@@ -20,6 +20,8 @@ import sys
 
 import pytest
 
+from tests.conftest import unavailable
+
 # Remote stores and what they bring; the scanner; shim's modules for other paths.
 NEVER_ON_THE_LOCAL_PATH = (
     "hvac", "requests", "urllib3", "certifi", "charset_normalizer", "idna",
@@ -37,6 +39,14 @@ NEVER_ON_THE_LOCAL_PATH = (
 # json only for JSON logs, an audit file or a #key selector, urllib.parse only for options in
 # a reference or a secret inside a URL's user-info, shlex only for --on-change run:CMD.
 LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex")
+# click and shim's click side: `shim exec`'s usual command line is read by shim.fastpath from
+# the option table; click is imported only when the fast path hands over (--help, an error,
+# another command).
+CLICK_SIDE = ("click", "shim.cli", "shim.report", "gettext")
+# typing: shim's records on this path are built by shim.records, its annotations are strings.
+NOT_ON_THE_FAST_PATH = CLICK_SIDE + ("typing",)
+# The rule for a local-only `shim exec` (bench/startup.py reports the same list).
+NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + NOT_ON_THE_FAST_PATH
 FILE_VARIABLES, PLACEHOLDERS = 20, 5
 
 
@@ -103,12 +113,24 @@ def test_exec_of_files_and_placeholders_imports_only_what_it_uses(
     imported = _importtime_modules(result.stderr) - interpreter_modules
     # The measurement works. (Modules loaded through importlib.import_module, as providers are,
     # are not reported by -X importtime; the SDKs they import are.)
-    assert {"click", "shim.plan", "shim.resolve"} <= imported
-    unwanted = sorted(m for m in imported if _matches(m, NEVER_ON_THE_LOCAL_PATH + LAZY))
+    assert {"shim.fastpath", "shim.plan", "shim.resolve"} <= imported
+    unwanted = sorted(m for m in imported if _matches(m, NOT_ON_THE_EXEC_PATH))
     assert unwanted == []
 
 
-def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_modules):
+def test_a_line_the_fast_path_hands_over_runs_through_click(run_shim, local_env,
+                                                            interpreter_modules):
+    """The control: the same measurement sees click when the line is click's (-v is read by the
+    fast path, --log-format=JSON is not: click refuses it with its own message and 64)."""
+    env, secrets_dir = local_env
+    result = run_shim(["exec", "-v", "--log-format=JSON", "--secrets-dir", secrets_dir, "--",
+                       "/bin/true"], {**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 64, result.stderr
+    assert "'JSON' is not one of 'text', 'json'" in result.stderr
+    assert {"click", "shim.cli"} <= _importtime_modules(result.stderr) - interpreter_modules
+
+
+def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_modules, canaries):
     """In-process: run `shim check` (it returns, unlike exec) and look at sys.modules."""
     env, secrets_dir = local_env
     dump = tmp_path / "modules.json"
@@ -125,6 +147,7 @@ def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_mod
     )
     result = subprocess.run([sys.executable, "-c", code], env={"PATH": "/usr/bin:/bin", **env},
                             capture_output=True, text=True, timeout=60)
+    canaries.assert_absent(result.stdout, result.stderr, where="shim's output")
     assert result.returncode == 0, result.stderr
     report = json.loads(dump.read_text())
     assert report["code"] == 0
@@ -148,18 +171,45 @@ def test_a_remote_reference_does_load_its_sdk(run_shim, local_env, interpreter_m
     assert {"hvac", "tenacity", "requests"} <= imported
 
 
+@pytest.fixture(scope="module")
+def python_nobody_cannot_read(tmp_path_factory):
+    """This interpreter reached through a directory only root may enter, and the proof that
+    nobody cannot read the lazily imported modules there: without it a module imported after
+    the drop would load anyway, and the test below would pass whatever shim does."""
+    import os
+    from pathlib import Path
+
+    hidden = tmp_path_factory.mktemp("root-only")
+    os.chmod(hidden, 0o700)
+    prefix = Path(sys.prefix)
+    (hidden / "python").symlink_to(prefix)
+    python = str(hidden / "python" / Path(sys.executable).relative_to(prefix))
+    origins = subprocess.run(
+        [python, "-c", "import sys; from importlib.util import find_spec; "
+                       "print('\\n'.join(find_spec(m).origin for m in sys.argv[1:]))", *LAZY],
+        capture_output=True, text=True, check=True).stdout.split()
+    for origin in origins:
+        if subprocess.run(["/bin/cat", origin], user=65534, group=65534, extra_groups=[],
+                          capture_output=True).returncode == 0:
+            unavailable(f"{origin} is readable by nobody, so a module imported after the drop "
+                        "would load anyway; use a Python installed where nobody cannot read it")
+    return python
+
+
 @pytest.mark.parametrize("options", [
     ["--no-new-privs"],                                    # ctypes, for prctl after the drop
     ["--init", "--no-new-privs"],                          # ctypes in Supervisor.install()
     ["--audit-file", "{audit}"],                           # json for events after the drop
     ["--log-format", "json", "--init"],
 ], ids=["no-new-privs", "init", "audit-file", "json-log-init"])
-def test_lazy_imports_happen_before_the_privilege_drop(run_shim, probe, tmp_path, options):
-    """The interpreter of this checkout lives under /root, which nobody cannot read: a module
-    first imported after the drop to --user fails there (exit 70), as it would in any image
-    whose Python is not readable by the target user."""
+def test_lazy_imports_happen_before_the_privilege_drop(run_shim, probe, tmp_path, options,
+                                                       python_nobody_cannot_read):
+    """Run by an interpreter nobody cannot read (the fixture proves it): a module first
+    imported after the drop to --user fails there (exit 70), as it would in any image whose
+    Python is not readable by the target user."""
     audit = tmp_path / "audit.jsonl"
     options = [option.format(audit=audit) for option in options]
-    result = run_shim(["exec", "--user", "nobody", *options, "--", *probe.argv], {})
+    result = run_shim(["exec", "--user", "nobody", *options, "--", *probe.argv], {},
+                      python=python_nobody_cannot_read)
     assert result.returncode == 0, result.stderr
     assert probe.read()["uid"] == 65534

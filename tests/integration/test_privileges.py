@@ -29,13 +29,20 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
        # gosu's matrix sets a bogus HOME to prove it is replaced.
        "HOME": "/omg/really/gosu/nowhere"}
 NOBODY = 65534
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privilege drops need root")
+
+@pytest.fixture(autouse=True)
+def _needs_root():
+    if os.geteuid() != 0:
+        unavailable("privilege drops need root")
+
 
 # Imports happen before becoming the caller: a non-root caller cannot read this interpreter's
 # stdlib under /root. Becoming the caller uses plain os calls, never shim's own code.
@@ -386,7 +393,7 @@ int main(int argc, char **argv) {
 def wrapper_dir():
     """A directory nobody can traverse (pytest's own tmp dirs are root-only)."""
     if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the setuid test wrapper")
+        unavailable("gcc is needed to build the setuid test wrapper")
     path = Path(tempfile.mkdtemp(prefix="shim-setuid-"))
     path.chmod(0o755)
     source = path / "wrapper.c"

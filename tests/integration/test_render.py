@@ -7,14 +7,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import BASE_ENV
+from tests.conftest import unavailable
 from tests.integration.test_supervise import finish, wait_for
+from tests.integration.test_watch_vault import default_sighup
 
 TRICKY = {
     "PLAIN": "abc",
@@ -77,9 +77,7 @@ def test_env_file_round_trip(run_shim, canaries, tmp_path, file_format):
 def test_dotenv_round_trip_through_docker_compose(run_shim, canaries, tmp_path):
     if shutil.which("docker") is None or subprocess.run(["docker", "compose", "version"],
                                                          capture_output=True).returncode != 0:
-        if os.environ.get("CI") == "true":
-            pytest.fail("docker compose is required under CI=true")
-        pytest.skip("docker compose not installed")
+        unavailable("docker compose not installed")
     values, env = tricky_env(tmp_path, canaries)
     out = tmp_path / "app.env"
     assert run_shim(["render", "--env-file", str(out), "--format", "dotenv"], env).returncode == 0
@@ -139,7 +137,7 @@ def test_render_usage_errors(run_shim, tmp_path):
                     {}).returncode == 64  # needs --pid-file
 
 
-def test_watch_rewrites_atomically_and_signals(canaries, tmp_path):
+def test_watch_rewrites_atomically_and_signals(start_shim, canaries, tmp_path):
     secret = tmp_path / "secret"
     values = [canaries.new(f"v{i}") for i in range(4)]
     secret.write_text(values[0])
@@ -147,14 +145,15 @@ def test_watch_rewrites_atomically_and_signals(canaries, tmp_path):
     out.mkdir()
     # A process to notify: it counts HUPs into a file.
     hups = tmp_path / "hups"
+    # SIGHUP at its default in both processes: a shell started with it ignored cannot trap it,
+    # and pytest itself may run with it ignored (nohup, some CI runners).
     target = subprocess.Popen(["sh", "-c", f"trap 'echo hup >> {hups}' HUP; touch {hups}; "
-                               "while :; do sleep 0.05; done"])
+                               "while :; do sleep 0.05; done"], preexec_fn=default_sighup)
     pid_file = tmp_path / "app.pid"
     pid_file.write_text(str(target.pid))
-    env = dict(BASE_ENV, SECRET=f"file:{secret}")
-    shim = subprocess.Popen([sys.executable, "-m", "shim", "render", "--dir", str(out),
-                             "--watch", "200ms", "--on-change", "signal:HUP", "--pid-file", str(pid_file)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shim = start_shim(["render", "--dir", str(out), "--watch", "200ms", "--on-change", "signal:HUP",
+                       "--pid-file", str(pid_file)], {"SECRET": f"file:{secret}"},
+                      preexec_fn=default_sighup)
     seen, bad = [], []
     stop = threading.Event()
 
@@ -188,16 +187,15 @@ def test_watch_rewrites_atomically_and_signals(canaries, tmp_path):
     assert seen == values
 
 
-def test_watch_on_change_runs_a_command_without_secrets_in_it(canaries, tmp_path):
+def test_watch_on_change_runs_a_command_without_secrets_in_it(start_shim, canaries, tmp_path):
     secret = tmp_path / "secret"
     secret.write_text(canaries.new("v1"))
     out = tmp_path / "shared"
     out.mkdir()
     record = tmp_path / "hook"
     hook = f"run:sh -c 'env > {record}'"
-    shim = subprocess.Popen([sys.executable, "-m", "shim", "render", "--dir", str(out), "--watch", "200ms",
-                             "--on-change", hook], env=dict(BASE_ENV, SECRET=f"file:{secret}"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shim = start_shim(["render", "--dir", str(out), "--watch", "200ms", "--on-change", hook],
+                      {"SECRET": f"file:{secret}"})
     try:
         assert wait_for(lambda: (out / "SECRET").exists())
         secret.write_text(canaries.new("v2"))

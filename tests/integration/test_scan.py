@@ -369,7 +369,7 @@ def test_missing_detect_secrets_is_78(tmp_path, run_shim):
     (tmp_path / "blocker" / "detect_secrets" / "__init__.py").write_text("raise ImportError('blocked')\n")
     result = run_shim(["scan", str(tmp_path)], {"PYTHONPATH": str(tmp_path / "blocker")})
     assert result.returncode == 78
-    assert "install shim[scan]" in result.stderr
+    assert "install shim-secrets[scan]" in result.stderr
 
 
 def test_importing_the_command_does_not_import_detect_secrets():

@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_ENV
+from tests.conftest import finish_process
 
 
-def start_shim(args, env, *, pid_namespace=True):
-    """shim in the background (PID 1 of a fresh PID namespace); returns the Popen."""
-    environment = dict(BASE_ENV)
-    environment.update(env)
-    command = [sys.executable, "-m", "shim", *args]
-    if pid_namespace:
-        command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *command]
-    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def start_shim(start_shim):
+    """The shared fixture (leak-checked), as PID 1 of a fresh PID namespace unless told otherwise."""
+
+    def start(args, env, *, pid_namespace=True):
+        return start_shim(args, env, pid_namespace=pid_namespace)
+
+    return start
 
 
 def finish(process, canaries, timeout=30):
-    stdout, stderr = process.communicate(timeout=timeout)
-    canaries.assert_absent(stdout, stderr, where="shim's output")
-    assert "Traceback" not in stderr, stderr
-    return process.returncode, stdout, stderr
+    return finish_process(process, canaries, timeout=timeout)
 
 
 def shim_pid_inside(process) -> int:
@@ -53,20 +47,20 @@ def wait_for(predicate, timeout=15.0, interval=0.05):
 
 
 @pytest.mark.parametrize("code", [0, 1, 2, 42, 126, 127, 128, 200, 255])
-def test_exit_codes_pass_through(canaries, code):
+def test_exit_codes_pass_through(start_shim, canaries, code):
     process = start_shim(["exec", "--init", "--", "sh", "-c", f"exit {code}"], {})
     returncode, _, _ = finish(process, canaries)
     assert returncode == code
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSEGV, signal.SIGUSR1])
-def test_killed_child_gives_128_plus_signal(canaries, signum):
+def test_killed_child_gives_128_plus_signal(start_shim, canaries, signum):
     process = start_shim(["exec", "--init", "--", "sh", "-c", f"kill -{int(signum)} $$"], {})
     returncode, _, _ = finish(process, canaries)
     assert returncode == 128 + signum
 
 
-def test_runs_as_pid_1_and_child_is_not(canaries, tmp_path):
+def test_runs_as_pid_1_and_child_is_not(start_shim, canaries, tmp_path):
     out = tmp_path / "ids"
     process = start_shim(["exec", "--init", "--", "sh", "-c", f"echo $$ $PPID > {out}"], {})
     assert finish(process, canaries)[0] == 0
@@ -74,7 +68,7 @@ def test_runs_as_pid_1_and_child_is_not(canaries, tmp_path):
     assert ppid == "1" and pid != "1"
 
 
-def test_sigterm_reaches_the_child_and_shim_exits_143(canaries, tmp_path):
+def test_sigterm_reaches_the_child_and_shim_exits_143(start_shim, canaries, tmp_path):
     marker = tmp_path / "started"
     process = start_shim(["exec", "--init", "--", "sh", "-c", f"touch {marker}; exec sleep 60"], {})
     assert wait_for(marker.exists)
@@ -83,7 +77,7 @@ def test_sigterm_reaches_the_child_and_shim_exits_143(canaries, tmp_path):
     assert returncode == 143
 
 
-def test_signals_are_forwarded_to_the_group(canaries, tmp_path):
+def test_signals_are_forwarded_to_the_group(start_shim, canaries, tmp_path):
     """A HUP to PID 1 reaches the child and its own child (the whole group)."""
     log = tmp_path / "hups"
     script = (f"trap 'echo parent >> {log}; exit 0' HUP; "
@@ -98,7 +92,7 @@ def test_signals_are_forwarded_to_the_group(canaries, tmp_path):
     assert sorted(log.read_text().split()) == ["grandchild", "parent"]
 
 
-def test_forward_to_child_only(canaries, tmp_path):
+def test_forward_to_child_only(start_shim, canaries, tmp_path):
     log = tmp_path / "hups"
     script = (f"trap 'echo parent >> {log}; exit 0' HUP; "
               f"sh -c \"trap 'echo grandchild >> {log}; exit 0' HUP; touch {log}.g; "
@@ -112,7 +106,7 @@ def test_forward_to_child_only(canaries, tmp_path):
     assert log.read_text().split() == ["parent"]
 
 
-def test_orphaned_grandchildren_are_reaped(canaries, tmp_path):
+def test_orphaned_grandchildren_are_reaped(start_shim, canaries, tmp_path):
     report = tmp_path / "zombies"
     script = ("for i in $(seq 100); do (sleep 0.3 &) ; done; sleep 1.5; "
               f"ps -eo stat= | grep -c '^Z' > {report}; ps -eo pid= | wc -l >> {report}")
@@ -123,7 +117,7 @@ def test_orphaned_grandchildren_are_reaped(canaries, tmp_path):
     assert int(processes) <= 4  # shim, sh, ps, wc: the 100 orphans are gone
 
 
-def test_subreaper_when_not_pid_1(canaries, tmp_path):
+def test_subreaper_when_not_pid_1(start_shim, canaries, tmp_path):
     """Without a PID namespace shim registers as child subreaper: orphans come to it, not to init."""
     report = tmp_path / "ppid"
     # $PPID is fixed when a shell starts; read the parent at the moment of asking instead.
@@ -134,7 +128,7 @@ def test_subreaper_when_not_pid_1(canaries, tmp_path):
     assert int(report.read_text()) == process.pid
 
 
-def test_child_gets_default_signals_and_empty_mask(canaries, probe):
+def test_child_gets_default_signals_and_empty_mask(start_shim, canaries, probe):
     process = start_shim(["exec", "--init", "--", *probe.argv], {})
     assert finish(process, canaries)[0] == 0
     record = probe.read()
@@ -142,7 +136,7 @@ def test_child_gets_default_signals_and_empty_mask(canaries, probe):
     assert record["sig_blk"] == "0000000000000000"
 
 
-def test_init_drops_privileges_for_child_and_supervisor(canaries, tmp_path, shared_dir):
+def test_init_drops_privileges_for_child_and_supervisor(start_shim, canaries, tmp_path, shared_dir):
     out = shared_dir / "ids"
     process = start_shim(["exec", "--init", "--user", "nobody", "--", "sh", "-c",
                           f"echo $(id -u) $(awk '/^Uid/{{print $2}}' /proc/1/status) > {out}"], {})
@@ -158,7 +152,7 @@ def watch_child(starts: Path) -> list[str]:
     return ["sh", "-c", f'echo "$SECRET" >> {starts}; exec sleep 60']
 
 
-def test_watch_restarts_once_on_change_and_never_without(canaries, tmp_path, shared_dir):
+def test_watch_restarts_once_on_change_and_never_without(start_shim, canaries, tmp_path, shared_dir):
     first, second = canaries.new("v1"), canaries.new("v2")
     secret = tmp_path / "secret"
     secret.write_text(first)
@@ -177,7 +171,7 @@ def test_watch_restarts_once_on_change_and_never_without(canaries, tmp_path, sha
     assert returncode == 143
 
 
-def test_watch_keeps_child_when_store_fails(canaries, tmp_path, shared_dir):
+def test_watch_keeps_child_when_store_fails(start_shim, canaries, tmp_path, shared_dir):
     value = canaries.new()
     secret = tmp_path / "secret"
     secret.write_text(value)
@@ -197,7 +191,7 @@ def test_watch_keeps_child_when_store_fails(canaries, tmp_path, shared_dir):
     assert "re-resolution failed, keeping the running values" in stderr
 
 
-def test_restart_kills_a_child_that_ignores_sigterm_after_stop_timeout(canaries, tmp_path, shared_dir):
+def test_restart_kills_a_child_that_ignores_sigterm_after_stop_timeout(start_shim, canaries, tmp_path, shared_dir):
     first, second = canaries.new("v1"), canaries.new("v2")
     secret = tmp_path / "secret"
     secret.write_text(first)
@@ -211,10 +205,10 @@ def test_restart_kills_a_child_that_ignores_sigterm_after_stop_timeout(canaries,
     assert wait_for(lambda: starts.read_text().split() == [first, second])
     assert time.monotonic() - changed_at >= 1.0  # it waited the stop timeout before SIGKILL
     os.kill(shim_pid_inside(process), signal.SIGKILL)
-    process.communicate(timeout=10)
+    finish(process, canaries)
 
 
-def test_on_change_signal_and_exit(canaries, tmp_path, shared_dir):
+def test_on_change_signal_and_exit(start_shim, canaries, tmp_path, shared_dir):
     secret = tmp_path / "secret"
     secret.write_text(canaries.new("v1"))
     log = shared_dir / "log"
@@ -225,7 +219,7 @@ def test_on_change_signal_and_exit(canaries, tmp_path, shared_dir):
     secret.write_text(canaries.new("v2"))
     assert wait_for(lambda: "hup" in log.read_text())
     os.kill(shim_pid_inside(process), signal.SIGKILL)
-    process.communicate(timeout=10)
+    finish(process, canaries)
 
     secret.write_text(canaries.new("v3"))
     marker = shared_dir / "exit-started"

@@ -240,6 +240,23 @@ def test_approle_bad_secret_id_is_77_at_once(vault, run_shim, probe, canaries, h
     assert not probe.ran
 
 
+def test_credentials_echoed_in_vault_error_text_are_redacted(vault, run_shim, probe, canaries, home):
+    """A Vault (or proxy) that quotes the request back: shim shows the error text, minus every
+    credential it holds."""
+    vault.echo_credentials = True
+    role_id = credential(canaries, vault.add_approle("app", ["secret/data/app"]))
+    env = {"VAULT_ADDR": vault.url, "HOME": str(home), "VAULT_ROLE_ID": role_id,
+           "VAULT_SECRET_ID": canaries.new("secret-id"), "PASSWORD": "vault:secret/data/app#password"}
+    login = exec_probe(run_shim, probe, env)
+    assert login.returncode == 77
+    assert "request was:" in login.stderr and "<redacted>" in login.stderr  # the echo did happen
+    token = vault.create_token(["secret/data/other"])
+    denied = exec_probe(run_shim, probe, token_env(vault, canaries, home, token,
+                                                   PASSWORD="vault:secret/data/app#password"))
+    assert denied.returncode == 77
+    assert "request was: <redacted>" in denied.stderr
+
+
 def test_kubernetes_login_with_the_service_account_token(vault, run_shim, probe, canaries, home,
                                                          tmp_path):
     value = canaries.new()
@@ -610,7 +627,7 @@ def test_debug_logging_never_shows_values_or_credentials(vault, run_shim, probe,
 
 def test_no_sdk_is_imported_until_a_vault_reference_is_resolved():
     # The provider module itself imports hvac: the registry loads it only for a Vault
-    # reference, and turns a missing SDK into "install shim[vault]".
+    # reference, and turns a missing SDK into "install shim-secrets[vault]".
     code = ("import sys, shim.providers, shim.resolve, shim.plan; "
             "print(sorted(m for m in ('hvac', 'requests', 'tenacity') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

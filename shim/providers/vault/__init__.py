@@ -3,7 +3,7 @@
 Built on hvac's request adapter (session, X-Vault-Request, X-Vault-Namespace); every status is
 classified here, because hvac never retries, its exception text embeds the full URL, and its
 `Client.read()` turns a 404 into None. This package (and so hvac) is imported only when the plan
-holds a Vault reference; a missing SDK is the registry's "install shim[vault]" (exit 78).
+holds a Vault reference; a missing SDK is the registry's "install shim-secrets[vault]" (exit 78).
 
 One job per module, none importing another's internals: http (connection settings, hvac's
 adapter, redaction, redirects, retries: the VaultHttp object every other module is given),

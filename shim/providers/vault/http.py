@@ -15,7 +15,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import hvac.adapters
 import requests
-import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the registry says "install shim[vault]"
+import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the registry says "install shim-secrets[vault]"
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError

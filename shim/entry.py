@@ -1,0 +1,82 @@
+"""The `shim` console script: `exec`'s usual command line without click, the rest with it.
+
+shim.fastpath reads the common `shim exec` line from the option table; anything it does not
+read (another command, --help, a usage error, anything ambiguous) goes to click in shim.cli,
+imported only then. Both paths report failures here, the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in the shim (reported without details)
+EXIT_INTERRUPTED = 130
+
+
+def main(argv=None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    from shim.dumpable import protect
+    protect()  # first: the environment may already hold store credentials
+    from shim.fastpath import parse_exec
+    parsed = parse_exec(args, os.environ)
+    if parsed is None:
+        from shim.cli import main as click_main
+        click_main(args)
+        return
+    raw, command = parsed
+    with reported_failures(args):
+        from shim.execute import run_exec
+        from shim.options import parse_options
+        from shim.pipeline import Pipeline
+        run_exec(Pipeline(parse_options("exec", raw)), command)
+
+
+class reported_failures:
+    """Context manager: a ShimError exits with its code and one line, a bug with 70 and no
+    traceback (which may hold a value), Ctrl-C with 130; a normal end exits 0."""
+
+    def __init__(self, args):
+        self.args = args
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        from shim.errors import ShimError
+        if kind is None:
+            sys.exit(0)
+        if issubclass(kind, SystemExit):
+            return False
+        if issubclass(kind, KeyboardInterrupt):
+            sys.stderr.write("\n")
+            sys.exit(EXIT_INTERRUPTED)
+        if issubclass(kind, ShimError):
+            print_error(error, self.args)
+            sys.exit(error.exit_code)
+        if issubclass(kind, Exception):
+            sys.stderr.write(f"shim: internal error ({kind.__name__}); please report it\n")
+            sys.exit(EXIT_INTERNAL)
+        return False
+
+
+def print_error(error, args) -> None:
+    """An error no command reported (bad option values, bad --user), in the asked-for format
+    and to --audit-file as well: through the run's Log when there is one."""
+    from shim.audit import report_error
+    json_asked = (os.environ.get("SHIM_LOG_FORMAT") == "json"
+                  or _option_value(args, "--log-format") == "json")
+    report_error(error, log_format="json" if json_asked else "text",
+                 audit_file=_option_value(args, "--audit-file") or os.environ.get("SHIM_AUDIT_FILE"))
+
+
+def _option_value(args, name):
+    """The value of `name VALUE` or `name=VALUE` before `--` (the command's own arguments)."""
+    for index, item in enumerate(args):
+        if item == "--":
+            return None
+        if item.startswith(name + "="):
+            return item[len(name) + 1:]
+        if item == name and index + 1 < len(args):
+            return args[index + 1]
+    return None

@@ -1,0 +1,98 @@
+"""The ending of `shim exec`: resolve, drop privileges, execve CMD (or supervise it).
+
+Apart from shim.cli so that the fast path (shim.entry) runs it without importing click.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from shim import privileges
+from shim.launch import exec_command as execve, reset_reserved_signals
+from shim.pipeline import Pipeline
+
+
+def run_exec(run: Pipeline, command) -> None:
+    """Resolve the environment, drop privileges, execve CMD (keeps the PID)."""
+    options = run.options
+    # Before any drop (here or in --init's child): this may import ctypes, and after the
+    # drop to --user the interpreter's own files need not be readable.
+    reset_reserved_signals()
+    if options.no_new_privs:
+        # set_no_new_privs() runs after the drop to --user, when the interpreter's own files
+        # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
+        import ctypes  # noqa: F401
+    identity = run.target_identity()
+    run.prepare_as_files(identity)
+    resolved = run.resolve()
+    if resolved.errors:
+        run.fail(resolved.errors)
+    run.warn_if_root(identity)
+    env = run.child_environment(resolved, identity)
+    if run.as_files:  # --as-files: written now, as root, before any drop
+        run.delivered(env)
+    if options.init or options.watch:
+        sys.exit(_supervise(run, command, env, identity, resolved))
+    if identity is not None:
+        privileges.drop_privileges(identity)
+        run.log_dropped(identity)
+    if options.no_new_privs:
+        privileges.set_no_new_privs()
+    run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
+                  variables=sorted(resolved.plan.entries))
+    execve(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
+
+
+def _supervise(run: Pipeline, command, env, identity, resolved) -> int:
+    """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change."""
+    from shim.supervise import Supervisor   # only for --init/--watch
+
+    options = run.options
+    watching = options.watch is not None
+    if identity is not None and not watching:
+        # Nothing to re-read later: the supervisor gives up root as well. Supervisor.install()
+        # imports ctypes lazily; after the drop the interpreter's files may be unreadable.
+        import ctypes  # noqa: F401
+        privileges.drop_privileges(identity)
+        run.log_dropped(identity)
+
+    def prepare_child(child_env):
+        if identity is not None and watching:
+            privileges.drop_privileges(identity)
+        if options.no_new_privs:
+            privileges.set_no_new_privs()
+
+    supervisor = Supervisor(command, log=run.log, forward_to_group=options.forward_to == "group",
+                            stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
+                            prepare_child=prepare_child)
+    supervisor.install()
+    supervisor.start(run.delivered(env))
+    as_files = run.as_files
+    if not watching:
+        try:
+            return supervisor.run()
+        finally:
+            if as_files:  # --as-files: the files go with the program
+                as_files.remove_all(run.log)
+
+    action, argument = options.on_change
+
+    def apply(new_env, changed):
+        new_env = run.delivered(new_env)  # --as-files: rewrites the changed files
+        if action == "restart":
+            supervisor.restart(new_env)
+        elif action == "signal":
+            supervisor.deliver(argument)
+        else:
+            supervisor.stop_and_exit()
+
+    watcher = run.watcher(lambda new: run.child_environment(new, identity), env, apply,
+                          resolved.resolution)
+    try:
+        return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
+    finally:
+        if options.revoke_on_exit:
+            watcher.revoke_all()
+        if as_files:  # --as-files: the files go with the program
+            as_files.remove_all(run.log)

@@ -1,0 +1,28 @@
+# (b) A musl userland, which is what an Alpine image is to the bundle: musl's loader and libc,
+# a dynamically linked musl program, /etc/passwd and /etc/group. Test-only.
+ARG BASE_IMAGE=debian:bookworm-slim
+ARG SHIM_IMAGE=shim:latest
+
+FROM ${SHIM_IMAGE} AS shim
+
+# Everything from Debian packages, nothing from a registry: static busybox (busybox-static), the
+# musl loader and libc (musl), and the probe program built with musl-gcc (musl-tools). The same
+# lines in every Dockerfile here, so the builder reuses this stage.
+FROM ${BASE_IMAGE} AS tools
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        busybox-static musl musl-tools gcc \
+ && rm -rf /var/lib/apt/lists/*
+COPY probe.c /build/probe.c
+RUN mkdir -p /out/lib /out/bin \
+ && musl-gcc -O2 -o /out/bin/probe /build/probe.c \
+ && musl-gcc -O2 -static -o /out/bin/probe-static /build/probe.c \
+ && cp -L /lib/ld-musl-*.so.1 /out/lib/ \
+ && cp /bin/busybox /out/bin/busybox
+
+FROM scratch
+COPY --from=shim /opt/shim /opt/shim
+COPY --from=tools /out/lib/ /lib/
+COPY --from=tools /out/bin/probe /usr/bin/probe
+COPY --from=tools /out/bin/probe-static /usr/bin/probe-static
+COPY passwd group /etc/
