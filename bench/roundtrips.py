@@ -1,7 +1,8 @@
 """Target 2, round trips: how many requests shim makes, and how long they take, at 20 ms each.
 
 The doubles run in this process with 20 ms of latency on every answer: the Vault double
-(`latency`), the Azure Key Vault double (`set_latency`, vault and identity endpoint) and moto
+(`latency`), the Azure Key Vault double (`set_latency`, vault and identity endpoint), the
+Secret Manager double (`set_latency`, API and metadata server) and moto
 behind a counting proxy that waits 20 ms before forwarding. shim runs as a real process
 (`python -m shim exec -- /bin/true`, the checkout's .venv, every extra installed). Counts come
 from the servers' request logs, never from shim's own output.
@@ -231,6 +232,47 @@ def bench_azure(runs: int, directory: Path) -> list[list]:
     return rows, targets
 
 
+# --- Google Cloud Secret Manager ----------------------------------------------------------------
+
+def bench_gcp(runs: int, directory: Path) -> list[list]:
+    from tests.doubles.gcp import SecretManagerDouble
+
+    with SecretManagerDouble(directory / "gcp") as gcp:
+        for n in range(50):
+            gcp.add_version(f"bench-{n:03d}", f"bench-gcp-{n}")
+        for service in ("secretmanager", "metadata"):
+            gcp.set_latency(LATENCY, service=service)
+        base = {**gcp.base_env(), "CLOUDSDK_CONFIG": str(directory / "no-gcloud")}
+        scenarios = {
+            "1 secret (one read)": {"G_000": f"sm://{gcp.project}/bench-000"},
+            "50 secrets": {f"G_{n:03d}": f"sm://{gcp.project}/bench-{n:03d}" for n in range(50)},
+        }
+        results = {}
+        for name, variables in scenarios.items():
+            times = run_shim({**base, **variables}, runs, before=gcp.clear_log)
+            results[name] = (median(times), {
+                "access": len([r for r in gcp.requests() if r.path.endswith(":access")]),
+                "get": len([r for r in gcp.requests() if not r.path.endswith(":access")]),
+                "tokens": gcp.count("metadata", path="/computeMetadata/v1/instance/service-accounts/default/token"),
+            })
+    one_time = results["1 secret (one read)"][0]
+    rows = []
+    for name, (wall, count) in results.items():
+        rows.append(["GCP", name, wall, f"{wall / one_time:.2f}x",
+                     f"{(wall - one_time) / (LATENCY * 1000):.1f}",
+                     f"{plural(count['access'], 'access call')}, {plural(count['get'], 'get')}, "
+                     f"{plural(count['tokens'], 'token request')}"])
+    ratio = results["50 secrets"][0] / one_time
+    targets = [
+        ["GCP: 50 secrets, wall time / one read", f"{ratio:.2f}x", "2x", verdict(ratio <= 2)],
+        ["GCP: token requests per run", max(r[1]["tokens"] for r in results.values()), "1",
+         verdict(all(r[1]["tokens"] == 1 for r in results.values()))],
+        ["GCP: access calls for 50 secrets", results["50 secrets"][1]["access"], "50",
+         verdict(results["50 secrets"][1]["access"] == 50)],
+    ]
+    return rows, targets
+
+
 def main(argv=None) -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per scenario (median wall time)")
@@ -241,7 +283,8 @@ def main(argv=None) -> list[str]:
         rows, targets = [], []
         for bench in (lambda: bench_vault(args.runs, directory / "home"),
                       lambda: bench_aws(args.runs, directory),
-                      lambda: bench_azure(args.runs, directory)):
+                      lambda: bench_azure(args.runs, directory),
+                      lambda: bench_gcp(args.runs, directory)):
             more_rows, more_targets = bench()
             rows += more_rows
             targets += more_targets

@@ -15,6 +15,7 @@ Canonical forms (docs/references.md has the full table):
     awsssm      ref+awsssm://<name>[?version=N|label=L]    (a leading / is implied for hierarchies)
     azure       ref+azurekeyvault://<vault>/<name>[/<version>][#/key]
     sops        ref+sops://<path>[?format=F][#/key]          (a sops-encrypted file)
+    gcpsecrets  ref+gcpsecrets://<project>/<secret>[?location=L][&version=V][#/key]
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
@@ -47,10 +48,10 @@ IMPORT_OPTIONS = frozenset({"prefix"})
 # shim runs at every container start (docs/performance.md).
 @record
 class Reference:
-    provider: str                       # file | vault | awssecrets | awsssm | azurekeyvault | sops
+    provider: str                       # a row of the table below (file, vault, gcpsecrets, ...)
     locator: str                        # where the secret lives, in the provider's own terms
     selector: tuple[str, ...] = ()      # JSON pointer parts (or one plain key) into the secret
-    version: str | None = None          # a pinned version (vault N, azure id, ssm N)
+    version: str | None = None          # a pinned version (vault N, azure id, ssm N, gcp N/alias)
     options: tuple[tuple[str, str], ...] = ()
     syntax: str = ""                    # which accepted syntax it was written in
     canonical: str = ""                 # derived from the fields above
@@ -382,6 +383,66 @@ def _azure(text, host, name, version, selector, options, syntax) -> Reference:
     return _make("azurekeyvault", locator, selector, version, tuple(options), syntax)
 
 
+# --- Google Cloud Secret Manager ---------------------------------------------
+#
+# The locator is the resource name projects/P[/locations/L]/secrets/S; the version is None for
+# `latest`. berglas (sm://) and secrets-init (gcp:secretmanager:) are Spellings of the same row.
+
+_GCP_PROJECT = r"[a-z0-9][a-z0-9.:-]{0,99}"       # id, number, or domain:id
+_GCP_SECRET = r"[A-Za-z0-9_-]{1,255}"
+_GCP_VERSION = r"[1-9][0-9]{0,18}|[A-Za-z][A-Za-z0-9_-]{0,62}"  # number or alias
+_GCP_LOCATION = r"[a-z][a-z0-9-]{0,62}"
+GCP_LOCATOR = r"projects/([^/]+)(?:/locations/([^/]+))?/secrets/([^/]+)"
+
+
+def _parse_berglas(text: str) -> Reference:
+    body, version = _split_once(text[len("sm://"):], "#")
+    parts = body.split("/")
+    if len(parts) != 2 or "?" in body:
+        raise _malformed(text, "expected sm://<project>/<secret>[#<version>]",
+                         "write e.g. sm://my-project/db-password#3")
+    return _gcp(text, parts[0], None, parts[1], version, (), (), "berglas")
+
+
+def _parse_secrets_init(text: str) -> Reference:
+    match = re.fullmatch(r"projects/([^/]*)(?:/locations/([^/]*))?/secrets/([^/]*)"
+                         r"(?:/versions/([^/]*))?", text[len("gcp:secretmanager:"):])
+    if not match:
+        raise _malformed(text, "expected projects/<project>/secrets/<secret>[/versions/<v>]",
+                         "write e.g. gcp:secretmanager:projects/p/secrets/db/versions/3")
+    project, location, secret, version = match.groups()
+    return _gcp(text, project, location, secret, version, (), (), "secrets-init")
+
+
+def _gcp_from_vals(text, path, selector, options) -> Reference:
+    version, options = _take_option(options, "version")
+    location, options = _take_option(options, "location")
+    parts = path.split("/")
+    if len(parts) != 2:
+        raise _malformed(text, "expected <project>/<secret>",
+                         "write e.g. ref+gcpsecrets://my-project/db-password?version=3")
+    return _gcp(text, parts[0], location, parts[1], version, selector, options, "vals")
+
+
+def _gcp(text, project, location, secret, version, selector, options, syntax) -> Reference:
+    if not re.fullmatch(_GCP_PROJECT, project):
+        raise _malformed(text, "the project is empty or not valid",
+                         "give a project id (my-project) or number")
+    if not re.fullmatch(_GCP_SECRET, secret):
+        raise _malformed(text, "the secret is empty or not valid",
+                         "give letters, digits, _ and - (at most 255)")
+    if location is not None and not re.fullmatch(_GCP_LOCATION, location):
+        raise _malformed(text, "the location is empty or not valid",
+                         "give a region such as europe-west1")
+    if version is not None and not re.fullmatch(_GCP_VERSION, version):
+        raise _malformed(text, "the version is empty or not valid",
+                         "give a version number, latest, or an alias")
+    location_part = f"/locations/{location}" if location else ""
+    locator = f"projects/{project}{location_part}/secrets/{secret}"
+    return _make("gcpsecrets", locator, selector, None if version == "latest" else version,
+                 options, syntax)
+
+
 # --- shared pieces ----------------------------------------------------------
 
 def _make(provider, locator, selector, version, options, syntax) -> Reference:
@@ -430,6 +491,12 @@ def _render_awssecrets(locator, version, query):
 
 def _render_awsssm(locator, version, query):
     return locator.lstrip("/"), query + ([("version", version)] if version else [])
+
+
+def _render_gcp(locator, version, query):
+    project, location, secret = re.fullmatch(GCP_LOCATOR, locator).groups()
+    query = query + ([("location", location)] if location else [])
+    return f"{project}/{secret}", query + ([("version", version)] if version else [])
 
 
 def _render_azure(locator, version, query):
@@ -553,9 +620,10 @@ def _syntax_of(text: str) -> str:
 #
 # One row per provider: its ref+ scheme (the canonical spelling), the options it takes beyond
 # COMMON_OPTIONS, how a ref+<scheme>:// body becomes a Reference, and how a Reference is
-# written back. Other spellings (vault:, file:, ARNs, @Microsoft.KeyVault(...)) are rows of
-# SPELLINGS: a prefix (and, where a prefix is shared, a regex) and the parser of the whole
-# text. A new provider adds its row here (or calls register() at import of this module).
+# written back. Other spellings (vault:, file:, ARNs, @Microsoft.KeyVault(...), sm://,
+# gcp:secretmanager:) are rows of SPELLINGS: a prefix (and, where a prefix is shared, a regex)
+# and the parser of the whole text. A new provider adds its row here (or calls register() at
+# import of this module).
 
 @record
 class ProviderSyntax:
@@ -603,3 +671,7 @@ register(ProviderSyntax("awsssm", frozenset({"version", "label", "region"}),
 register(ProviderSyntax("azurekeyvault", frozenset(), _azure_from_vals, _render_azure),
          Spelling("@Microsoft.KeyVault(", "@Microsoft.KeyVault(", _parse_app_service))
 register(ProviderSyntax("sops", frozenset({"format"}), _sops_from_vals, _render_path))
+register(ProviderSyntax("gcpsecrets", frozenset({"version", "location"}), _gcp_from_vals,
+                        _render_gcp),
+         Spelling("sm://", "sm://", _parse_berglas),
+         Spelling("gcp:secretmanager:", "gcp:secretmanager:", _parse_secrets_init))

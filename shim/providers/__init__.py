@@ -1,7 +1,7 @@
 """Registry of secret stores: one line per provider, imported only when used.
 
 An image that resolves only files and placeholders never imports hvac,
-boto3 or the Azure SDK, and does not need them installed.
+boto3, the Azure SDK or google-auth, and does not need them installed.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ REGISTRY = {
     "awsssm": ("shim.providers.aws", "ParameterStoreProvider", "aws"),
     "azurekeyvault": ("shim.providers.azure", "KeyVaultProvider", "azure"),
     "sops": ("shim.providers.sops", "SopsProvider", "sops"),
+    "gcpsecrets": ("shim.providers.gcp", "SecretManagerProvider", "gcp"),
 }
 
 

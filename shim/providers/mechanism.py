@@ -60,9 +60,10 @@ MAX_WORKERS = 16
 class Transient(Exception):
     """A failure another attempt may fix; `reason` is safe to show (a status, a code)."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
         self.reason = reason
+        self.retry_after = retry_after   # the store's own Retry-After, in seconds, if it sent one
 
 
 def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str, title: str,
@@ -71,9 +72,10 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
     """`attempt()`'s result, retried on transient failures until the deadline.
 
     `transient(error)` gives the reason for an exception worth retrying (None: raise it at once);
-    without it only Transient is retried. Each retry logs one `provider.retry` event (provider,
-    operation, attempt, reason, wait, plus `fields`, e.g. reference); giving up raises the one
-    Unavailable shape: "<title>: <reason> on every attempt (<n>) within the deadline".
+    without it only Transient is retried, waiting at least its `retry_after` when it has one.
+    Each retry logs one `provider.retry` event (provider, operation, attempt, reason, wait, plus
+    `fields`, e.g. reference); giving up raises the one Unavailable shape:
+    "<title>: <reason> on every attempt (<n>) within the deadline".
     """
     import tenacity  # a dependency of every remote provider's extra, never of local runs
 
@@ -88,8 +90,11 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
     backoff = tenacity.wait_random_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX)
 
     def wait(state) -> float:
-        # Never sleep into the last LAST_ATTEMPT seconds: they are for one more attempt.
-        return min(backoff(state), max(0.0, deadline.remaining() - LAST_ATTEMPT))
+        # A store's Retry-After is a floor, not a promise: still never sleep into the last
+        # LAST_ATTEMPT seconds, they are for one more attempt.
+        error = state.outcome.exception()
+        asked = (error.retry_after or 0.0) if isinstance(error, Transient) else 0.0
+        return min(max(backoff(state), asked), max(0.0, deadline.remaining() - LAST_ATTEMPT))
 
     def before_sleep(state) -> None:
         reason = reason_of(state.outcome.exception())

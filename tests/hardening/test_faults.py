@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.doubles.azure import AzureKeyVaultDouble
+from tests.doubles.gcp import SecretManagerDouble
 from tests.doubles.tls import make_test_pki
 from tests.doubles.vault import VaultDouble
 from tests.helpers.aws_moto import AwsProxy, MotoServer
@@ -199,6 +200,62 @@ def test_azure_down(run_shim, probe, key_vault):
 
 def test_azure_dns_failure(run_shim, probe, key_vault):
     env = azure_env(key_vault, DB_PASSWORD="ref+azurekeyvault://shim-no-such-host.invalid/db")
+    result, elapsed = run_timed(run_shim, probe, env)
+    assert result.returncode == 69, result.stderr
+    assert elapsed < DEADLINE + SLACK
+
+
+# --- Google Cloud Secret Manager --------------------------------------------
+
+@pytest.fixture
+def secret_manager(tmp_path, canaries):
+    with SecretManagerDouble(tmp_path / "gcp") as double:
+        double.add_version("db", canaries.new("gcp"))
+        yield double
+
+
+def gcp_env(double, tmp_path, **extra):
+    return {**double.base_env(), "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
+            "DB_PASSWORD": f"sm://{double.project}/db", **extra}
+
+
+@pytest.mark.parametrize("status", [429, 500, 503, 504])
+def test_gcp_storm_outlasting_the_deadline(run_shim, probe, tmp_path, secret_manager, status):
+    secret_manager.inject_failure(status, count=10000)
+    result, elapsed = run_timed(run_shim, probe, gcp_env(secret_manager, tmp_path))
+    assert result.returncode == 69, result.stderr
+    assert elapsed < DEADLINE + SLACK
+    assert not probe.ran
+
+
+@pytest.mark.parametrize("fault", ["latency", "slow body", "garbage", "huge answers", "token endpoint storm"])
+def test_gcp_slow_or_lying_until_the_deadline(run_shim, probe, tmp_path, secret_manager, fault):
+    if fault == "latency":
+        secret_manager.set_latency(DEADLINE + 5)
+    elif fault == "slow body":
+        secret_manager.set_slow_body(0.2)
+    elif fault == "garbage":
+        secret_manager.inject_garbage(10000)
+    elif fault == "huge answers":
+        secret_manager.inject_garbage(10000, size=8 << 20)
+    else:
+        secret_manager.inject_failure(503, count=10000, service="metadata")
+    result, elapsed = run_timed(run_shim, probe, gcp_env(secret_manager, tmp_path))
+    assert result.returncode == 69, result.stderr
+    assert len(result.stderr.splitlines()) == 1  # one line, none of google-auth's retry warnings
+    assert elapsed < DEADLINE + SLACK
+    assert not probe.ran
+
+
+def test_gcp_down(run_shim, probe, tmp_path, secret_manager):
+    env = gcp_env(secret_manager, tmp_path, SHIM_GCP_ENDPOINT=f"https://127.0.0.1:{closed_port()}")
+    result, elapsed = run_timed(run_shim, probe, env)
+    assert result.returncode == 69, result.stderr
+    assert elapsed < DEADLINE + SLACK
+
+
+def test_gcp_dns_failure(run_shim, probe, tmp_path, secret_manager):
+    env = gcp_env(secret_manager, tmp_path, SHIM_GCP_ENDPOINT="https://shim-no-such-host.invalid")
     result, elapsed = run_timed(run_shim, probe, env)
     assert result.returncode == 69, result.stderr
     assert elapsed < DEADLINE + SLACK

@@ -143,3 +143,54 @@ def test_supervisor_argv_and_environment_hold_no_secret(canaries, shared_dir, re
     finally:
         process.send_signal(signal.SIGTERM)
         finish_process(process, canaries)
+
+
+# --- a remote store: Google Cloud Secret Manager ----------------------------
+#
+# The same sweep against the Secret Manager double: a payload canary and the OAuth tokens the
+# double issued must reach only the child, never shim's output or the audit file, whether the
+# read succeeds, is refused or fails a check.
+
+REMOTE_SCENARIOS = {"ok": 0, "not_found": 66, "corrupt": 65, "denied": 77}
+
+
+@pytest.fixture(scope="module")
+def secret_manager(tmp_path_factory):
+    from tests.doubles.gcp import SecretManagerDouble
+
+    with SecretManagerDouble(tmp_path_factory.mktemp("gcp")) as double:
+        yield double
+
+
+REMOTE_CASES = list(itertools.product(COMMANDS, FORMATS, REMOTE_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", REMOTE_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in REMOTE_CASES])
+def test_no_gcp_canary_in_any_output(run_shim, canaries, tmp_path, secret_manager,
+                                     command, log_format, scenario):
+    canary = canaries.new(scenario)
+    secret = f"leak-{scenario}-{command}-{log_format}"
+    secret_manager.add_version(secret, canary)
+    secret_manager.corrupt_checksums = scenario == "corrupt"
+    key = secret_manager.service_account_key(tmp_path / "key.json", principal=f"sa-{secret}")
+    if scenario == "denied":
+        secret_manager.deny(f"sa-{secret}", secret)
+    name = "absent" if scenario == "not_found" else secret
+    (tmp_path / "out").mkdir()
+    audit = tmp_path / "audit.log"
+    env = {**secret_manager.base_env(), "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
+           "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+           "GOOD": f"sm://{secret_manager.project}/{name}"}
+    args = COMMANDS[command](tmp_path)
+    args = args[:1] + ["--log-format", log_format, "--audit-file", str(audit), "-vv"] + args[1:]
+    try:
+        result = run_shim(args, env)  # no payload canary in stdout/stderr, no traceback
+    finally:
+        secret_manager.corrupt_checksums = False
+    assert result.returncode == REMOTE_SCENARIOS[scenario], result.stderr
+    assert secret_manager.issued_tokens(), "the control: a token was issued"
+    canaries.assert_absent(audit.read_text() if audit.exists() else "", where="the audit file")
+    written = result.stdout + result.stderr + (audit.read_text() if audit.exists() else "")
+    for material in secret_manager.credential_material():
+        assert material not in written, "credential material leaked"

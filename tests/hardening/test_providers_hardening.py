@@ -155,6 +155,13 @@ HOSTILE = [
     "@Microsoft.KeyVault({c}=x)",
     "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/n/{c})",
     "@Microsoft.KeyVault(SecretUri=https://v.vault.azure.net/secrets/{c}_x)",
+    "sm://{c}",
+    "sm://p/{c}.x",
+    "sm://p/s#{c}.x",
+    "gcp:secretmanager:projects/p/secrets/{c}.x",
+    "gcp:secretmanager:{c}",
+    "ref+gcpsecrets://P{a}/s",
+    "ref+gcpsecrets://p/s?version={c}.x",
 ]
 
 

@@ -360,6 +360,7 @@ def test_shim_skip_exempts_lookalikes(run_shim, probe):
     ("vault:secret/data/app#password", "vault", "vault"),
     ("arn:aws:secretsmanager:us-east-1:123456789012:secret:db", "awssecrets", "aws"),
     ("@Microsoft.KeyVault(VaultName=v;SecretName=db)", "azurekeyvault", "azure"),
+    ("sm://my-project/db", "gcpsecrets", "gcp"),
 ])
 def test_provider_without_sdk_fails_cleanly(run_shim, probe, tmp_path, value, provider, extra):
     """An image without the SDK installed: simulated by a sitecustomize that blocks the import."""
@@ -369,7 +370,7 @@ def test_provider_without_sdk_fails_cleanly(run_shim, probe, tmp_path, value, pr
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('hvac', 'boto3', 'botocore', 'azure'):\n"
+        "        if name.split('.')[0] in ('hvac', 'boto3', 'botocore', 'azure', 'google'):\n"
         "            raise ImportError(name=name)\n"
         "sys.meta_path.insert(0, Block())\n")
     result = run_shim(["exec", "--", *probe.argv], {"X": value, "PYTHONPATH": str(blocker)})

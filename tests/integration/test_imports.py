@@ -26,10 +26,10 @@ from tests.conftest import unavailable
 NEVER_ON_THE_LOCAL_PATH = (
     "hvac", "requests", "urllib3", "certifi", "charset_normalizer", "idna",
     "boto3", "botocore", "s3transfer", "jmespath", "dateutil",
-    "azure", "msal", "msal_extensions", "cryptography", "jwt",
+    "azure", "msal", "msal_extensions", "cryptography", "jwt", "google",
     "tenacity", "concurrent",
     "detect_secrets", "yaml",
-    "shim.providers.vault", "shim.providers.aws", "shim.providers.azure",
+    "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",

@@ -70,6 +70,24 @@ def test_retry_logs_one_schema_and_gives_up_with_one_message():
     assert [e["attempt"] for e in retries] == list(range(1, len(retries) + 1))
 
 
+def test_retry_waits_at_least_a_retry_after_but_never_past_the_deadline():
+    stream = io.StringIO()
+    answers = [Transient("HTTP 429", retry_after=0.8), Transient("HTTP 429", retry_after=60)]
+
+    def attempt():
+        if answers:
+            raise answers.pop(0)
+        return "read"
+
+    assert retry(attempt, Deadline(2.5), Log("json", "debug", stream=stream), provider="x",
+                 title="X", operation="read", hint="") == "read"
+    waits = [json.loads(line)["wait"] for line in stream.getvalue().splitlines()
+             if json.loads(line)["event"] == "provider.retry"]
+    assert len(waits) == 2
+    assert waits[0] >= 0.8            # the store's Retry-After, above the first backoff (<= 0.25)
+    assert waits[1] < 2.5             # a Retry-After beyond the deadline is cut to what is left
+
+
 def test_retry_raises_what_is_not_transient_at_once():
     attempts = []
 
