@@ -13,10 +13,15 @@ environment, must hold no placeholder any more: otherwise containers would
 start with `CHANGEME_...` as their password, which is exactly what shim is
 there to prevent. Only names are ever printed; the configuration, which holds
 the values, is read from a pipe and dropped.
+
+Longer than our other modules on purpose: `run`'s guards and `dev-init` share the
+dev env file's path, its git checks and the placeholder rules, and each guard is
+the reason for the other (what dev-init writes is what run refuses to see tracked).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -29,9 +34,12 @@ import click
 from shim import privileges
 from shim.cli import command_options
 from shim.errors import CommandNotExecutable, CommandNotFound, ConfigError, UsageError
-from shim.launch import exec_command
+from shim.launch import execve_program
 from shim.options import parse_options
 from shim.pipeline import Pipeline
+from shim.placeholders import PLACEHOLDER, find_placeholders, secrets_dir_candidates
+from shim.render import write_atomically
+from shim.safe_read import read_capped
 
 DEV_ENV = os.path.join(".secrets", "dev.env")
 GITIGNORE_LINES = (".secrets/", "**/dev.env")
@@ -74,7 +82,7 @@ def run_command(command, **raw):
     if options.no_new_privs:
         privileges.set_no_new_privs()
     run.log.event("exec", "debug", command=command[0])
-    exec_command(command, env)
+    execve_program(command, env)
 
 
 def _with_dev_env(explicit: tuple[str, ...]) -> tuple[str, ...]:
@@ -155,7 +163,7 @@ class ComposeCall(NamedTuple):
     subcommand: str | None
 
 
-class Finding(NamedTuple):
+class PlaceholderFinding(NamedTuple):
     service: str
     variable: str
     token: str
@@ -189,7 +197,7 @@ def _skip_options(argv, index: int, with_value) -> int:
     return index
 
 
-def check_compose(call: ComposeCall, env: dict) -> list[Finding]:
+def check_compose(call: ComposeCall, env: dict) -> list[PlaceholderFinding]:
     """Placeholders left in compose's effective configuration, sorted by service and variable."""
     config = _compose_config(call, env)
     findings = []
@@ -224,9 +232,7 @@ def _compose_config(call: ComposeCall, env: dict) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _service_findings(service_name: str, service: dict, env: dict) -> list[Finding]:
-    from shim.placeholders import find_placeholders
-
+def _service_findings(service_name: str, service: dict, env: dict) -> list[PlaceholderFinding]:
     environment = service.get("environment") or {}
     if isinstance(environment, list):   # compose prints a mapping; be lenient anyway
         environment = dict(item.partition("=")[::2] for item in environment)
@@ -242,7 +248,7 @@ def _service_findings(service_name: str, service: dict, env: dict) -> list[Findi
             whole = placeholder.token == value
             if _mounted_for(mounted, secrets_dirs, variable, placeholder.key, whole):
                 continue
-            findings.append(Finding(service_name, variable, placeholder.token,
+            findings.append(PlaceholderFinding(service_name, variable, placeholder.token,
                                     _finding_message(service_name, variable, placeholder, env)))
     return findings
 
@@ -259,7 +265,6 @@ def _mounted_secret_paths(service: dict) -> set[str]:
 
 def _mounted_for(mounted: set[str], secrets_dirs, variable: str, key: str, whole: bool) -> bool:
     """Would the container's shim find this placeholder in a secret the service mounts?"""
-    from shim.placeholders import secrets_dir_candidates
 
     return any(os.path.normpath(path) in mounted
                for path in secrets_dir_candidates(secrets_dirs, variable, key, whole))
@@ -301,7 +306,6 @@ def dev_init_command(directory):
     A strong random value for every CHANGEME placeholder in the compose files and .env
     examples, never replacing an existing one; .gitignore made to cover .secrets/.
     """
-    from shim.render import write_atomically
 
     sources = _placeholder_sources(directory)
     dev_env = os.path.join(directory, DEV_ENV)
@@ -320,8 +324,8 @@ def dev_init_command(directory):
         os.chmod(secrets_dir, 0o700)
     elif os.stat(secrets_dir).st_mode & 0o077:
         _warn(f"{os.path.normpath(secrets_dir)} is open to other users; chmod 700 it")
-    existing = _read_text(dev_env)
-    content, added, kept = _fill(existing, found)
+    existing = _read_project_text(dev_env)
+    content, added, kept = _fill_dev_env(existing, found)
     if existing is None or content != existing:
         write_atomically(os.path.realpath(dev_env), content.encode(), mode=0o600)
     elif os.stat(dev_env).st_mode & 0o077:
@@ -374,7 +378,7 @@ def _found_keys(sources) -> tuple[list[FoundKey], list[tuple[str, int]]]:
     found: dict[str, FoundKey] = {}
     unnamed = []
     for path in sources:
-        text = _read_text(path) or ""
+        text = _read_project_text(path) or ""
         lines = _compose_lines(text) if _COMPOSE_FILE.fullmatch(os.path.basename(path)) \
             else _dotenv_lines(text)
         for number, name, value in lines:
@@ -418,8 +422,7 @@ def _compose_lines(text: str):
 
 
 def _dotenv_lines(text: str):
-    import io
-    from dotenv.parser import parse_stream
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only where a dotenv file is read
 
     for binding in parse_stream(io.StringIO(text)):
         if binding.key is not None and binding.value:
@@ -429,7 +432,6 @@ def _dotenv_lines(text: str):
 def _placeholder_keys(name: str | None, value: str):
     """Keys of the placeholders in one value: CHANGEME_<KEY> → KEY; a bare CHANGEME → the
     variable compose interpolates around it (${NAME:-CHANGEME}), else the one the line sets."""
-    from shim.placeholders import PLACEHOLDER
 
     spans = [(m.start(2), m.end(2), m.group(1)) for m in _INTERPOLATION.finditer(value)]
     for match in PLACEHOLDER.finditer(value):
@@ -440,7 +442,7 @@ def _placeholder_keys(name: str | None, value: str):
         yield around[0] if around else name
 
 
-def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], list[str]]:
+def _fill_dev_env(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], list[str]]:
     """The new dev.env text: existing lines untouched, a value for each key without one.
 
     A line that sets a key to nothing, or to nothing but its own placeholder
@@ -448,9 +450,7 @@ def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], 
     holds no value yet: it is filled where it stands (shim's env files treat
     such entries as gaps too). Every other existing line is kept byte for byte.
     """
-    import io
-    from dotenv.parser import parse_stream
-    from shim.placeholders import find_placeholders
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only where a dotenv file is read
 
     text = existing if existing is not None else (
         "# Local development secrets, written by shim dev-init. Never commit this file.\n")
@@ -488,8 +488,7 @@ def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], 
     return content, list(generated), kept
 
 
-def _read_text(path: str) -> str | None:
-    from shim.safe_read import read_capped
+def _read_project_text(path: str) -> str | None:
     if not os.path.lexists(path):
         return None
     content = read_capped(path, cap=_MAX_TEXT_BYTES, what="file", size_text="1 MiB")
@@ -501,10 +500,9 @@ def _read_text(path: str) -> str | None:
 
 def _cover_in_gitignore(directory: str) -> list[str]:
     """Append the lines .gitignore lacks; returns them (none when it already covers both)."""
-    from shim.render import write_atomically
 
     path = os.path.join(directory, ".gitignore")
-    text = _read_text(path) or ""
+    text = _read_project_text(path) or ""
     present = {line.strip() for line in text.splitlines()}
     missing = [line for line in GITIGNORE_LINES if not present & _GITIGNORE_EQUIVALENTS[line]]
     if not missing:

@@ -6,10 +6,12 @@ and compose's env_file do), so `${ref+...}` pieces survive to be resolved.
 
 from __future__ import annotations
 
+import io
 import re
 
 from shim.errors import UsageError
 from shim.records import record
+from shim.safe_read import read_capped
 
 # A pattern string, compiled (and cached by re) on first use: most runs have no env file.
 VALID_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -37,9 +39,7 @@ MAX_ENV_FILE_BYTES = 1024 * 1024
 
 
 def _read_one(path: str) -> list[EnvFileEntry]:
-    import io
-    from dotenv.parser import parse_stream
-    from shim.safe_read import read_capped
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only with --env-file
 
     content = read_capped(path, cap=MAX_ENV_FILE_BYTES, what="env file", size_text="1 MiB")
     try:

@@ -342,7 +342,7 @@ def parse_change_action(text: str | None, command: str) -> tuple[str, object] | 
     if kind == "signal":
         return ("signal", parse_signal(argument, "--on-change signal"))
     if kind == "run":
-        import shlex   # only for run:CMD
+        import shlex  # lazy: only for --on-change run:CMD
         argv = shlex.split(argument)
         if not argv:
             raise UsageError("--on-change run: needs a command", hint="write run:CMD ARGS")

@@ -89,7 +89,7 @@ class Pipeline:
         record_resolution(self.log, resolution)
         rotation_errors = []
         if self.options.max_age or any(ref.option("max_age") for ref in plan.references()):
-            from shim.rotation import check_rotation   # only with a rotation policy
+            from shim.rotation import check_rotation  # lazy: only with a rotation policy
             rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
                                              enforce=self.options.enforce_max_age, log=self.log)
         errors = plan.errors + resolution.errors + rotation_errors
@@ -114,7 +114,7 @@ class Pipeline:
         """--as-files: check DIR before anything is resolved; None when not asked for."""
         if not (self.options.as_files or self.options.as_files_only):
             return None
-        from shim import asfiles   # only with --as-files
+        from shim import asfiles  # lazy: only with --as-files
         self.as_files = asfiles.from_options(self.options)
         if identity is not None:
             self.as_files.uid, self.as_files.gid = identity.uid, identity.gid
@@ -142,7 +142,7 @@ class Pipeline:
 
     def watcher(self, output: Callable[[Resolved], object], current, apply, resolution):
         """A Watcher that re-resolves every --watch interval and tracks the first leases."""
-        from shim.watch import Watcher   # only with --watch: not on the start-up path
+        from shim.watch import Watcher  # lazy: only with --watch
 
         watcher = Watcher(resolve=lambda reuse: self.re_resolve(output, reuse), current=current,
                           interval=self.options.watch, apply=apply, log=self.log,

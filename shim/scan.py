@@ -27,10 +27,15 @@ a finding is a path, a number and a kind.
 
 detect-secrets (the `scan` extra) and PyYAML are imported only when the
 command runs, so importing this module costs nothing at shim's start-up.
+
+Longer than our other modules on purpose: most of it is the judgement of what is a
+secret (names, stand-ins, literal values), one set of rules that every kind of file
+and detect-secrets' own hits are held to, which reads best in one place.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -86,7 +91,7 @@ def scan_command(paths, untracked, as_json):
     """
     findings, scanned = scan(paths or (".",), untracked=untracked)
     if as_json:
-        import json
+        import json  # lazy: only for --json
         document = {"findings": [finding._asdict() for finding in findings], "count": len(findings)}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
@@ -104,9 +109,9 @@ def scan_command(paths, untracked, as_json):
 def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
     """Every finding under `paths`, sorted and one per (file, line, kind); and the file count."""
     try:
-        from detect_secrets.core import scan as detect
-        from detect_secrets.settings import default_settings, get_settings
-        import yaml  # noqa: F401  (a detect-secrets dependency; compose files need it)
+        from detect_secrets.core import scan as detect  # lazy: the scan extra
+        from detect_secrets.settings import default_settings, get_settings  # lazy: the scan extra
+        import yaml  # lazy: the scan extra (a detect-secrets dependency)  # noqa: F401
     except ImportError:
         raise ConfigError("scan is not available: install shim[scan]",
                           hint="pip install 'shim[scan]' (it adds detect-secrets)") from None
@@ -126,7 +131,7 @@ def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
 def _scan_file(target: Target, detect_secrets_in) -> set[Finding]:
     shown = _shown(target.path)
     findings = {Finding(shown, 0, kind) for kind in _tracked_kinds(target)}
-    text = _read_text(target.path)
+    text = _text_unless_binary(target.path)
     if text is None:
         return findings   # binary: only whether git tracks it counts
     lines = _split_lines(text)
@@ -241,7 +246,7 @@ def _tracked_kinds(target: Target) -> list[str]:
     return kinds
 
 
-def _read_text(path: str) -> str | None:
+def _text_unless_binary(path: str) -> str | None:
     """The file as text; None for a binary file (a NUL byte, or not UTF-8)."""
     try:
         with open(path, "rb") as stream:
@@ -408,15 +413,14 @@ def literal_env_secret_lines(path: str, text: str, lines: list[str]) -> list[int
 
 
 def _env_file_lines(text: str) -> list[int]:
-    import io
-    from dotenv.parser import parse_stream
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only for env files
 
     return [binding.original.line for binding in parse_stream(io.StringIO(text))
             if binding.key is not None and literal_env_entry(binding.key, binding.value)]
 
 
 def _compose_lines(text: str) -> list[int]:
-    import yaml
+    import yaml  # lazy: the scan extra (a detect-secrets dependency)
 
     try:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
@@ -432,7 +436,7 @@ def _compose_lines(text: str) -> list[int]:
 
 def _environment_nodes(node, seen: set[int]):
     """Every value of an `environment:` key, wherever it sits (services, x- blocks)."""
-    import yaml
+    import yaml  # lazy: the scan extra (a detect-secrets dependency)
 
     if node is None or id(node) in seen:
         return
@@ -450,7 +454,7 @@ def _environment_nodes(node, seen: set[int]):
 
 def _environment_lines(node, seen: set[int]) -> list[int]:
     """`KEY: value` mappings (with `<<:` merges) and `- KEY=value` lists."""
-    import yaml
+    import yaml  # lazy: the scan extra (a detect-secrets dependency)
 
     if id(node) in seen:
         return []
@@ -477,8 +481,8 @@ def _environment_lines(node, seen: set[int]) -> list[int]:
 def _allowlisted(path: str, lines: list[str], line: int) -> bool:
     """detect-secrets' own pragma check on the file as written (its YAML reading drops
     comments, and with them a `pragma: allowlist nextline secret`), for every kind."""
-    from detect_secrets.filters.allowlist import is_line_allowlisted
-    from detect_secrets.util.code_snippet import get_code_snippet
+    from detect_secrets.filters.allowlist import is_line_allowlisted  # lazy: the scan extra
+    from detect_secrets.util.code_snippet import get_code_snippet  # lazy: the scan extra
 
     if not 0 < line <= len(lines):
         return False

@@ -31,7 +31,8 @@ NEVER_ON_THE_LOCAL_PATH = (
     "detect_secrets", "yaml",
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
-    "shim.asfiles", "shim.ciexport", "shim.decoding",
+    "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
+    "shim.rotation",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):
