@@ -33,6 +33,7 @@ import click
 
 from shim import privileges
 from shim.cli import command_options
+from shim.compose import COMPOSE_FILE, text_lines
 from shim.errors import CommandNotExecutable, CommandNotFound, ConfigError, UsageError
 from shim.launch import execve_program
 from shim.options import parse_options
@@ -281,11 +282,7 @@ def _finding_message(service: str, variable: str, placeholder, env: dict) -> str
 
 # --- shim dev-init -------------------------------------------------------------
 
-_COMPOSE_FILE = re.compile(r"(docker-)?compose(\.[^/]+)?\.ya?ml")
 _ENV_EXAMPLE = re.compile(r"[^/]*\.env\.(example|sample|template|dist)")
-_VARIABLES_BLOCK = re.compile(r"^(\s*)(?:environment|args)\s*:(.*)$")
-_FLOW_ITEM = re.compile(r"""["']?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[=:]\s*([^,\]}]*)""")
-_ASSIGNMENT = re.compile(r"""^\s*(?:-\s*)?["']?(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[:=]""")
 # ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, ${NAME:+alt}, ${NAME+alt}
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-?+]([^}]*)\}")
 
@@ -367,7 +364,7 @@ def _display(path: str) -> str:
 def _placeholder_sources(directory: str) -> list[str]:
     """Compose files first, then .env examples, each sorted by name."""
     names = sorted(os.listdir(directory))
-    compose = [n for n in names if _COMPOSE_FILE.fullmatch(n)]
+    compose = [n for n in names if COMPOSE_FILE.fullmatch(n)]
     examples = [n for n in names if _ENV_EXAMPLE.fullmatch(n)]
     return [os.path.join(directory, n) for n in compose + examples
             if os.path.isfile(os.path.join(directory, n))]
@@ -379,7 +376,7 @@ def _found_keys(sources) -> tuple[list[FoundKey], list[tuple[str, int]]]:
     unnamed = []
     for path in sources:
         text = _read_project_text(path) or ""
-        lines = _compose_lines(text) if _COMPOSE_FILE.fullmatch(os.path.basename(path)) \
+        lines = text_lines(text) if COMPOSE_FILE.fullmatch(os.path.basename(path)) \
             else _dotenv_lines(text)
         for number, name, value in lines:
             for key in _placeholder_keys(name, value):
@@ -388,37 +385,6 @@ def _found_keys(sources) -> tuple[list[FoundKey], list[tuple[str, int]]]:
                 else:
                     found.setdefault(key, FoundKey(key, path, number))
     return list(found.values()), unnamed
-
-
-def _compose_lines(text: str):
-    """(line number, variable or None, text) for a compose file, read as text.
-
-    Reading lines rather than YAML keeps dev-init free of a YAML dependency.
-    A variable name comes from an `environment:` or build `args:` block, in
-    each spelling compose accepts (`NAME: value`, `- NAME=value`, and the
-    one-line `[NAME=value]` / `{NAME: value}`); elsewhere a line has none (a
-    bare CHANGEME there can still take its name from `${NAME:-CHANGEME}`).
-    Whole-line comments are skipped.
-    """
-    block = None    # indentation of the environment:/args: key we are under
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(stripped)
-        if block is not None and (indent < block or indent == block and not stripped.startswith("- ")):
-            block = None
-        opened = _VARIABLES_BLOCK.match(line)
-        if opened:
-            block = len(opened.group(1))
-            rest = opened.group(2).strip()
-            if rest and not rest.startswith("#"):
-                block = None    # a one-line flow list or mapping, closed on its own line
-                for item in _FLOW_ITEM.finditer(rest):
-                    yield number, item.group(1), item.group(2)
-            continue
-        match = _ASSIGNMENT.match(line) if block is not None else None
-        yield number, match.group(1) if match else None, line
 
 
 def _dotenv_lines(text: str):

@@ -44,6 +44,7 @@ from typing import NamedTuple
 
 import click
 
+from shim.compose import COMPOSE_LIKE_FILE, environment_entries
 from shim.errors import ConfigError, NotFound, PermissionDenied
 from shim.placeholders import has_placeholder
 from shim.refs import looks_like_reference
@@ -54,7 +55,6 @@ EXIT_FINDINGS = 1
 # and .secrets/, where shim's development workflow keeps secrets on purpose.
 SKIPPED_DIRECTORIES = frozenset({".git", ".secrets", ".venv", "venv", "node_modules", "__pycache__"})
 
-COMPOSE_FILE = re.compile(r"(docker-)?compose[^/]*\.ya?ml")
 # Public IP addresses are not secrets: the one default plugin left out.
 DISABLED_PLUGINS = ("IPPublicDetector",)
 # detect-secrets types that fire on any keyword or random-looking string: their
@@ -403,7 +403,7 @@ def literal_env_entry(name: str, value: str | None) -> bool:
 def literal_env_secret_lines(path: str, text: str, lines: list[str]) -> list[int]:
     """Lines of compose `environment:` entries / env file variables that hold a literal secret."""
     name = os.path.basename(path)
-    if COMPOSE_FILE.fullmatch(name):
+    if COMPOSE_LIKE_FILE.fullmatch(name):
         found = _compose_lines(text)
     elif name == ".env" or name.startswith(".env.") or name.endswith(".env"):
         found = _env_file_lines(text)
@@ -420,62 +420,9 @@ def _env_file_lines(text: str) -> list[int]:
 
 
 def _compose_lines(text: str) -> list[int]:
-    import yaml  # lazy: the scan extra (a detect-secrets dependency)
-
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
-        return []   # not YAML: detect-secrets has still read it line by line
-    lines: list[int] = []
-    seen: set[int] = set()
-    for document in documents:
-        for environment in _environment_nodes(document, seen):
-            lines.extend(_environment_lines(environment, set()))
-    return lines
-
-
-def _environment_nodes(node, seen: set[int]):
-    """Every value of an `environment:` key, wherever it sits (services, x- blocks)."""
-    import yaml  # lazy: the scan extra (a detect-secrets dependency)
-
-    if node is None or id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == "environment":
-                yield value
-            else:
-                yield from _environment_nodes(value, seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _environment_nodes(item, seen)
-
-
-def _environment_lines(node, seen: set[int]) -> list[int]:
-    """`KEY: value` mappings (with `<<:` merges) and `- KEY=value` lists."""
-    import yaml  # lazy: the scan extra (a detect-secrets dependency)
-
-    if id(node) in seen:
-        return []
-    seen.add(id(node))
-    lines = []
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == "<<":
-                merged = value.value if isinstance(value, yaml.SequenceNode) else [value]
-                for item in merged:
-                    lines.extend(_environment_lines(item, seen))
-            elif isinstance(value, yaml.ScalarNode) and value.tag != "tag:yaml.org,2002:null":
-                if literal_env_entry(str(key.value), value.value):
-                    lines.append(key.start_mark.line + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            if isinstance(item, yaml.ScalarNode):
-                name, sep, value = item.value.partition("=")
-                if sep and literal_env_entry(name, value):
-                    lines.append(item.start_mark.line + 1)
-    return lines
+    """Nothing for a file that is not YAML: detect-secrets has still read it line by line."""
+    return [entry.line for entry in environment_entries(text)
+            if literal_env_entry(entry.name, entry.value)]
 
 
 def _allowlisted(path: str, lines: list[str], line: int) -> bool:

@@ -32,6 +32,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
+    "shim.compose",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):
