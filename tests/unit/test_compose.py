@@ -21,10 +21,10 @@ COMPOSE = textwrap.dedent("""\
         environment:
           <<: *common
           DB_USER: app
-          DB_PASSWORD: 'quoted value'   # a comment
+          DB_HOST: 'db.internal'   # a comment
       worker:
         environment:
-          - QUEUE_PASSWORD=plain
+          - QUEUE_NAME=jobs
           - UNSET_HERE
 """)
 
@@ -34,7 +34,7 @@ def test_both_readers_find_the_same_service_variables_at_the_same_lines():
                         if entry.name is not None}
     yaml_entries = {(entry.line, entry.name) for entry in environment_entries(COMPOSE)}
     # A bare `- UNSET_HERE` sets nothing, for either reader.
-    assert named_text_lines == {(9, "DB_USER"), (10, "DB_PASSWORD"), (13, "QUEUE_PASSWORD")}
+    assert named_text_lines == {(9, "DB_USER"), (10, "DB_HOST"), (13, "QUEUE_NAME")}
     # YAML also follows the merge into the x- block, where the text reader sees no block.
     assert yaml_entries == named_text_lines | {(2, "SHARED_TOKEN")}
 
@@ -42,9 +42,9 @@ def test_both_readers_find_the_same_service_variables_at_the_same_lines():
 def test_yaml_reads_values_the_text_reader_leaves_as_written():
     values = {entry.name: entry.value for entry in environment_entries(COMPOSE)}
     assert values == {"SHARED_TOKEN": "from-the-anchor", "DB_USER": "app",
-                      "DB_PASSWORD": "quoted value", "QUEUE_PASSWORD": "plain"}
-    line = next(entry for entry in text_lines(COMPOSE) if entry.name == "DB_PASSWORD")
-    assert line.value == "      DB_PASSWORD: 'quoted value'   # a comment"
+                      "DB_HOST": "db.internal", "QUEUE_NAME": "jobs"}
+    line = next(entry for entry in text_lines(COMPOSE) if entry.name == "DB_HOST")
+    assert line.value == "      DB_HOST: 'db.internal'   # a comment"
 
 
 def test_the_text_reader_keeps_every_other_line_without_a_name():
