@@ -101,7 +101,7 @@ class _LazyGroup(click.Group):
     """Commands defined in their own modules, imported only when that command runs.
 
     `shim exec` at container start must not pay for building the other commands' options
-    (about 1 ms each) nor for the scanner's imports.
+    nor for the scanner's imports (docs/performance.md has the figures).
     """
 
     lazy = {
