@@ -21,8 +21,12 @@ allowed here only: `delivers()` tells resolution which variables may be bytes.
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import os
 import re
+import secrets
+import stat
 
 from shim.errors import ConfigError, PermissionDenied, UnusableValue
 
@@ -46,7 +50,6 @@ def from_options(options) -> "AsFiles | None":
 
 def check_directory(directory: str, *, allow_disk: bool) -> int:
     """DIR's device number, once DIR is known to be a real directory on tmpfs or ramfs."""
-    import stat
     try:
         status = os.lstat(directory)
     except OSError as error:
@@ -115,8 +118,6 @@ class AsFiles:
 
     def stage(self, resolution, env: dict) -> dict:
         """The env with each delivered value replaced by a stand-in the watcher can compare."""
-        import hashlib
-        import hmac
         env = dict(env)
         # Keep only what is on disk; a pending change is staged again when it is confirmed.
         written = set(self._written.values())
@@ -172,7 +173,6 @@ class AsFiles:
         log.event("files.removed", "info", path=self.path(name), variable=name)
 
     def _write(self, name: str, content: bytes) -> None:
-        import secrets
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         directory = os.open(self.directory, flags)
         try:

@@ -9,9 +9,14 @@ ShimError.line(), which never holds one either.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import time
+
+from shim.errors import PermissionDenied, ShimError
+from shim.resolve import age_seconds
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -32,9 +37,9 @@ class Log:
         _active = self
         if self._audit is not None or log_format == "json":
             # Imported here rather than at module level: a text-format run without an audit
-            # file never needs json (~1 ms at every start). Not later either: after the drop to
+            # file never needs json. Not later either: after the drop to
             # --user the interpreter's own files may no longer be readable.
-            from json import dumps
+            from json import dumps  # lazy: json only for JSON logs or an audit file, loaded before the drop
             self._dumps = dumps
 
     def wants(self, level: str) -> bool:
@@ -76,7 +81,6 @@ class Log:
 def report_error(error, *, log_format: str, audit_file: str | None) -> None:
     """An error that escaped every command (bad --user, bad duration): through the run's Log,
     or one made for it when the error came before the Log, so --audit-file records it too."""
-    from shim.errors import ShimError   # loaded already: every error is one
     log = _active
     if log is None:
         try:
@@ -88,7 +92,6 @@ def report_error(error, *, log_format: str, audit_file: str | None) -> None:
 
 def record_resolution(log: Log, resolution) -> None:
     """One `secret.resolved` event per secret a variable received: where from, which version, how old."""
-    from shim.resolve import age_seconds
 
     if not log.wants("info"):
         return
@@ -122,9 +125,6 @@ def _open_audit_file(path: str):
     An existing file we own that others may read or write is made 0600 (it holds which
     secrets were read, when and from where); one owned by someone else is refused (77).
     """
-    import errno
-    import stat
-    from shim.errors import PermissionDenied
 
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     try:

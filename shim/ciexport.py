@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import stat
 import sys
 from typing import Mapping
 
@@ -122,7 +123,6 @@ def azure_escape(value: str) -> str:
 
 def _open_for_append(path: str) -> int:
     """The runner's file, for O_APPEND writes; a symlink or non-regular file is refused."""
-    import stat
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as error:

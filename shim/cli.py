@@ -7,10 +7,12 @@ each command only chooses the ending (exec, print, write files, run).
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
+from shim.dumpable import protect
 from shim.entry import EXIT_INTERRUPTED, reported_failures
 from shim.execute import run_exec
 from shim.options import Option, commands_taking, options_of, parse_options, refused_flags, split_names, split_paths
@@ -99,7 +101,7 @@ class _LazyGroup(click.Group):
     """Commands defined in their own modules, imported only when that command runs.
 
     `shim exec` at container start must not pay for building the other commands' options
-    (about 1 ms each) nor for the scanner's imports.
+    nor for the scanner's imports (docs/performance.md has the figures).
     """
 
     lazy = {
@@ -115,7 +117,6 @@ class _LazyGroup(click.Group):
 
     def get_command(self, ctx, name):
         if name in self.lazy and name not in self.commands:
-            import importlib
             module_name, attribute = self.lazy[name].split(":")
             try:
                 module = importlib.import_module(module_name)
@@ -145,7 +146,6 @@ def main(argv=None) -> None:
     """click's side of the console script (shim.entry): its usage errors exit 64, ours their
     own code, bugs 70."""
     args = sys.argv[1:] if argv is None else list(argv)
-    from shim.dumpable import protect
     protect()  # first (again, when shim.entry came this way: it is cheap once loaded)
     with reported_failures(args):
         try:

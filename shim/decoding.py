@@ -10,15 +10,15 @@ environment; fine in a file).
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from shim.errors import UnusableValue
 
 ENCODINGS = ("base64", "base64url", "hex")
 
 
 def decode(encoding: str, text: str | bytes) -> bytes:
-    import base64
-    import binascii
-
     if isinstance(text, str):
         try:
             text = text.encode("ascii")

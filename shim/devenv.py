@@ -13,10 +13,15 @@ environment, must hold no placeholder any more: otherwise containers would
 start with `CHANGEME_...` as their password, which is exactly what shim is
 there to prevent. Only names are ever printed; the configuration, which holds
 the values, is read from a pipe and dropped.
+
+Longer than our other modules on purpose: `run`'s guards and `dev-init` share the
+dev env file's path, its git checks and the placeholder rules, and each guard is
+the reason for the other (what dev-init writes is what run refuses to see tracked).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -28,10 +33,15 @@ import click
 
 from shim import privileges
 from shim.cli import command_options
+from shim.compose import COMPOSE_FILE, text_lines
 from shim.errors import CommandNotExecutable, CommandNotFound, ConfigError, UsageError
-from shim.launch import exec_command
+from shim.launch import execve_program
 from shim.options import parse_options
 from shim.pipeline import Pipeline
+from shim.placeholders import PLACEHOLDER, find_placeholders, secrets_dir_candidates
+from shim.render import write_atomically
+from shim.safe_read import read_capped
+from shim.deadline import Deadline
 
 DEV_ENV = os.path.join(".secrets", "dev.env")
 # dev-init --encrypt: the same values as a sops dotenv file, encrypted to the team's age keys.
@@ -76,7 +86,7 @@ def run_command(command, **raw):
     if options.no_new_privs:
         privileges.set_no_new_privs()
     run.log.event("exec", "debug", command=command[0])
-    exec_command(command, env)
+    execve_program(command, env)
 
 
 def _with_dev_env(explicit: tuple[str, ...]) -> tuple[str, ...]:
@@ -162,7 +172,7 @@ class ComposeCall(NamedTuple):
     subcommand: str | None
 
 
-class Finding(NamedTuple):
+class PlaceholderFinding(NamedTuple):
     service: str
     variable: str
     token: str
@@ -196,7 +206,7 @@ def _skip_options(argv, index: int, with_value) -> int:
     return index
 
 
-def check_compose(call: ComposeCall, env: dict) -> list[Finding]:
+def check_compose(call: ComposeCall, env: dict) -> list[PlaceholderFinding]:
     """Placeholders left in compose's effective configuration, sorted by service and variable."""
     config = _compose_config(call, env)
     findings = []
@@ -231,9 +241,7 @@ def _compose_config(call: ComposeCall, env: dict) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def _service_findings(service_name: str, service: dict, env: dict) -> list[Finding]:
-    from shim.placeholders import find_placeholders
-
+def _service_findings(service_name: str, service: dict, env: dict) -> list[PlaceholderFinding]:
     environment = service.get("environment") or {}
     if isinstance(environment, list):   # compose prints a mapping; be lenient anyway
         environment = dict(item.partition("=")[::2] for item in environment)
@@ -249,7 +257,7 @@ def _service_findings(service_name: str, service: dict, env: dict) -> list[Findi
             whole = placeholder.token == value
             if _mounted_for(mounted, secrets_dirs, variable, placeholder.key, whole):
                 continue
-            findings.append(Finding(service_name, variable, placeholder.token,
+            findings.append(PlaceholderFinding(service_name, variable, placeholder.token,
                                     _finding_message(service_name, variable, placeholder, env)))
     return findings
 
@@ -266,7 +274,6 @@ def _mounted_secret_paths(service: dict) -> set[str]:
 
 def _mounted_for(mounted: set[str], secrets_dirs, variable: str, key: str, whole: bool) -> bool:
     """Would the container's shim find this placeholder in a secret the service mounts?"""
-    from shim.placeholders import secrets_dir_candidates
 
     return any(os.path.normpath(path) in mounted
                for path in secrets_dir_candidates(secrets_dirs, variable, key, whole))
@@ -283,11 +290,7 @@ def _finding_message(service: str, variable: str, placeholder, env: dict) -> str
 
 # --- shim dev-init -------------------------------------------------------------
 
-_COMPOSE_FILE = re.compile(r"(docker-)?compose(\.[^/]+)?\.ya?ml")
 _ENV_EXAMPLE = re.compile(r"[^/]*\.env\.(example|sample|template|dist)")
-_VARIABLES_BLOCK = re.compile(r"^(\s*)(?:environment|args)\s*:(.*)$")
-_FLOW_ITEM = re.compile(r"""["']?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[=:]\s*([^,\]}]*)""")
-_ASSIGNMENT = re.compile(r"""^\s*(?:-\s*)?["']?(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[:=]""")
 # ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}, ${NAME:+alt}, ${NAME+alt}
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-?+]([^}]*)\}")
 
@@ -312,7 +315,6 @@ def dev_init_command(directory, recipients):
     examples, never replacing an existing one; .gitignore made to cover .secrets/.
     With --encrypt, .secrets/dev.enc.env: the same, sops-encrypted to age keys.
     """
-    from shim.render import write_atomically
 
     if recipients is not None:
         return _dev_init_encrypted(directory, recipients)
@@ -333,8 +335,8 @@ def dev_init_command(directory, recipients):
         os.chmod(secrets_dir, 0o700)
     elif os.stat(secrets_dir).st_mode & 0o077:
         _warn(f"{os.path.normpath(secrets_dir)} is open to other users; chmod 700 it")
-    existing = _read_text(dev_env)
-    content, added, kept = _fill(existing, found)
+    existing = _read_project_text(dev_env)
+    content, added, kept = _fill_dev_env(existing, found)
     if existing is None or content != existing:
         write_atomically(os.path.realpath(dev_env), content.encode(), mode=0o600)
     elif os.stat(dev_env).st_mode & 0o077:
@@ -371,12 +373,11 @@ def _dev_init_encrypted(directory: str, recipients: str) -> None:
     An existing file is decrypted with the age key this machine has (SOPS_AGE_KEY_FILE,
     ...) and its values kept; the file is re-encrypted to the recipients given.
     """
-    from shim.deadline import Deadline
-    from shim.render import write_atomically
-    from shim.sops import decrypt_file
+    from shim.render import write_atomically  # lazy: only for dev-init --encrypt
+    from shim.sops import decrypt_file  # lazy: only with a sops file
     try:
-        import pyrage  # noqa: F401 - the age encryption
-        from shim.sops.writer import encrypt_dotenv
+        import pyrage  # lazy: the sops extra, only for an age key  # noqa: F401 - the age encryption
+        from shim.sops.writer import encrypt_dotenv  # lazy: only for dev-init --encrypt
     except ImportError as error:
         raise ConfigError("dev-init --encrypt needs shim-secrets[sops]",
                           hint=f"pip install 'shim-secrets[sops]' ({error.name} cannot be imported)") from None
@@ -422,7 +423,7 @@ def _display(path: str) -> str:
 def _placeholder_sources(directory: str) -> list[str]:
     """Compose files first, then .env examples, each sorted by name."""
     names = sorted(os.listdir(directory))
-    compose = [n for n in names if _COMPOSE_FILE.fullmatch(n)]
+    compose = [n for n in names if COMPOSE_FILE.fullmatch(n)]
     examples = [n for n in names if _ENV_EXAMPLE.fullmatch(n)]
     return [os.path.join(directory, n) for n in compose + examples
             if os.path.isfile(os.path.join(directory, n))]
@@ -433,8 +434,8 @@ def _found_keys(sources) -> tuple[list[FoundKey], list[tuple[str, int]]]:
     found: dict[str, FoundKey] = {}
     unnamed = []
     for path in sources:
-        text = _read_text(path) or ""
-        lines = _compose_lines(text) if _COMPOSE_FILE.fullmatch(os.path.basename(path)) \
+        text = _read_project_text(path) or ""
+        lines = text_lines(text) if COMPOSE_FILE.fullmatch(os.path.basename(path)) \
             else _dotenv_lines(text)
         for number, name, value in lines:
             for key in _placeholder_keys(name, value):
@@ -445,40 +446,8 @@ def _found_keys(sources) -> tuple[list[FoundKey], list[tuple[str, int]]]:
     return list(found.values()), unnamed
 
 
-def _compose_lines(text: str):
-    """(line number, variable or None, text) for a compose file, read as text.
-
-    Reading lines rather than YAML keeps dev-init free of a YAML dependency.
-    A variable name comes from an `environment:` or build `args:` block, in
-    each spelling compose accepts (`NAME: value`, `- NAME=value`, and the
-    one-line `[NAME=value]` / `{NAME: value}`); elsewhere a line has none (a
-    bare CHANGEME there can still take its name from `${NAME:-CHANGEME}`).
-    Whole-line comments are skipped.
-    """
-    block = None    # indentation of the environment:/args: key we are under
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.lstrip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        indent = len(line) - len(stripped)
-        if block is not None and (indent < block or indent == block and not stripped.startswith("- ")):
-            block = None
-        opened = _VARIABLES_BLOCK.match(line)
-        if opened:
-            block = len(opened.group(1))
-            rest = opened.group(2).strip()
-            if rest and not rest.startswith("#"):
-                block = None    # a one-line flow list or mapping, closed on its own line
-                for item in _FLOW_ITEM.finditer(rest):
-                    yield number, item.group(1), item.group(2)
-            continue
-        match = _ASSIGNMENT.match(line) if block is not None else None
-        yield number, match.group(1) if match else None, line
-
-
 def _dotenv_lines(text: str):
-    import io
-    from dotenv.parser import parse_stream
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only where a dotenv file is read
 
     for binding in parse_stream(io.StringIO(text)):
         if binding.key is not None and binding.value:
@@ -488,7 +457,6 @@ def _dotenv_lines(text: str):
 def _placeholder_keys(name: str | None, value: str):
     """Keys of the placeholders in one value: CHANGEME_<KEY> → KEY; a bare CHANGEME → the
     variable compose interpolates around it (${NAME:-CHANGEME}), else the one the line sets."""
-    from shim.placeholders import PLACEHOLDER
 
     spans = [(m.start(2), m.end(2), m.group(1)) for m in _INTERPOLATION.finditer(value)]
     for match in PLACEHOLDER.finditer(value):
@@ -499,7 +467,7 @@ def _placeholder_keys(name: str | None, value: str):
         yield around[0] if around else name
 
 
-def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], list[str]]:
+def _fill_dev_env(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], list[str]]:
     """The new dev.env text: existing lines untouched, a value for each key without one.
 
     A line that sets a key to nothing, or to nothing but its own placeholder
@@ -507,9 +475,7 @@ def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], 
     holds no value yet: it is filled where it stands (shim's env files treat
     such entries as gaps too). Every other existing line is kept byte for byte.
     """
-    import io
-    from dotenv.parser import parse_stream
-    from shim.placeholders import find_placeholders
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only where a dotenv file is read
 
     text = existing if existing is not None else (
         "# Local development secrets, written by shim dev-init. Never commit this file.\n")
@@ -547,8 +513,7 @@ def _fill(existing: str | None, found: list[FoundKey]) -> tuple[str, list[str], 
     return content, list(generated), kept
 
 
-def _read_text(path: str) -> str | None:
-    from shim.safe_read import read_capped
+def _read_project_text(path: str) -> str | None:
     if not os.path.lexists(path):
         return None
     content = read_capped(path, cap=_MAX_TEXT_BYTES, what="file", size_text="1 MiB")
@@ -560,10 +525,9 @@ def _read_text(path: str) -> str | None:
 
 def _cover_in_gitignore(directory: str) -> list[str]:
     """Append the lines .gitignore lacks; returns them (none when it already covers both)."""
-    from shim.render import write_atomically
 
     path = os.path.join(directory, ".gitignore")
-    text = _read_text(path) or ""
+    text = _read_project_text(path) or ""
     present = {line.strip() for line in text.splitlines()}
     missing = [line for line in GITIGNORE_LINES if not present & _GITIGNORE_EQUIVALENTS[line]]
     if not missing:

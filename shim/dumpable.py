@@ -14,6 +14,7 @@ cost every start noticeably more, and this needs one function.
 
 from __future__ import annotations
 
+import _ctypes
 import resource
 
 _PR_SET_DUMPABLE = 4
@@ -22,8 +23,6 @@ _prctl = None
 
 
 def _load_prctl():
-    import _ctypes
-
     class ULong(_ctypes._SimpleCData):
         _type_ = "L"
 

@@ -3,6 +3,12 @@
 shim.fastpath reads the common `shim exec` line from the option table; anything it does not
 read (another command, --help, a usage error, anything ambiguous) goes to click in shim.cli,
 imported only then. Both paths report failures here, the same way.
+
+Imports follow one rule (docs/performance.md, "Lazy imports: the rule"): at the top of the
+module, except for the modules tests/integration/test_imports.py keeps off this path, which are
+imported where they are needed and tagged `# lazy: <why>`. This module has the one exception:
+protect() runs before shim imports the rest of itself, so those imports sit after it, tagged
+`# lazy: after protect()`.
 """
 
 from __future__ import annotations
@@ -10,25 +16,27 @@ from __future__ import annotations
 import os
 import sys
 
+from shim.dumpable import protect
+from shim.errors import ShimError
+
 EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in the shim (reported without details)
 EXIT_INTERRUPTED = 130
 
 
 def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
-    from shim.dumpable import protect
     protect()  # first: the environment may already hold store credentials
-    from shim.fastpath import parse_exec
+    from shim.fastpath import parse_exec  # lazy: after protect()
     parsed = parse_exec(args, os.environ)
     if parsed is None:
-        from shim.cli import main as click_main
+        from shim.cli import main as click_main  # lazy: click only when the fast path hands over
         click_main(args)
         return
     raw, command = parsed
     with reported_failures(args):
-        from shim.execute import run_exec
-        from shim.options import parse_options
-        from shim.pipeline import Pipeline
+        from shim.execute import run_exec  # lazy: after protect()
+        from shim.options import parse_options  # lazy: after protect()
+        from shim.pipeline import Pipeline  # lazy: after protect()
         run_exec(Pipeline(parse_options("exec", raw)), command)
 
 
@@ -43,7 +51,6 @@ class reported_failures:
         return self
 
     def __exit__(self, kind, error, traceback):
-        from shim.errors import ShimError
         if kind is None:
             sys.exit(0)
         if issubclass(kind, SystemExit):
@@ -63,7 +70,7 @@ class reported_failures:
 def print_error(error, args) -> None:
     """An error no command reported (bad option values, bad --user), in the asked-for format
     and to --audit-file as well: through the run's Log when there is one."""
-    from shim.audit import report_error
+    from shim.audit import report_error  # lazy: after protect()
     json_asked = (os.environ.get("SHIM_LOG_FORMAT") == "json"
                   or _option_value(args, "--log-format") == "json")
     report_error(error, log_format="json" if json_asked else "text",

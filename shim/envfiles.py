@@ -6,10 +6,14 @@ and compose's env_file do), so `${ref+...}` pieces survive to be resolved.
 
 from __future__ import annotations
 
+import io
 import re
 
 from shim.errors import UsageError
 from shim.records import record
+from shim.safe_read import read_capped
+from shim.refs import escape_body
+import os
 
 # A pattern string, compiled (and cached by re) on first use: most runs have no env file.
 VALID_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -37,9 +41,7 @@ MAX_ENV_FILE_BYTES = 1024 * 1024
 
 
 def _read_one(path: str) -> list[EnvFileEntry]:
-    import io
-    from dotenv.parser import parse_stream
-    from shim.safe_read import read_capped
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only with --env-file
 
     content = read_capped(path, cap=MAX_ENV_FILE_BYTES, what="env file", size_text="1 MiB")
     try:
@@ -82,8 +84,6 @@ def _sops_entries(path: str, bindings) -> list[EnvFileEntry]:
     The file is decrypted (and its MAC checked) once, by the sops provider, when
     the references resolve; its metadata keys (sops_*) are not variables.
     """
-    import os
-    from shim.refs import escape_body
     location = "ref+sops://" + escape_body(os.path.abspath(path)) + "?format=dotenv#/"
     entries = []
     for binding in bindings:

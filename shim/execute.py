@@ -9,7 +9,7 @@ import os
 import sys
 
 from shim import privileges
-from shim.launch import exec_command as execve, reset_reserved_signals
+from shim.launch import execve_program, reset_reserved_signals
 from shim.pipeline import Pipeline
 
 
@@ -21,8 +21,8 @@ def run_exec(run: Pipeline, command) -> None:
     reset_reserved_signals()
     if options.no_new_privs:
         # set_no_new_privs() runs after the drop to --user, when the interpreter's own files
-        # may no longer be readable: load what it imports (lazily, ~1.5 ms) now.
-        import ctypes  # noqa: F401
+        # may no longer be readable: load what it imports now.
+        import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
     identity = run.target_identity()
     run.prepare_as_files(identity)
     if options.watch is not None and not run.as_files:
@@ -49,7 +49,7 @@ def run_exec(run: Pipeline, command) -> None:
         privileges.set_no_new_privs()
     run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
                   variables=sorted(resolved.plan.entries))
-    execve(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
+    execve_program(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
 
 
 def _with_home(env: dict, identity) -> dict:
@@ -64,14 +64,14 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
 
     With --watch, `leases` come from the first resolution made in a helper; with --watch and
     --as-files, `resolved` is the first resolution made here (re-resolved here too)."""
-    from shim.supervise import Supervisor   # only for --init/--watch
+    from shim.supervise import Supervisor  # lazy: only for --init/--watch
 
     options = run.options
     watching = options.watch is not None
     if identity is not None and not watching:
         # Nothing to re-read later: the supervisor gives up root as well. Supervisor.install()
         # imports ctypes lazily; after the drop the interpreter's files may be unreadable.
-        import ctypes  # noqa: F401
+        import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
         privileges.drop_privileges(identity)
         run.log_dropped(identity)
 

@@ -25,6 +25,10 @@ What travels between helpers through the supervisor:
 A helper that does not answer within its deadline (the run's --deadline plus the time to
 start an interpreter) is killed; the watcher counts that as a failed re-resolution and the
 program keeps its values.
+
+Longer than our other modules on purpose: the two sides of one pipe protocol (the supervisor's
+RemotePool and the helper's main) and its encoding sit together, so a change to what crosses
+the pipe is made in one place.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from datetime import datetime
 
 from shim import errors as _errors
 from shim.errors import ShimError, Unavailable
+from shim.deadline import Deadline
+from shim.dumpable import protect
+from shim.options import Options, parse_imports, parse_placeholder_source
+from shim.pipeline import Pipeline, secret_values
+from shim.providers.base import Fetched, SecretMeta
 
 # The options a resolution depends on; everything else stays with the supervisor.
 RESOLUTION_OPTIONS = ("env_files", "secrets_dirs", "file_vars", "skip", "imports", "placeholder_source",
@@ -90,7 +99,6 @@ def encode_fetched(fetched) -> dict:
 
 
 def decode_fetched(data: dict):
-    from shim.providers.base import Fetched, SecretMeta
     dates = ("created", "updated", "expires", "not_before")
     meta = {name: datetime.fromisoformat(value) if name in dates and value else value
             for name, value in data["meta"].items()}
@@ -113,7 +121,6 @@ def _encode_option(value):
 
 
 def decode_options(data: dict) -> dict:
-    from shim.options import parse_imports, parse_placeholder_source
     decoded = {}
     for name, value in data.items():
         if isinstance(value, dict) and "references" in value:
@@ -183,7 +190,7 @@ def run_helper(request: dict, environ: dict, timeout: float, log, running: set) 
 
 def _exchange(write_fd: int, read_fd: int, request: bytes, deadline: float) -> bytes | None:
     """Write the request and read the answer until EOF; None when the deadline passes."""
-    import select
+    import select  # lazy: only in the --watch supervisor
     os.set_blocking(write_fd, False)
     poller = select.poll()
     poller.register(write_fd, select.POLLOUT)
@@ -337,7 +344,6 @@ class RemoteProvider:
 
 def main() -> None:
     """Read one request from stdin, do it, write the answer to fd 3, exit."""
-    from shim.dumpable import protect
     protect()   # first, as every shim process: the environment holds the store's credentials
     chunks = []
     while True:
@@ -364,9 +370,6 @@ def main() -> None:
 
 
 def serve(request: dict) -> dict:
-    from shim.deadline import Deadline
-    from shim.options import Options
-    from shim.pipeline import Pipeline, secret_values
 
     run = Pipeline(Options(request["command"], **decode_options(request["options"])))
     run.log.event("helper.ran", "debug", pid=os.getpid(), job=request["job"])

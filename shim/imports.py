@@ -19,6 +19,7 @@ from shim.placeholders import has_placeholder
 from shim.plan import SHIM_PREFIX, Entry, Plan, SecretPart
 from shim.providers.base import Fetched
 from shim.refs import Reference
+import io
 
 _OUTSIDE_NAME = r"[^A-Za-z0-9_]"     # compiled by re on first use
 _SHOWN_KEY = 64                       # a key is a name, not a value, but may be long
@@ -131,7 +132,7 @@ def as_map(value, *, dotenv: bool = False) -> Mapping:
         except UnicodeDecodeError:
             raise UnusableValue("the secret is not UTF-8 text, so not a JSON object",
                                 hint="store a JSON object of names and values") from None
-    import json   # only imports of JSON text need it
+    import json   # only imports of JSON text need it  # lazy: only for a JSON map
     try:
         parsed = json.loads(text)
     except ValueError:
@@ -146,9 +147,8 @@ def as_map(value, *, dotenv: bool = False) -> Mapping:
 
 
 def _dotenv_map(text: str) -> dict[str, str]:
-    import io
 
-    from dotenv.parser import parse_stream
+    from dotenv.parser import parse_stream  # lazy: only for a dotenv map
     values: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:

@@ -65,7 +65,7 @@ def reset_reserved_signals() -> None:
     _reserved_reset_done = True
     if not any(signum in _RESERVED_SIGNALS for signum in _ignored_signals()):
         return  # the usual case: nothing to undo, and no ctypes import at every start
-    import ctypes
+    import ctypes  # lazy: only when reserved signals need resetting
 
     number = _RT_SIGACTION.get(os.uname().machine)
     if number is None:
@@ -89,7 +89,7 @@ def candidate_paths(program: str, env: Mapping[str, str]) -> list[str]:
     return [os.path.join(directory or ".", program) for directory in os.get_exec_path(dict(env))]
 
 
-def exec_command(argv: Sequence[str], env: Mapping[str, str]) -> None:
+def execve_program(argv: Sequence[str], env: Mapping[str, str]) -> None:
     """execve argv[0] (PATH searched in the child's env); raises 126/127 errors on failure."""
     program = argv[0]
     sys.stdout.flush()

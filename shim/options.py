@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from shim.durations import parse_duration
 from shim.errors import UsageError
 from shim.refs import parse_reference
+from shim.refs import parse_import_reference
 
 PIPELINE_COMMANDS = ("exec", "check", "render", "run")
 ALL = frozenset(PIPELINE_COMMANDS)
@@ -335,7 +336,6 @@ def parse_placeholder_source(text: str):
 
 def parse_imports(texts) -> tuple:
     """--import REF...: each a reference to a whole map (shim/imports.py)."""
-    from shim.refs import parse_import_reference
     imports = []
     for text in texts:
         try:
@@ -359,7 +359,7 @@ def parse_change_action(text: str | None, command: str) -> tuple[str, object] | 
     if kind == "signal":
         return ("signal", parse_signal(argument, "--on-change signal"))
     if kind == "run":
-        import shlex   # only for run:CMD
+        import shlex  # lazy: only for --on-change run:CMD
         argv = shlex.split(argument)
         if not argv:
             raise UsageError("--on-change run: needs a command", hint="write run:CMD ARGS")

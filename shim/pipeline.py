@@ -92,7 +92,7 @@ class Pipeline:
         rotation_errors = []
         if self.options.max_age or any(ref.option("max_age")
                                        for ref in plan.references() + list(plan.imports)):
-            from shim.rotation import check_rotation   # only with a rotation policy
+            from shim.rotation import check_rotation  # lazy: only with a rotation policy
             rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
                                              enforce=self.options.enforce_max_age, log=self.log)
         errors = plan.errors + resolution.errors + rotation_errors
@@ -117,7 +117,7 @@ class Pipeline:
         """--as-files: check DIR before anything is resolved; None when not asked for."""
         if not (self.options.as_files or self.options.as_files_only):
             return None
-        from shim import asfiles   # only with --as-files
+        from shim import asfiles  # lazy: only with --as-files
         self.as_files = asfiles.from_options(self.options)
         if identity is not None:
             self.as_files.uid, self.as_files.gid = identity.uid, identity.gid
@@ -145,7 +145,7 @@ class Pipeline:
     @property
     def remote(self):
         if self._remote is None:
-            from shim.helper import RemotePool   # only with --watch
+            from shim.helper import RemotePool  # lazy: only with --watch
             self._remote = RemotePool(self.options, self.environ, self.log)
         return self._remote
 
@@ -175,7 +175,7 @@ class Pipeline:
         return self._watcher(resolve, self.pool, current, apply, resolved.resolution.lease_metas())
 
     def _watcher(self, resolve, pool, current, apply, leases):
-        from shim.watch import Watcher   # only with --watch: not on the start-up path
+        from shim.watch import Watcher  # lazy: only with --watch
 
         watcher = Watcher(resolve=resolve, current=current, interval=self.options.watch,
                           apply=apply, log=self.log, pool=pool,

@@ -121,7 +121,7 @@ def drop_privileges(identity: Identity) -> None:
 
 def set_no_new_privs() -> None:
     """PR_SET_NO_NEW_PRIVS: setuid/setgid bits and file capabilities stop working for CMD."""
-    import ctypes  # only here (~1.5 ms at every start); cli imports it before the drop
+    import ctypes  # lazy: only for --no-new-privs; loaded before the drop
 
     libc = ctypes.CDLL(None, use_errno=True)
     result = libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0),

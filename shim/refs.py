@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 
+from shim.durations import parse_duration
 from shim.errors import UsageError
 from shim.records import record
 
@@ -460,7 +461,7 @@ def _render(provider, syntax, locator, selector, version, options) -> str:
     body, query = row.render(locator, version, list(options))
     text = f"ref+{row.name}://{escape_body(body)}"
     if query:
-        from urllib.parse import quote  # lazily: only references with options need it
+        from urllib.parse import quote  # lazy: only references with options need it
         text += "?" + "&".join(f"{k}={quote(v, safe='')}" for k, v in sorted(query))
     if selector:
         text += "#/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in selector)
@@ -520,7 +521,7 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None,
                  extra_options: frozenset = frozenset()) -> tuple[tuple[str, str], ...]:
     if query is None:
         return ()
-    from urllib.parse import parse_qsl  # lazily: only references with options need it
+    from urllib.parse import parse_qsl  # lazy: only references with options need it
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
     except ValueError:
@@ -547,7 +548,6 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None,
             raise _malformed(text, "optional and allow_expired take true or false",
                              "write e.g. optional=true")
         if key == "max_age":
-            from shim.durations import parse_duration
             try:
                 parse_duration(value, option="max_age")
             except UsageError:

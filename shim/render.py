@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import sys
 import tempfile
+import time
 
 import click
 
 from shim import privileges
 from shim.cli import command_options, pipeline_for
+from shim.dumpable import restore_for_exec
 from shim.errors import ShimError, UnusableValue, UsageError
 from shim.pipeline import Pipeline, secret_values
+from shim.safe_read import read_capped
 
 FORMATS = ("dotenv", "shell", "json")
 # Names that sh and dotenv readers take as a variable name and nothing else.
@@ -41,7 +46,6 @@ def check_names(names, *, directory: str | None, file_format: str | None) -> Non
 
     Names come from the environment, and execve (or Kubernetes) allows '/', '..', ';'.
     """
-    import re
     for name in sorted(names):
         if directory is not None and (name in ("", ".", "..") or "/" in name or "\0" in name):
             raise UnusableValue("is not a plain file name, so render --dir cannot write it",
@@ -172,7 +176,7 @@ def render_command(**raw):
     options = run.options
     ci_export = options.file_format in ("github-actions", "azure-pipelines")  # shim/ciexport.py
     if ci_export:
-        from shim import ciexport
+        from shim import ciexport  # lazy: only with --ci-export
         ciexport.preflight(options.file_format, os.environ, directory=options.directory,
                            env_file=options.out_env_file, watching=options.watch is not None)
     elif not options.directory and not options.out_env_file:
@@ -230,8 +234,6 @@ def _check_directory(path: str) -> None:
 
 def _render_watch(run: Pipeline, renderer, leases) -> int:
     """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now."""
-    import signal
-    import time
 
     options = run.options
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -278,7 +280,6 @@ def _signal_target(pid_file: str) -> tuple[int | None, str]:
     """The PID to signal, or None and why not. The file may sit on a volume the app can
     write: only a PID above 1 (0, -1 and negative numbers reach whole groups or every
     process), and only the process that had that PID when we first read it."""
-    from shim.safe_read import read_capped
     try:
         text = read_capped(pid_file, cap=64, what="--pid-file").decode("ascii").strip()
         pid = int(text) if text.isdigit() else -1
@@ -296,7 +297,7 @@ def _signal_target(pid_file: str) -> tuple[int | None, str]:
 
 def _notify(run: Pipeline, action, pid_file) -> None:
     """--on-change for render: signal the process in --pid-file, or run a command."""
-    import subprocess
+    import subprocess  # lazy: only for --on-change run:CMD
     kind, argument = action
     if kind == "signal":
         pid, problem = _signal_target(pid_file)
@@ -313,7 +314,6 @@ def _notify(run: Pipeline, action, pid_file) -> None:
         return
     # The hook gets shim's own environment minus secrets it resolved: never the values.
     env = {k: v for k, v in run.environ.items() if not k.startswith(("SHIM_", "VAULT_"))}
-    from shim.dumpable import restore_for_exec
     result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False,
                             preexec_fn=restore_for_exec)
     run.log.event("render.hook_ran", "info" if result.returncode == 0 else "warning",

@@ -8,8 +8,8 @@ only when `Resolution.errors` is empty.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
@@ -104,7 +104,7 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
             continue
         remote[name] = refs
     if remote:
-        from shim.providers.mechanism import SLACK, run_concurrently
+        from shim.providers.mechanism import SLACK, run_concurrently  # lazy: threads only for remote references
         names = list(remote)
         # A little more slack than each provider's own runner, so the provider's more
         # precise message wins over this one.
@@ -129,7 +129,7 @@ def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
             resolution.fetched[reference.fetch_key] = (reference.provider, outcome)
     maps = {}
     if plan.imports:   # --import: the maps' keys become entries now that they are known
-        from shim.imports import adopt, apply_imports
+        from shim.imports import adopt, apply_imports  # lazy: only with --import
         imported = apply_imports(plan, outcomes, pool.context.log, plan.skip)
         adopt(plan, imported)
         resolution.errors.extend(imported.errors)
@@ -138,14 +138,14 @@ def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
         entry = plan.entries[name]
         # An imported variable selects its key from the import's map (parsed once).
         sources = {entry.parts[0].reference.fetch_key: maps[name]} if name in maps else outcomes
-        result = _fill(entry, sources, keep_binary=bool(binary_ok and binary_ok(name)))
+        result = _resolved_variable(entry, sources, keep_binary=bool(binary_ok and binary_ok(name)))
         resolution.variables[name] = result
         if result.error is not None:
             resolution.errors.append(result.error)
     return resolution
 
 
-def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_binary: bool = False) -> VariableResult:
+def _resolved_variable(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_binary: bool = False) -> VariableResult:
     result = VariableResult(entry.name, None, entry)
     pieces: list[str] = []
     for part in entry.parts:
@@ -179,7 +179,7 @@ def _fill(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_binary: bool = F
         else:
             result.metas.append((reference, outcome.meta))
         if part.in_userinfo:
-            from urllib.parse import quote  # only here: importing it costs every start ~2 ms
+            from urllib.parse import quote  # lazy: only for a secret inside a URL's user-info
             text = quote(text, safe="")
         pieces.append(text)
     result.value = "".join(pieces)
@@ -209,14 +209,14 @@ def select(reference: Reference, fetched: Fetched, *, keep_binary: bool = False)
                                 "object or list", hint="select the key that holds the encoded text")
         return _json_text(value)
     if encoding:  # ?encoding=: decode after selection (shim/decoding.py)
-        from shim.decoding import decode
+        from shim.decoding import decode  # lazy: only with ?encoding=
         value = decode(encoding, value)
     return _as_text(value, keep_binary)
 
 
 def _walk(reference: Reference, value):
-    # Only selectors need the json module: a run of plain files never imports it (~1 ms).
-    import json
+    # Only selectors need the json module: a run of plain files never imports it.
+    import json  # lazy: only for #key selectors
     if not isinstance(value, Mapping):
         text = _as_text(value)
         try:
@@ -241,7 +241,7 @@ def _walk(reference: Reference, value):
 
 
 def _json_text(value) -> str:
-    import json
+    import json  # lazy: only for #key selectors
     return json.dumps(value, sort_keys=True)
 
 

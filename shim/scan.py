@@ -30,10 +30,15 @@ a finding is a path, a number and a kind.
 
 detect-secrets (the `scan` extra) and PyYAML are imported only when the
 command runs, so importing this module costs nothing at shim's start-up.
+
+Longer than our other modules on purpose: most of it is the judgement of what is a
+secret (names, stand-ins, literal values), one set of rules that every kind of file
+and detect-secrets' own hits are held to, which reads best in one place.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -42,6 +47,7 @@ from typing import NamedTuple
 
 import click
 
+from shim.compose import COMPOSE_LIKE_FILE, environment_entries
 from shim.errors import ConfigError, NotFound, PermissionDenied
 from shim.placeholders import has_placeholder
 from shim.refs import looks_like_reference
@@ -52,7 +58,6 @@ EXIT_FINDINGS = 1
 # and .secrets/, where shim's development workflow keeps secrets on purpose.
 SKIPPED_DIRECTORIES = frozenset({".git", ".secrets", ".venv", "venv", "node_modules", "__pycache__"})
 
-COMPOSE_FILE = re.compile(r"(docker-)?compose[^/]*\.ya?ml")
 # Public IP addresses are not secrets: the one default plugin left out.
 DISABLED_PLUGINS = ("IPPublicDetector",)
 # detect-secrets types that fire on any keyword or random-looking string: their
@@ -89,7 +94,7 @@ def scan_command(paths, untracked, as_json):
     """
     findings, scanned = scan(paths or (".",), untracked=untracked)
     if as_json:
-        import json
+        import json  # lazy: only for --json
         document = {"findings": [finding._asdict() for finding in findings], "count": len(findings)}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
@@ -107,9 +112,9 @@ def scan_command(paths, untracked, as_json):
 def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
     """Every finding under `paths`, sorted and one per (file, line, kind); and the file count."""
     try:
-        from detect_secrets.core import scan as detect
-        from detect_secrets.settings import default_settings, get_settings
-        import yaml  # noqa: F401  (a detect-secrets dependency; compose files need it)
+        from detect_secrets.core import scan as detect  # lazy: the scan extra
+        from detect_secrets.settings import default_settings, get_settings  # lazy: the scan extra
+        import yaml  # lazy: the scan extra (a detect-secrets dependency)  # noqa: F401
     except ImportError:
         raise ConfigError("scan is not available: install shim-secrets[scan]",
                           hint="pip install 'shim-secrets[scan]' (it adds detect-secrets)") from None
@@ -128,7 +133,7 @@ def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
 
 def _scan_file(target: Target, detect_secrets_in) -> set[Finding]:
     shown = _shown(target.path)
-    text = _read_text(target.path)
+    text = _text_unless_binary(target.path)
     sops_findings = _sops_findings(target.path, text, shown)
     if sops_findings is not None:
         return sops_findings
@@ -157,7 +162,7 @@ def _sops_findings(path: str, text: str | None, shown: str) -> set[Finding] | No
     if text is None or "sops" not in text or "mac" not in text:
         return None
     try:
-        from shim.sops import unencrypted_paths
+        from shim.sops import unencrypted_paths  # lazy: only with a sops file
         plain = unencrypted_paths(text.encode("utf-8"), path)
     except ImportError:     # without the sops extra, the file is scanned like any other
         return None
@@ -262,7 +267,7 @@ def _tracked_kinds(target: Target) -> list[str]:
     return kinds
 
 
-def _read_text(path: str) -> str | None:
+def _text_unless_binary(path: str) -> str | None:
     """The file as text; None for a binary file (a NUL byte, or not UTF-8)."""
     try:
         with open(path, "rb") as stream:
@@ -419,7 +424,7 @@ def literal_env_entry(name: str, value: str | None) -> bool:
 def literal_env_secret_lines(path: str, text: str, lines: list[str]) -> list[int]:
     """Lines of compose `environment:` entries / env file variables that hold a literal secret."""
     name = os.path.basename(path)
-    if COMPOSE_FILE.fullmatch(name):
+    if COMPOSE_LIKE_FILE.fullmatch(name):
         found = _compose_lines(text)
     elif name == ".env" or name.startswith(".env.") or name.endswith(".env"):
         found = _env_file_lines(text)
@@ -429,77 +434,23 @@ def literal_env_secret_lines(path: str, text: str, lines: list[str]) -> list[int
 
 
 def _env_file_lines(text: str) -> list[int]:
-    import io
-    from dotenv.parser import parse_stream
+    from dotenv.parser import parse_stream  # lazy: python-dotenv only for env files
 
     return [binding.original.line for binding in parse_stream(io.StringIO(text))
             if binding.key is not None and literal_env_entry(binding.key, binding.value)]
 
 
 def _compose_lines(text: str) -> list[int]:
-    import yaml
-
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:
-        return []   # not YAML: detect-secrets has still read it line by line
-    lines: list[int] = []
-    seen: set[int] = set()
-    for document in documents:
-        for environment in _environment_nodes(document, seen):
-            lines.extend(_environment_lines(environment, set()))
-    return lines
-
-
-def _environment_nodes(node, seen: set[int]):
-    """Every value of an `environment:` key, wherever it sits (services, x- blocks)."""
-    import yaml
-
-    if node is None or id(node) in seen:
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == "environment":
-                yield value
-            else:
-                yield from _environment_nodes(value, seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            yield from _environment_nodes(item, seen)
-
-
-def _environment_lines(node, seen: set[int]) -> list[int]:
-    """`KEY: value` mappings (with `<<:` merges) and `- KEY=value` lists."""
-    import yaml
-
-    if id(node) in seen:
-        return []
-    seen.add(id(node))
-    lines = []
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if key.value == "<<":
-                merged = value.value if isinstance(value, yaml.SequenceNode) else [value]
-                for item in merged:
-                    lines.extend(_environment_lines(item, seen))
-            elif isinstance(value, yaml.ScalarNode) and value.tag != "tag:yaml.org,2002:null":
-                if literal_env_entry(str(key.value), value.value):
-                    lines.append(key.start_mark.line + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            if isinstance(item, yaml.ScalarNode):
-                name, sep, value = item.value.partition("=")
-                if sep and literal_env_entry(name, value):
-                    lines.append(item.start_mark.line + 1)
-    return lines
+    """Nothing for a file that is not YAML: detect-secrets has still read it line by line."""
+    return [entry.line for entry in environment_entries(text)
+            if literal_env_entry(entry.name, entry.value)]
 
 
 def _allowlisted(path: str, lines: list[str], line: int) -> bool:
     """detect-secrets' own pragma check on the file as written (its YAML reading drops
     comments, and with them a `pragma: allowlist nextline secret`), for every kind."""
-    from detect_secrets.filters.allowlist import is_line_allowlisted
-    from detect_secrets.util.code_snippet import get_code_snippet
+    from detect_secrets.filters.allowlist import is_line_allowlisted  # lazy: the scan extra
+    from detect_secrets.util.code_snippet import get_code_snippet  # lazy: the scan extra
 
     if not 0 < line <= len(lines):
         return False

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 
-from shim.launch import exec_command
+from shim.launch import execve_program
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
@@ -66,7 +66,7 @@ class Supervisor:
     def install(self) -> None:
         """Become a proper init: subreaper when not PID 1, signals blocked and awaited."""
         if os.getpid() != 1:
-            import ctypes
+            import ctypes  # lazy: only for a non-PID-1 --init (subreaper)
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         for signum in _IGNORED_BY_SUPERVISOR:
@@ -100,7 +100,7 @@ class Supervisor:
                     pass
             if self.prepare_child is not None:
                 self.prepare_child(env)
-            exec_command(self.argv, env)  # resets signals and the mask itself
+            execve_program(self.argv, env)  # resets signals and the mask itself
         except BaseException as error:  # noqa: BLE001 - the child must never return into the supervisor
             code = getattr(error, "exit_code", 1)
             line = error.line() if hasattr(error, "line") else type(error).__name__

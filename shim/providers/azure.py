@@ -73,6 +73,7 @@ from azure.keyvault.secrets import SecretClient
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
 from shim.providers.mechanism import call_within, run_concurrently
+from types import SimpleNamespace
 
 # Reads in flight at once (across all vaults); Key Vault allows thousands of GETs per 10 s.
 MAX_CONCURRENT_READS = 16
@@ -334,8 +335,7 @@ class KeyVaultProvider:
         Bounded by the deadline like a read: the SDK's retries stop at it (the retry policy)
         and a call still hanging then is abandoned (call_within), giving Unavailable.
         """
-        from types import SimpleNamespace
-        from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm
+        from azure.keyvault.keys.crypto import CryptographyClient, EncryptionAlgorithm  # lazy: only for a sops Key Vault key
         self._deadline = deadline
         key_id = f"{vault_url.rstrip('/')}/keys/{name}" + (f"/{version}" if version else "")
         where = SimpleNamespace(host=vault_url.split("://", 1)[-1].rstrip("/"), shown=f"key {name}")

@@ -21,6 +21,9 @@ Plain REST over `requests` (already installed with google-auth) rather than the
 google-cloud-secret-manager client: docs/gcp.md has the measurements.
 Messages quote resource names, versions, HTTP statuses and google.rpc codes; never a payload
 or a token.
+
+Longer than our other modules on purpose: a provider is one module, and Google's credential
+order (three kinds of credential, each with its own failures) is part of this one.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def obtain_credentials(environ) -> Credentials:
     user_file = os.path.join(config, "application_default_credentials.json")
     if os.path.isfile(user_file):
         return Credentials(_from_file(user_file, "the gcloud ADC file"), "gcloud application-default")
-    from google.auth.compute_engine import Credentials as MetadataCredentials
+    from google.auth.compute_engine import Credentials as MetadataCredentials  # lazy: only for the metadata server
     return Credentials(MetadataCredentials(scopes=[SCOPE]), "metadata server")
 
 
@@ -112,19 +115,19 @@ def _from_file(path: str, what: str):
     kind = info.get("type") if isinstance(info, dict) else None
     try:
         if kind == "service_account":
-            from google.oauth2 import service_account
+            from google.oauth2 import service_account  # lazy: only for the credential type the file names
             return service_account.Credentials.from_service_account_info(info, scopes=[SCOPE])
         if kind == "authorized_user":
-            from google.oauth2 import credentials
+            from google.oauth2 import credentials  # lazy: only for the credential type the file names
             return credentials.Credentials.from_authorized_user_info(info, scopes=[SCOPE])
         if kind == "external_account":
             source = info.get("credential_source") or {}
             if info.get("subject_token_type") == "urn:ietf:params:aws:token-type:aws4_request":
-                from google.auth import aws as federation
+                from google.auth import aws as federation  # lazy: only for the credential type found
             elif isinstance(source, dict) and "executable" in source:
-                from google.auth import pluggable as federation
+                from google.auth import pluggable as federation  # lazy: only for the credential type found
             else:
-                from google.auth import identity_pool as federation
+                from google.auth import identity_pool as federation  # lazy: only for the credential type found
             return federation.Credentials.from_info(info, scopes=[SCOPE])
     except (ValueError, KeyError, TypeError) as error:
         # google-auth names the missing or malformed field; nothing of the key is quoted.
@@ -161,8 +164,8 @@ class TokenSource:
 
     def token(self) -> str:
         """The bearer token; PermissionDenied (77) or Unavailable (69) when none can be had."""
-        from google.auth import exceptions
-        from google.auth.transport.requests import Request
+        from google.auth import exceptions  # lazy: only for the credential type found
+        from google.auth.transport.requests import Request  # lazy: only when a token is needed
 
         with self._lock:
             if self.carried is not None and time.monotonic() < self.carried[1]:

@@ -77,7 +77,7 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
     `fields`, e.g. reference); giving up raises the one Unavailable shape:
     "<title>: <reason> on every attempt (<n>) within the deadline".
     """
-    import tenacity  # a dependency of every remote provider's extra, never of local runs
+    import tenacity  # lazy: a remote provider's extra, never a local run's
 
     def reason_of(error: BaseException) -> str | None:
         if isinstance(error, Transient):

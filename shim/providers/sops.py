@@ -20,8 +20,8 @@ class SopsProvider:
 
     def __init__(self, context):
         try:
-            import cryptography  # noqa: F401 - fail here, cleanly, when shim-secrets[sops] is not installed
-            import yaml  # noqa: F401
+            import cryptography  # lazy: the sops extra: fail here, cleanly, when it is missing  # noqa: F401 - fail here, cleanly, when shim-secrets[sops] is not installed
+            import yaml  # lazy: the sops extra: fail here, cleanly, when it is missing  # noqa: F401
         except ImportError as error:
             raise ConfigError("provider sops is not available: install shim-secrets[sops]",
                               hint=f"{error.name} cannot be imported") from None
@@ -35,7 +35,7 @@ class SopsProvider:
 
     def fetch(self, path: str, fmt: str | None, deadline):
         """The decrypted file as a Fetched, or the ShimError saying why not."""
-        from shim.sops import decrypt_file
+        from shim.sops import decrypt_file  # lazy: only with a sops file
         try:
             decrypted = decrypt_file(path, self.context.environ, deadline, fmt, self.context.log)
         except ShimError as error:

@@ -20,6 +20,7 @@ from shim.errors import ConfigError, PermissionDenied, Unavailable, UnusableValu
 __all__ = ["Decrypted", "decrypt_file", "decrypt_bytes", "FORMATS"]
 
 from shim.refs import SOPS_FORMATS as FORMATS  # the ?format= values the grammar accepts
+from shim.safe_read import read_capped
 
 # The cap of a plain secret file (shim/providers/files.py): secrets and settings, not data.
 MAX_SOPS_FILE_BYTES = 1024 * 1024
@@ -33,7 +34,6 @@ class Decrypted(NamedTuple):
 
 def decrypt_file(path: str, environ: Mapping[str, str], deadline, fmt: str | None = None,
                  log=None) -> Decrypted:
-    from shim.safe_read import read_capped
     # Symlinks followed: Kubernetes secret volumes are links into ..data/.
     content = read_capped(path, cap=MAX_SOPS_FILE_BYTES, what="sops file", size_text="1 MiB")
     return decrypt_bytes(content, path, environ, deadline, fmt, log)
@@ -41,7 +41,7 @@ def decrypt_file(path: str, environ: Mapping[str, str], deadline, fmt: str | Non
 
 def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadline,
                   fmt: str | None = None, log=None) -> Decrypted:
-    from shim.sops import cipher, keys, metadata, stores, tree
+    from shim.sops import cipher, keys, metadata, stores, tree  # lazy: only with a sops file
     fmt = fmt or stores.format_for_path(path)
     try:
         branches, raw = stores.load(content, fmt)
@@ -72,7 +72,7 @@ def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadlin
 
 
 def _data_key(path, meta, environ, deadline, log) -> bytes:
-    from shim.sops import keys
+    from shim.sops import keys  # lazy: only with a sops file
     listed = ", ".join(meta.kinds()) or "none"
     if not any(meta.key_groups):
         raise ConfigError(f"sops file {path} lists no master keys",
@@ -99,7 +99,7 @@ def _data_key(path, meta, environ, deadline, log) -> bytes:
 def unencrypted_paths(content: bytes, path: str) -> list[str] | None:
     """For `shim scan`: None if this is not a sops file; else the paths of values that
     sops' rules say should be encrypted but are not (empty: safe to commit)."""
-    from shim.sops import cipher, metadata, stores, tree
+    from shim.sops import cipher, metadata, stores, tree  # lazy: only with a sops file
     try:
         branches, raw = stores.load(content, stores.format_for_path(path))
         if not isinstance(raw, dict) or "mac" not in raw or "lastmodified" not in raw:

@@ -14,6 +14,10 @@ import os
 from typing import Callable, Mapping
 
 from shim.sops.metadata import KEY_KINDS, MasterKey
+from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
+from shim.providers import load_provider
+from shim.providers.base import ProviderContext
+from shim.safe_read import read_capped
 
 ORDER = ("age", "pgp", "kms", "hc_vault", "azure_kv")
 DATA_KEY_BYTES = 32
@@ -72,7 +76,7 @@ class _Identities:
 
 def _age(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
     try:
-        import pyrage
+        import pyrage  # lazy: the sops extra, only for an age key
     except ImportError:
         raise KeyFailure("unconfigured", "pyrage is not installed (shim-secrets[sops])") from None
     parsed, places = identities.age()
@@ -90,7 +94,7 @@ def _age(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
 
 
 def _load_age_identities(environ) -> tuple[list, list[str]]:
-    import pyrage
+    import pyrage  # lazy: the sops extra, only for an age key
     texts = []
     if environ.get("SOPS_AGE_KEY"):
         texts.append(("SOPS_AGE_KEY", environ["SOPS_AGE_KEY"]))
@@ -120,8 +124,6 @@ def _load_age_identities(environ) -> tuple[list, list[str]]:
 
 
 def _read_key_file(path: str) -> str:
-    from shim.errors import ShimError
-    from shim.safe_read import read_capped
     try:
         content = read_capped(path, cap=MAX_KEY_FILE_BYTES, what="age key file",
                               size_text="64 KiB")
@@ -154,7 +156,7 @@ def armor_age(data: bytes) -> str:
 
 def _pgp(key: MasterKey, identities, environ, deadline) -> bytes:
     try:
-        import gnupg
+        import gnupg  # lazy: the sops extra, only for a PGP key
     except ImportError:
         raise KeyFailure("unconfigured", "python-gnupg is not installed (shim-secrets[sops])") from None
     try:
@@ -176,13 +178,13 @@ def _pgp(key: MasterKey, identities, environ, deadline) -> bytes:
 
 def _kms(key: MasterKey, identities, environ, deadline) -> bytes:
     try:
-        import boto3
-        from botocore.config import Config
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-        from shim.providers.aws import transient_reason
+        import boto3  # lazy: the aws extra, only for a KMS key
+        from botocore.config import Config  # lazy: the aws extra, only for a KMS key
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError  # lazy: the aws extra, only for a KMS key
+        from shim.providers.aws import transient_reason  # lazy: the aws extra, only for a KMS key
     except ImportError:
         raise KeyFailure("unconfigured", "boto3 is not installed (shim-secrets[aws])") from None
-    from shim.providers.mechanism import retry
+    from shim.providers.mechanism import retry  # lazy: only when a store is asked
     arn = key.fields.get("arn")
     if not isinstance(arn, str) or ":kms:" not in arn:
         raise KeyFailure("refused", "an aws kms key has no usable arn")
@@ -234,8 +236,7 @@ def _within(job: Callable, deadline, title: str, where: str):
     The call runs on the providers' runner (call_within), so a store that accepts the
     connection and never answers cannot hold shim past --deadline.
     """
-    from shim.errors import Unavailable
-    from shim.providers.mechanism import call_within
+    from shim.providers.mechanism import call_within  # lazy: only when a store is asked
     try:
         return call_within(job, deadline, title=title)
     except Unavailable as error:
@@ -246,7 +247,7 @@ def _assumed(session, role: str, region: str, config):
     answer = session.client("sts", region_name=region, config=config).assume_role(
         RoleArn=role, RoleSessionName="shim-sops")
     credentials = answer["Credentials"]
-    import boto3
+    import boto3  # lazy: the aws extra, only for a KMS key
     return boto3.session.Session(aws_access_key_id=credentials["AccessKeyId"],
                                  aws_secret_access_key=credentials["SecretAccessKey"],
                                  aws_session_token=credentials["SessionToken"])
@@ -256,9 +257,6 @@ def _assumed(session, role: str, region: str, config):
 
 def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
     """Decrypt with Vault transit at the key's vault_address, logged in as the vault provider does."""
-    from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
-    from shim.providers import load_provider
-    from shim.providers.base import ProviderContext
     address, engine, name = (key.fields.get(field) for field in
                              ("vault_address", "engine_path", "key_name"))
     if not all(isinstance(v, str) and v for v in (address, engine, name)):
@@ -284,9 +282,6 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
 
 def _azure_key(key: MasterKey, identities: _Identities, environ, deadline) -> bytes:
     """RSA-OAEP-256 by the named Key Vault key, with the azure provider's credential."""
-    from shim.errors import ConfigError, ShimError, Unavailable
-    from shim.providers import load_provider
-    from shim.providers.base import ProviderContext
     url, name = key.fields.get("vault_url"), key.fields.get("name")
     version = key.fields.get("version") or ""
     if not all(isinstance(v, str) and v for v in (url, name)) or not isinstance(version, str):

@@ -48,7 +48,7 @@ def load(content: bytes, fmt: str) -> tuple[list[Branch], dict]:
         branches = [_ini_branch(text)]
         return _take_section_metadata(branches)
     if fmt == "yaml":
-        from shim.sops.yamlstore import load_yaml
+        from shim.sops.yamlstore import load_yaml  # lazy: only for a YAML sops file
         branches = load_yaml(text)
     else:  # json and binary share the JSON envelope
         branches = [_json_branch(text)]

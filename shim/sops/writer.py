@@ -22,7 +22,7 @@ def new_data_key() -> bytes:
 
 def age_entry(recipient: str, data_key: bytes) -> dict:
     """One `age:` metadata entry: the data key encrypted to `recipient`, armored."""
-    import pyrage
+    import pyrage  # lazy: the sops extra, only for an age key
     try:
         parsed = pyrage.x25519.Recipient.from_str(recipient)
     except Exception:   # pyrage's RecipientError; the text is the caller's to quote

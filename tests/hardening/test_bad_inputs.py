@@ -129,7 +129,7 @@ ROWS = [
 ]
 
 
-def _fill(text, tmp, canary):
+def _expand_template(text, tmp, canary):
     random_part = canary.rsplit("-", 1)[1]
     if isinstance(text, bytes):
         return (text.replace(b"{canary}", canary.encode()).replace(b"{random}", random_part.encode())
@@ -146,17 +146,17 @@ def test_bad_input(row, run_shim, canaries, tmp_path, probe):
     secrets_dir.mkdir()
     for file_name, content in files.items():
         path = secrets_dir / file_name
-        path.write_bytes(_fill(content, tmp_path, canary))
+        path.write_bytes(_expand_template(content, tmp_path, canary))
         if file_name == "script":
             os.chmod(path, 0o644)
     # A neighbouring variable holds a real secret: it must not show up either.
     environment = {"NEIGHBOUR_PASSWORD": canary}
-    environment.update({k: _fill(v, tmp_path, canary) for k, v in env.items()})
-    argv = [_fill(a, tmp_path, canary) for a in args]
-    target = [_fill(a, tmp_path, canary) for a in command] if command else probe.argv
+    environment.update({k: _expand_template(v, tmp_path, canary) for k, v in env.items()})
+    argv = [_expand_template(a, tmp_path, canary) for a in args]
+    target = [_expand_template(a, tmp_path, canary) for a in command] if command else probe.argv
     result = run_shim(["exec", "--secrets-dir", str(secrets_dir), *argv, "--", *target], environment)
     assert result.returncode == code, result.stderr
-    assert _fill(fragment, tmp_path, canary) in result.stderr
+    assert _expand_template(fragment, tmp_path, canary) in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(error_lines) == 1, result.stderr
     assert result.stdout == ""
@@ -197,10 +197,10 @@ def test_bad_ci_export(row, run_shim, canaries, tmp_path):
     (tmp_path / "secret").write_text(canary)
     (tmp_path / "github_env").write_text("")
     environment = {"NEIGHBOUR_PASSWORD": f"file:{tmp_path}/secret"}
-    environment.update({k: _fill(v, tmp_path, canary) for k, v in env.items()})
-    result = run_shim(["render", *[_fill(a, tmp_path, canary) for a in args]], environment)
+    environment.update({k: _expand_template(v, tmp_path, canary) for k, v in env.items()})
+    result = run_shim(["render", *[_expand_template(a, tmp_path, canary) for a in args]], environment)
     assert result.returncode == code, result.stderr
-    assert _fill(fragment, tmp_path, canary) in result.stderr
+    assert _expand_template(fragment, tmp_path, canary) in result.stderr
     assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
     assert result.stdout == ""
     assert (tmp_path / "github_env").read_text() == ""

@@ -31,7 +31,9 @@ NEVER_ON_THE_LOCAL_PATH = (
     "detect_secrets", "yaml",
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
-    "shim.asfiles", "shim.ciexport", "shim.decoding",
+    "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
+    "shim.compose", "shim.helper", "shim.imports", "select",
+    "shim.sops", "shim.providers.sops", "pyrage", "gnupg",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):
@@ -45,8 +47,10 @@ LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex")
 CLICK_SIDE = ("click", "shim.cli", "shim.report", "gettext")
 # typing: shim's records on this path are built by shim.records, its annotations are strings.
 NOT_ON_THE_FAST_PATH = CLICK_SIDE + ("typing",)
+# Only with a rotation policy (--max-age, ?max_age=); `check` reports ages, so it loads it.
+ROTATION = ("shim.rotation",)
 # The rule for a local-only `shim exec` (bench/startup.py reports the same list).
-NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + NOT_ON_THE_FAST_PATH
+NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + NOT_ON_THE_FAST_PATH + ROTATION
 FILE_VARIABLES, PLACEHOLDERS = 20, 5
 
 

@@ -18,6 +18,7 @@ import requests
 import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the registry says "install shim-secrets[vault]"
 
 from shim.deadline import Deadline
+from shim.durations import parse_duration
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
 from shim.providers.mechanism import MAX_WORKERS, Transient, retry
 
@@ -168,7 +169,7 @@ class Connection:
         VAULT_CLIENT_CERT from os.environ by itself; the adapter takes only what it is given.
         """
         if self.skip_verify:
-            import urllib3
+            import urllib3  # lazy: only with VAULT_SKIP_VERIFY
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             log.event("vault.tls_unverified", "warning",
                       "VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified",
@@ -215,8 +216,6 @@ def parse_bool(environ: Mapping[str, str], name: str) -> bool:
 
 
 def _parse_timeout(text: str) -> float:
-    from shim.durations import parse_duration
-
     text = text.strip()
     if text.isdigit():
         return float(text)  # the Vault CLI accepts plain seconds
