@@ -378,6 +378,9 @@ class SecretManagerDouble:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: shim opening 50 connections at once would see
+    # some SYNs dropped and retried a second later (Google's front ends never do that).
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up (abandoned at its deadline) is not a double bug
