@@ -64,6 +64,7 @@ from shim.errors import (
     ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue, UsageError,
 )
 from shim.providers.base import Fetched, SecretMeta
+from shim.providers.bodycap import AWS_BODY_CAP, cap_botocore_client
 from shim.providers.mechanism import by_fetch_key, retry, run_concurrently
 
 SECRETS_PER_BATCH = 20          # BatchGetSecretValue's SecretIdList limit
@@ -132,8 +133,9 @@ class _AwsProvider:
                     read_timeout=_bounded(READ_TIMEOUT, deadline),
                     user_agent_extra="shim")
                 # NoRegionError propagates: client_failure turns it into exit 78.
-                self._clients[region] = self._session.client(
-                    self.service, region_name=region, config=config)
+                client = self._session.client(self.service, region_name=region, config=config)
+                cap_botocore_client(client, AWS_BODY_CAP, self.title)
+                self._clients[region] = client
             return self._clients[region]
 
     # --- one API call, retried within the deadline ----------------------------

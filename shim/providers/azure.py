@@ -67,11 +67,13 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
+from shim.providers.bodycap import AZURE_BODY_CAP, CappedSession
 from shim.providers.mechanism import run_concurrently
 
 # Reads in flight at once (across all vaults); Key Vault allows thousands of GETs per 10 s.
@@ -357,8 +359,13 @@ class KeyVaultProvider:
     def _client_for(self, vault: _Vault) -> SecretClient:
         kwargs = {"verify_challenge_resource": self.options.verify_challenge_resource,
                   "retry_policy": _DeadlineRetryPolicy(self._remaining)}
+        transport_settings = {}
         if self.options.ca_bundle:
-            kwargs["connection_verify"] = self.options.ca_bundle
+            transport_settings["connection_verify"] = self.options.ca_bundle
+        # azure-core's requests transport on a session that reads at most the cap of each answer.
+        session = CappedSession(AZURE_BODY_CAP, f"Key Vault {vault.url[len('https://'):]}")
+        kwargs["transport"] = RequestsTransport(session=session, session_owner=False,
+                                                **transport_settings)
         return SecretClient(vault.url, _VaultCredential(self._shared_credential(), vault), **kwargs)
 
     def _log_credential(self) -> None:
@@ -386,6 +393,8 @@ def _distinct_secrets(references) -> list[_Wanted]:
 def _translate(error: Exception, item: _Wanted, environ) -> ShimError:
     """One ShimError per SDK failure; `vault_wide` marks failures that hold for the whole vault."""
     where = f"Key Vault {item.host}"
+    if isinstance(error, ShimError):  # raised by shim's own code inside the SDK's pipeline
+        return error
     if isinstance(error, ResourceNotFoundError):
         code = _service_codes(error)[0] or "SecretNotFound"
         return NotFound(f"secret {item.shown} does not exist in {where} ({code})",

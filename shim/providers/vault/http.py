@@ -19,6 +19,7 @@ import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the regis
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
+from shim.providers.bodycap import VAULT_BODY_CAP, CappedSession
 from shim.providers.mechanism import MAX_WORKERS, Transient, retry
 
 # Vault's own default (the CLI and Go client), not hvac's http://localhost:8200.
@@ -173,7 +174,7 @@ class Connection:
             log.event("vault.tls_unverified", "warning",
                       "VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified",
                       addr=self.shown)
-        session = SameOriginSession()
+        session = SameOriginSession(VAULT_BODY_CAP, f"Vault at {self.shown}")
         session.verify = self.verify
         session.cert = self.cert
         # One pool slot per worker, or urllib3 drops (and warns about) the extra connections.
@@ -185,12 +186,13 @@ class Connection:
                                          session=session, namespace=self.namespace)
 
 
-class SameOriginSession(requests.Session):
+class SameOriginSession(CappedSession):
     """Follows only the redirects the Vault CLI follows, and only where the token already goes.
 
     requests would follow 301/302/303 (turning a PUT into a GET) and https to http, carrying
     X-Vault-Token along. Here only 307/308 to the same scheme, host and port are followed; any
-    other redirect is returned as it is and reported by VaultHttp._send instead.
+    other redirect is returned as it is and reported by VaultHttp._send instead. Every answer
+    is read at most to the cap (CappedSession).
     """
 
     def get_redirect_target(self, response):
