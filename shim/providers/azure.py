@@ -72,7 +72,7 @@ from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
-from shim.providers.base import Fetched, SecretMeta
+from shim.providers.base import Fetched, SecretMeta, nested_too_deeply
 from shim.providers.bodycap import AZURE_BODY_CAP, CappedSession
 from shim.providers.mechanism import run_concurrently
 
@@ -454,6 +454,13 @@ def _translate(error: Exception, item: _Wanted, environ) -> ShimError:
     if isinstance(error, AzureError):
         return Unavailable(f"reading from {where} failed ({type(error).__name__})",
                            hint="retry later or raise --deadline")
+    if isinstance(error, RecursionError):
+        return nested_too_deeply(f"the answer of {where}")
+    if isinstance(error, (KeyError, TypeError, AttributeError, ValueError)):
+        # The SDK's models read an answer that lacks Key Vault's shape.
+        return Unavailable(f"the answer of {where} does not have Key Vault's shape "
+                           f"({type(error).__name__})",
+                           hint="check that the vault URL points at Key Vault itself")
     raise error
 
 

@@ -10,7 +10,6 @@ wrapper that waits for shim (a memory bound, not a time bound: generous on purpo
 
 from __future__ import annotations
 
-import os
 import resource
 import ssl
 import sys
@@ -19,13 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.doubles.azure import AzureKeyVaultDouble
+from tests.hardening.conftest import AWS_TEST_ENV
 from tests.helpers.flood import FloodServer
 
 HUGE = 300 * 1024 * 1024
 PEAK_BOUND_KIB = 200 * 1024   # shim with every SDK imported stays well under this
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent",
-           "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
 
 WRAPPER = f"""#!{sys.executable}
 import os, subprocess, sys
@@ -90,7 +87,7 @@ def test_vault_answer_too_large(run_shim, probe, measured, home, size):
 def test_aws_answer_too_large(run_shim, probe, measured, size, reference):
     with FloodServer(size=size, content_type="application/x-amz-json-1.1") as flood:
         result, peak = _run(run_shim, probe, measured,
-                            {**AWS_ENV, "AWS_ENDPOINT_URL": flood.url, "P": reference})
+                            {**AWS_TEST_ENV, "AWS_ENDPOINT_URL": flood.url, "P": reference})
     _assert_refused(result, peak, "more than 1 MiB")
     assert not probe.ran
 

@@ -3,7 +3,8 @@ misconfigured address (a file server, a proxy's error loop, an attacker) can sen
 that expected a store's small JSON answer.
 
 `FloodServer(size=...)` declares Content-Length and sends `size` bytes; `FloodServer()` sends
-a chunked body that never ends (until the client goes). The bytes are a JSON prefix followed
+a chunked body that never ends (until the client goes); `FloodServer(body=..., status=...)`
+answers every request with exactly that (the answer fuzzer's arbitrary bodies). The bytes are a JSON prefix followed
 by one long string, so a client that reads it all would have a valid-looking document.
 """
 
@@ -19,8 +20,11 @@ PREFIX = b'{"data": {"data": {"password": "'
 
 class FloodServer:
     def __init__(self, *, size: int | None = None, content_type: str = "application/json",
-                 context: ssl.SSLContext | None = None):
-        self.size = size
+                 context: ssl.SSLContext | None = None, body: bytes | None = None,
+                 status: int = 200):
+        self.size = len(body) if body is not None else size
+        self.body = body
+        self.status = status
         self.content_type = content_type
         self.requests = 0
         flood = self
@@ -36,7 +40,7 @@ class FloodServer:
                 if length:
                     self.rfile.read(length)
                 flood.requests += 1
-                self.send_response(200)
+                self.send_response(flood.status)
                 self.send_header("Content-Type", flood.content_type)
                 if flood.size is None:
                     self.send_header("Transfer-Encoding", "chunked")
@@ -61,6 +65,9 @@ class FloodServer:
         self._thread.start()
 
     def _write(self, stream) -> None:
+        if self.body is not None:
+            stream.write(self.body)
+            return
         if self.size is None:
             def chunk(data):
                 stream.write(b"%x\r\n%s\r\n" % (len(data), data))

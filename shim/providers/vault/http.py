@@ -19,6 +19,7 @@ import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the regis
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
+from shim.providers.base import nested_too_deeply
 from shim.providers.bodycap import VAULT_BODY_CAP, CappedSession
 from shim.providers.mechanism import MAX_WORKERS, Transient, retry
 
@@ -84,8 +85,13 @@ class VaultHttp:
                               hint="write e.g. VAULT_ADDR=https://vault.example.com:8200") from None
         except requests.exceptions.RequestException:
             raise Transient("connection failed") from None
+        except RecursionError:  # hvac parses a successful answer itself
+            raise nested_too_deeply(f"Vault's answer to {what}") from None
         if isinstance(result, dict):
             return Answer(200, result)
+        if not isinstance(result, requests.Response):
+            # hvac returns a successful answer's JSON as parsed: null, a list, a number.
+            return Answer(200, None)
         if 300 <= result.status_code < 400:
             raise ConfigError(
                 f"Vault at {self.connection.shown} answered {what} with a redirect "
@@ -98,6 +104,8 @@ class VaultHttp:
                 body = result.json()
             except ValueError:
                 body = None
+            except RecursionError:
+                raise nested_too_deeply(f"Vault's answer to {what}") from None
         answer = Answer(result.status_code, body if isinstance(body, dict) else None)
         if answer.status in (412, 429) or answer.status >= 500:
             raise Transient(self.status_text(answer))
