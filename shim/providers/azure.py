@@ -343,6 +343,10 @@ class KeyVaultProvider:
             kwargs["connection_verify"] = self.options.ca_bundle
         if self.options.disable_instance_discovery:
             kwargs["disable_instance_discovery"] = True
+        # The token endpoints' answers are capped too (IMDS, App Service, Entra ID).
+        kwargs["transport"] = RequestsTransport(
+            session=CappedSession(AZURE_BODY_CAP, "the Azure token endpoint"), session_owner=False,
+            **({"connection_verify": self.options.ca_bundle} if self.options.ca_bundle else {}))
         if not os.environ.get("AZURE_TOKEN_CREDENTIALS"):
             kwargs.update({f"exclude_{name}_credential": True for name in _DESKTOP_ONLY})
         try:

@@ -122,3 +122,20 @@ def test_a_normal_answer_is_read_whole(run_shim, probe, measured, home, canaries
     assert result.returncode == 0, result.stderr
     assert probe.read()["env"]["P"] == value
     assert peak() < PEAK_BOUND_KIB
+
+
+@pytest.mark.parametrize("size", [HUGE, None], ids=["300MB", "endless"])
+def test_azure_token_endpoint_answer_too_large(run_shim, probe, measured, tmp_path, size):
+    """The managed identity's token endpoint floods instead: no token, bounded memory."""
+    with AzureKeyVaultDouble(tmp_path) as kv, FloodServer(size=size) as flood:
+        env = {**kv.app_service_env(), "IDENTITY_ENDPOINT": flood.url,
+               "SHIM_AZURE_CA_BUNDLE": str(kv.ca_path),
+               "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE": "false",
+               "P": f"ref+azurekeyvault://{kv.url[len('https://'):]}/app"}
+        result, peak = _run(run_shim, probe, measured, env)
+    lines = result.stderr.splitlines()
+    print(f"peak RSS {peak} KiB")
+    assert result.returncode == 77, result.stderr
+    assert len(lines) == 1 and "could not get a token" in lines[0], result.stderr
+    assert peak < PEAK_BOUND_KIB, f"peak RSS {peak} KiB"
+    assert not probe.ran
