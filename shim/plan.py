@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from shim.envfiles import EnvFileEntry, load_env_files
-from shim.errors import ConfigError, ShimError, UsageError
+from shim.errors import ConfigError, ShimError, UnusableValue, UsageError
 from shim.placeholders import find_placeholders, has_placeholder, secrets_dir_candidates
 from shim.records import record
 from shim.refs import Reference, looks_like_reference, parse_reference
@@ -207,6 +207,7 @@ _PREFIX_WINDOW = 128
 def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry | None:
     """The Entry for one variable, or None when it is a plain literal."""
     if looks_like_reference(value):
+        _require_utf8(value)
         reference = parse_reference(value)
         return Entry(name, "reference", (SecretPart(reference),), whole=True)
     pieces = _split_inline(value)
@@ -239,12 +240,23 @@ def _plan_value(plan: Plan, settings: Settings, name: str, value: str) -> Entry 
         if unescaped == value:
             return None
         return Entry(name, "literal", (unescaped,))
+    _require_utf8(value)
     parts = _mark_userinfo([p for p in parts if p != ""])
     source = "placeholder" if saw_placeholder and not has_inline else "inline"
     if saw_placeholder and has_inline:
         source = "inline+placeholder"
     whole = len(parts) == 1 and isinstance(parts[0], SecretPart)
     return Entry(name, source, tuple(parts), whole=whole, kept_placeholders=tuple(kept))
+
+
+def _require_utf8(value: str) -> None:
+    """A value shim rewrites must be text: bytes that are not UTF-8 reach Python as lone
+    surrogates, which no reference, store or output file can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnusableValue("the value holds a reference but is not UTF-8 text",
+                            hint="write the variable as UTF-8 text") from None
 
 
 def _is_whole_placeholder(name: str, pieces: list[Part]) -> bool:

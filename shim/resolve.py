@@ -15,7 +15,7 @@ from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
 from shim.plan import Entry, Plan
 from shim.providers import load_provider
-from shim.providers.base import Fetched, ProviderContext, SecretMeta
+from shim.providers.base import Fetched, ProviderContext, SecretMeta, nested_too_deeply
 from shim.refs import Reference
 
 TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
@@ -224,6 +224,8 @@ def _walk(reference: Reference, value):
         except ValueError:
             raise UnusableValue("the secret is not JSON, but a key was asked",
                                 hint="drop the #key selector or store the secret as JSON") from None
+        except RecursionError:
+            raise nested_too_deeply("the secret") from None
     for depth, key in enumerate(reference.selector):
         if isinstance(value, list) and key.isdigit() and int(key) < len(value):
             value = value[int(key)]

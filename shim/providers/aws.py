@@ -66,10 +66,13 @@ from botocore.exceptions import (
 from shim.errors import (
     ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue, UsageError,
 )
-from shim.providers.base import Fetched, SecretMeta
+from shim.providers.base import Fetched, SecretMeta, nested_too_deeply
+from shim.providers.bodycap import AWS_BODY_CAP, cap_botocore_client
 from shim.providers.mechanism import by_fetch_key, retry, run_concurrently
 
 SECRETS_PER_BATCH = 20          # BatchGetSecretValue's SecretIdList limit
+# What a malformed answer raises in botocore's parser or in shim's reading of it.
+_ODD_ANSWER = (RecursionError, KeyError, TypeError, AttributeError, ValueError)
 PARAMETERS_PER_BATCH = 10       # GetParameters' Names limit
 MAX_CONCURRENT_CALLS = 8
 CONNECT_TIMEOUT = 3.0
@@ -135,8 +138,9 @@ class _AwsProvider:
                     read_timeout=_bounded(READ_TIMEOUT, deadline),
                     user_agent_extra="shim")
                 # NoRegionError propagates: client_failure turns it into exit 78.
-                self._clients[region] = self._session.client(
-                    self.service, region_name=region, config=config)
+                client = self._session.client(self.service, region_name=region, config=config)
+                cap_botocore_client(client, AWS_BODY_CAP, self.title)
+                self._clients[region] = client
             return self._clients[region]
 
     # --- one API call, retried within the deadline ----------------------------
@@ -169,6 +173,8 @@ class _AwsProvider:
             outcome = self.failure(error, refs[0])
         except BotoCoreError as error:
             outcome = self.client_failure(error)
+        except _ODD_ANSWER as error:
+            outcome = self.odd_answer(error)
         except ShimError as error:
             outcome = error
         return {reference.fetch_key: outcome for reference in refs}
@@ -219,6 +225,9 @@ class _AwsProvider:
             except BotoCoreError as error:
                 failure = self.client_failure(error)
                 return {key: failure for key in keys}
+            except _ODD_ANSWER as error:
+                failure = self.odd_answer(error)
+                return {key: failure for key in keys}
 
         outcomes: dict = {}
         results = run_concurrently([_bind(guarded, keys, work) for keys, work in groups],
@@ -231,6 +240,15 @@ class _AwsProvider:
     def failure(self, error: ClientError, reference) -> ShimError:
         """The ShimError for a service error that retrying cannot fix (per store)."""
         raise NotImplementedError
+
+    def odd_answer(self, error: Exception) -> ShimError:
+        """An answer without the shape every answer of the service has (botocore's parser
+        or shim's reading of it failed): not the secret, and not shim's fault."""
+        if isinstance(error, RecursionError):
+            return nested_too_deeply(f"{self.title}'s answer")
+        return Unavailable(f"{self.title}: the answer does not have the service's shape "
+                           f"({type(error).__name__})",
+                           hint="check that AWS_ENDPOINT_URL (or the proxy) points at the service")
 
 
 class SecretsManagerProvider(_AwsProvider):
@@ -341,9 +359,15 @@ class SecretsManagerProvider(_AwsProvider):
 
     def _outcome(self, entry: dict):
         meta = SecretMeta(version=entry.get("VersionId"), created=_utc(entry.get("CreatedDate")))
-        if entry.get("SecretString") is not None:
-            return Fetched(entry["SecretString"], meta)
-        binary = entry.get("SecretBinary")
+        text, binary = entry.get("SecretString"), entry.get("SecretBinary")
+        if (text is not None and not isinstance(text, str)) or (
+                text is None and binary is not None and not isinstance(binary, (bytes, bytearray))):
+            # SecretString is text and SecretBinary bytes in every real answer.
+            return UnusableValue(f"{self.title}: the answer holds a value of the wrong type",
+                                 hint="check that AWS_ENDPOINT_URL (or the proxy) points at the "
+                                      "service")
+        if text is not None:
+            return Fetched(text, meta)
         if binary is not None:
             binary = bytes(binary)
             try:
@@ -506,7 +530,13 @@ class ParameterStoreProvider(_AwsProvider):
         version = parameter.get("Version")
         meta = SecretMeta(version=str(version) if version is not None else None,
                           updated=_utc(parameter.get("LastModifiedDate")))
-        return Fetched(parameter.get("Value", ""), meta)
+        value = parameter.get("Value")
+        if not isinstance(value, str):
+            # Every parameter has a text value (SecureString too, once decrypted).
+            return UnusableValue(f"{self.title}: the answer holds no text value for the parameter",
+                                 hint="check that AWS_ENDPOINT_URL (or the proxy) points at the "
+                                      "service")
+        return Fetched(value, meta)
 
     def _not_found(self, code, reference) -> NotFound:
         pinned = reference.version is not None or reference.option("label")

@@ -52,6 +52,7 @@ import logging
 import os
 import re
 import threading
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
@@ -67,13 +68,14 @@ from azure.core.exceptions import (
     ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
-from shim.providers.base import Fetched, SecretMeta
+from shim.providers.base import Fetched, SecretMeta, nested_too_deeply
+from shim.providers.bodycap import AZURE_BODY_CAP, CappedSession
 from shim.providers.mechanism import call_within, run_concurrently
-from types import SimpleNamespace
 
 # Reads in flight at once (across all vaults); Key Vault allows thousands of GETs per 10 s.
 MAX_CONCURRENT_READS = 16
@@ -343,7 +345,7 @@ class KeyVaultProvider:
         def decrypt() -> bytes:
             try:
                 client = CryptographyClient(key_id, self._shared_credential().credential,
-                                            **self._client_options())
+                                            **self._client_options(where.host))
                 return client.decrypt(EncryptionAlgorithm.rsa_oaep_256, ciphertext).plaintext
             except HttpResponseError as error:
                 if error.status_code == 403:
@@ -377,6 +379,10 @@ class KeyVaultProvider:
             kwargs["connection_verify"] = self.options.ca_bundle
         if self.options.disable_instance_discovery:
             kwargs["disable_instance_discovery"] = True
+        # The token endpoints' answers are capped too (IMDS, App Service, Entra ID).
+        kwargs["transport"] = RequestsTransport(
+            session=CappedSession(AZURE_BODY_CAP, "the Azure token endpoint"), session_owner=False,
+            **({"connection_verify": self.options.ca_bundle} if self.options.ca_bundle else {}))
         if not os.environ.get("AZURE_TOKEN_CREDENTIALS"):
             kwargs.update({f"exclude_{name}_credential": True for name in _DESKTOP_ONLY})
         try:
@@ -392,14 +398,19 @@ class KeyVaultProvider:
 
     def _client_for(self, vault: _Vault) -> SecretClient:
         return SecretClient(vault.url, _VaultCredential(self._shared_credential(), vault),
-                            **self._client_options())
+                            **self._client_options(vault.url[len("https://"):]))
 
-    def _client_options(self) -> dict:
+    def _client_options(self, host: str) -> dict:
         """What every Key Vault client (secrets, keys) is built with."""
         kwargs = {"verify_challenge_resource": self.options.verify_challenge_resource,
                   "retry_policy": _DeadlineRetryPolicy(self._remaining)}
+        transport_settings = {}
         if self.options.ca_bundle:
-            kwargs["connection_verify"] = self.options.ca_bundle
+            transport_settings["connection_verify"] = self.options.ca_bundle
+        # azure-core's requests transport on a session that reads at most the cap of each answer.
+        session = CappedSession(AZURE_BODY_CAP, f"Key Vault {host}")
+        kwargs["transport"] = RequestsTransport(session=session, session_owner=False,
+                                                **transport_settings)
         return kwargs
 
     def _log_credential(self) -> None:
@@ -427,6 +438,8 @@ def _distinct_secrets(references) -> list[_Wanted]:
 def _translate(error: Exception, item: _Wanted, environ) -> ShimError:
     """One ShimError per SDK failure; `vault_wide` marks failures that hold for the whole vault."""
     where = f"Key Vault {item.host}"
+    if isinstance(error, ShimError):  # raised by shim's own code inside the SDK's pipeline
+        return error
     if isinstance(error, ResourceNotFoundError):
         code = _service_codes(error)[0] or "SecretNotFound"
         return NotFound(f"secret {item.shown} does not exist in {where} ({code})",
@@ -486,6 +499,13 @@ def _translate(error: Exception, item: _Wanted, environ) -> ShimError:
     if isinstance(error, AzureError):
         return Unavailable(f"reading from {where} failed ({type(error).__name__})",
                            hint="retry later or raise --deadline")
+    if isinstance(error, RecursionError):
+        return nested_too_deeply(f"the answer of {where}")
+    if isinstance(error, (KeyError, TypeError, AttributeError, ValueError)):
+        # The SDK's models read an answer that lacks Key Vault's shape.
+        return Unavailable(f"the answer of {where} does not have Key Vault's shape "
+                           f"({type(error).__name__})",
+                           hint="check that the vault URL points at Key Vault itself")
     raise error
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from collections.abc import Callable, Mapping, Sequence
 
 from shim.deadline import Deadline
-from shim.errors import ShimError
+from shim.errors import ShimError, UnusableValue
 from shim.records import record
 from shim.refs import Reference
 
@@ -93,3 +93,9 @@ if TYPE_CHECKING:
         def renew_token(self, deadline: Deadline) -> int | None: ...
 
         def revoke_token(self, deadline: Deadline) -> None: ...
+
+
+def nested_too_deeply(what: str) -> UnusableValue:
+    """JSON nested deeper than Python's parser recurses: no secret looks like that."""
+    return UnusableValue(f"{what} is JSON nested too deeply to read",
+                         hint="check what wrote it: a secret's JSON is a few levels deep")

@@ -54,3 +54,19 @@ def as_nobody(core_limit=resource.RLIM_INFINITY):
         os.setgid(NOBODY)
         os.setuid(NOBODY)
     return become
+
+
+# What every AWS run in these suites needs: test credentials, one region, and nothing read from
+# the machine's own AWS configuration or instance metadata.
+AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",  # pragma: allowlist secret
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/nonexistent",
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def one_line(result, code, *fragments):
+    """shim failed with `code`, in exactly one stderr line holding every fragment."""
+    lines = result.stderr.splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.hardening.conftest import one_line
 
 
 @pytest.fixture
@@ -24,19 +25,11 @@ def fifo(tmp_path):
     return str(path)
 
 
-def _one_line(result, code, *fragments):
-    lines = result.stderr.splitlines()
-    assert result.returncode == code, result.stderr
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "directory"])
 def test_env_file_that_is_not_a_regular_file(run_shim, probe, tmp_path, fifo, kind):
     path = {"fifo": fifo, "/dev/zero": "/dev/zero", "directory": str(tmp_path)}[kind]
     result = run_shim(["exec", "--env-file", path, "--", *probe.argv], {}, timeout=30)
-    _one_line(result, 66, f"env file {path}", "not a regular file" if kind != "directory"
+    one_line(result, 66, f"env file {path}", "not a regular file" if kind != "directory"
               else "is a directory")
     assert not probe.ran
 
@@ -45,7 +38,7 @@ def test_env_file_too_large(run_shim, probe, tmp_path):
     path = tmp_path / "huge.env"
     path.write_text("A=b\n" * 300_000)
     result = run_shim(["exec", "--env-file", str(path), "--", *probe.argv], {}, timeout=30)
-    _one_line(result, 65, "is larger than 1 MiB")
+    one_line(result, 65, "is larger than 1 MiB")
     assert not probe.ran
 
 
@@ -55,7 +48,7 @@ def test_secret_file_that_is_not_a_regular_file(run_shim, probe, fifo, kind, how
     path = fifo if kind == "fifo" else "/dev/zero"
     env = {"X": f"file:{path}"} if how == "reference" else {"X_FILE": path}
     result = run_shim(["exec", "--file-vars", "X", "--", *probe.argv], env, timeout=30)
-    _one_line(result, 66, "not a regular file")
+    one_line(result, 66, "not a regular file")
     assert not probe.ran
 
 

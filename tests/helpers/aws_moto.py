@@ -54,6 +54,7 @@ class Fault:
     error_type: str
     message: str
     body_contains: str | None = None    # only requests whose body holds this text
+    payload: bytes | None = None        # the answer's body as given (None: the error JSON)
 
 
 class AwsProxy:
@@ -89,6 +90,12 @@ class AwsProxy:
         """Answer the next `times` requests for `target` (e.g. "GetSecretValue") with an error."""
         with self._lock:
             self.faults.append(Fault(target, times, status, error_type, message, body_contains))
+
+    def answer_with(self, payload: bytes, *, target: str | None = None,
+                    times: int | None = None, status: int = 200) -> None:
+        """Answer the next `times` requests for `target` with exactly `payload` (any bytes)."""
+        with self._lock:
+            self.faults.append(Fault(target, times, status, "", "", None, payload))
 
     def trickle(self, target: str | None = None, seconds_per_byte: float = 1.0) -> None:
         """Answer requests for `target` (None: all) slowly: headers, then one body byte a time."""
@@ -131,7 +138,10 @@ class AwsProxy:
         target = handler.headers.get("X-Amz-Target", "")
         fault = self._fault_for(target, body)
         if fault is not None:
-            payload = json.dumps({"__type": fault.error_type, "message": fault.message}).encode()
+            payload = fault.payload
+            if payload is None:
+                payload = json.dumps({"__type": fault.error_type,
+                                      "message": fault.message}).encode()
             handler.send_response(fault.status)
             handler.send_header("Content-Type", "application/x-amz-json-1.1")
             handler.send_header("x-amzn-RequestId", str(uuid.uuid4()))

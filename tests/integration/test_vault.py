@@ -297,7 +297,7 @@ def test_kubernetes_without_a_service_account_token_is_a_configuration_error(
            "PASSWORD": "vault:secret/data/app#password"}
     result = exec_probe(run_shim, probe, env)
     assert result.returncode == 78
-    assert f"{missing} (service account token) does not exist" in result.stderr
+    assert f"service account token {missing} does not exist" in result.stderr
     assert vault.requests == []
 
 

@@ -13,6 +13,7 @@ from typing import Mapping
 from shim.deadline import Deadline
 from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
 from shim.providers.vault.http import Answer, VaultHttp, parse_bool
+from shim.safe_read import read_capped
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")
@@ -270,20 +271,12 @@ def value_or_file(environ: Mapping[str, str], name: str) -> tuple[str, str] | No
 
 
 def read_credential_file(path: str, what: str) -> str:
-    try:
-        with open(path, "rb") as stream:
-            content = stream.read(MAX_CREDENTIAL_FILE + 1)
-    except FileNotFoundError:
-        raise ConfigError(f"{path} ({what}) does not exist",
-                          hint="mount the credential or fix the path") from None
-    except PermissionError:
-        raise PermissionDenied(f"{path} ({what}) is not readable by uid {os.getuid()}",
-                               hint="check its owner and mode") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} ({what}) is a directory, not a file",
-                          hint="point it at the file") from None
-    if len(content) > MAX_CREDENTIAL_FILE:
-        raise ConfigError(f"{path} ({what}) is larger than 64 KiB", hint="point it at the file")
+    # A FIFO, a device or an endless file here must not hang or exhaust shim: the one reader
+    # of named files opens non-blocking, takes only a regular file, and reads at most the cap.
+    # Kubernetes mounts its service-account token as a symlink into ..data/, so links are followed.
+    content = read_capped(path, cap=MAX_CREDENTIAL_FILE, what=what,
+                          follow_symlinks=True, missing=ConfigError, unreadable=PermissionDenied,
+                          not_regular=ConfigError, too_large=ConfigError, size_text="64 KiB")
     try:
         text = content.decode("utf-8").strip()
     except UnicodeDecodeError:

@@ -20,6 +20,8 @@ import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the regis
 from shim.deadline import Deadline
 from shim.durations import parse_duration
 from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
+from shim.providers.base import nested_too_deeply
+from shim.providers.bodycap import VAULT_BODY_CAP, CappedSession
 from shim.providers.mechanism import MAX_WORKERS, Transient, retry
 
 # Vault's own default (the CLI and Go client), not hvac's http://localhost:8200.
@@ -84,8 +86,13 @@ class VaultHttp:
                               hint="write e.g. VAULT_ADDR=https://vault.example.com:8200") from None
         except requests.exceptions.RequestException:
             raise Transient("connection failed") from None
+        except RecursionError:  # hvac parses a successful answer itself
+            raise nested_too_deeply(f"Vault's answer to {what}") from None
         if isinstance(result, dict):
             return Answer(200, result)
+        if not isinstance(result, requests.Response):
+            # hvac returns a successful answer's JSON as parsed: null, a list, a number.
+            return Answer(200, None)
         if 300 <= result.status_code < 400:
             raise ConfigError(
                 f"Vault at {self.connection.shown} answered {what} with a redirect "
@@ -98,6 +105,8 @@ class VaultHttp:
                 body = result.json()
             except ValueError:
                 body = None
+            except RecursionError:
+                raise nested_too_deeply(f"Vault's answer to {what}") from None
         answer = Answer(result.status_code, body if isinstance(body, dict) else None)
         if answer.status in (412, 429) or answer.status >= 500:
             raise Transient(self.status_text(answer))
@@ -174,7 +183,7 @@ class Connection:
             log.event("vault.tls_unverified", "warning",
                       "VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified",
                       addr=self.shown)
-        session = SameOriginSession()
+        session = SameOriginSession(VAULT_BODY_CAP, f"Vault at {self.shown}")
         session.verify = self.verify
         session.cert = self.cert
         # One pool slot per worker, or urllib3 drops (and warns about) the extra connections.
@@ -186,12 +195,13 @@ class Connection:
                                          session=session, namespace=self.namespace)
 
 
-class SameOriginSession(requests.Session):
+class SameOriginSession(CappedSession):
     """Follows only the redirects the Vault CLI follows, and only where the token already goes.
 
     requests would follow 301/302/303 (turning a PUT into a GET) and https to http, carrying
     X-Vault-Token along. Here only 307/308 to the same scheme, host and port are followed; any
-    other redirect is returned as it is and reported by VaultHttp._send instead.
+    other redirect is returned as it is and reported by VaultHttp._send instead. Every answer
+    is read at most to the cap (CappedSession).
     """
 
     def get_redirect_target(self, response):
