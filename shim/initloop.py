@@ -90,12 +90,27 @@ def remove(paths) -> None:
             sys.stderr.write(f"shim: warning: could not remove {path} ({error.strerror})\n")
 
 
+def protect() -> None:
+    """Non-dumpable again, as every shim process (shim/dumpable.py): execve made this process
+    dumpable, and the program it supervises may share its uid. It holds no secret, but a
+    process of that uid could otherwise ptrace the container's PID 1."""
+    if not __package__:
+        # Run as a script under -I -S: shim/dumpable.py sits next to this file.
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        from shim.dumpable import protect as make_non_dumpable  # lazy: after the execve
+    except ImportError:
+        return   # the package cannot be read after the drop to --user: supervise anyway
+    make_non_dumpable()
+
+
 def main(argv) -> int:
     if (len(argv) < 2 or not argv[0].isdigit() or argv[1] not in ("group", "child")
             or not all(os.path.isabs(path) for path in argv[2:])):
         sys.stderr.write("shim: error: initloop takes CHILD_PID group|child [PATH...] "
                          "(internal use)\n")
         return 70
+    protect()
     status = supervise(int(argv[0]), argv[1] == "group")
     remove(argv[2:])
     return status

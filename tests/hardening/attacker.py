@@ -25,6 +25,21 @@ def core_soft_limit(pid):
 
 
 parent = os.getppid()
+if "--init" in sys.argv[2:]:
+    # Under --init the supervisor replaces itself with the lean loop (shim/initloop.py) once the
+    # program runs; execve makes a process dumpable, and the loop says non-dumpable again first
+    # thing. Attack the supervisor it settles into (its moment in between holds no secret:
+    # tests/integration/test_supervise.py reads its environment and memory then).
+    import time
+    for _ in range(500):
+        try:
+            with open(f"/proc/{parent}/cmdline", "rb") as stream:
+                settled = b"initloop" in stream.read() and os.stat(f"/proc/{parent}/environ").st_uid == 0
+        except OSError:
+            settled = False
+        if settled:
+            break
+        time.sleep(0.01)
 seen = {
     "uid": os.getuid(),
     "parent_uid": int(open(f"/proc/{parent}/status").read().split("Uid:")[1].split()[0]),

@@ -135,6 +135,10 @@ def test_supervisor_argv_and_environment_hold_no_secret(canaries, shared_dir, re
         if user == "nobody":
             # The caller's own environment (with VAULT_TOKEN) is the supervisor's; what
             # matters is that its uid-mate, the child, cannot open it.
+            # --init: the lean loop says non-dumpable again just after its execve.
+            deadline = time.monotonic() + 5
+            while os.stat(f"/proc/{process.pid}/environ").st_uid != 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert os.stat(f"/proc/{process.pid}/environ").st_uid == 0
             assert os.stat(f"/proc/{children[0]}/environ").st_uid == 65534  # control
         else:

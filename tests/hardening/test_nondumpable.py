@@ -41,7 +41,8 @@ def test_the_program_cannot_read_or_dump_its_supervisor(run_shim, canaries, nobo
     os.chmod(secret, 0o644)
     report = shared_dir / "report.json"
     env = dict(env, VAULT_TOKEN=token, SECRET=f"file:{secret}")
-    result = run_shim(["exec", *mode, "--", "/usr/bin/python3", "-S", str(ATTACKER), str(report)],
+    result = run_shim(["exec", *mode, "--", "/usr/bin/python3", "-S", str(ATTACKER), str(report),
+                       *mode],
                       env, python=python, cwd=shared_dir, preexec_fn=as_nobody(), timeout=60)
     assert result.returncode == -signal.SIGABRT, result.stderr  # the supervisor died of it
     seen = json.loads(report.read_text())
