@@ -1,7 +1,7 @@
 """The Vault test double as a server of its own: `python3 -m tests.doubles.vault_server`.
 
 For containers (images/vault-double) and compose examples that need a Vault to talk to, where
-`vault server -dev` cannot be had. It serves tests/doubles/vault.py's VaultDouble over plain
+`vault server -dev` cannot be had. It serves the VaultDouble of tests/doubles/vault/ over plain
 HTTP until SIGTERM or SIGINT (then exits 0 at once).
 
 Settings, from the environment (each NAME also as NAME_FILE, read once at start):
@@ -26,7 +26,6 @@ import signal
 import sys
 import threading
 
-from tests.doubles import vault as vault_module
 from tests.doubles.vault import VaultDouble
 
 
@@ -49,17 +48,6 @@ class ServedVault(VaultDouble):
     def __init__(self, address: tuple[str, int], **kwargs):
         super().__init__(host=address[0], **kwargs)
         self._port = address[1]
-
-    def start(self) -> "ServedVault":
-        server_class = getattr(vault_module, "_Server", None) or vault_module.ThreadingHTTPServer
-        server = server_class((self._host, self._port), vault_module._HttpHandler)
-        server.daemon_threads = True
-        server.vault = self
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
 
 
 def seed(vault: VaultDouble, secrets: dict) -> int:
