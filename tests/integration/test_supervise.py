@@ -97,7 +97,9 @@ def test_sigterm_reaches_the_child_and_shim_exits_143(start_shim, canaries, tmp_
 def test_signals_are_forwarded_to_the_group(start_shim, canaries, tmp_path):
     """A HUP to PID 1 reaches the child and its own child (the whole group)."""
     log = tmp_path / "hups"
-    script = (f"trap 'echo parent >> {log}; exit 0' HUP; "
+    # The parent waits for the grandchild before it exits: once the parent (the program) is
+    # gone, PID 1 exits and the namespace with it, whatever the grandchild was about to write.
+    script = (f"trap 'echo parent >> {log}; wait; exit 0' HUP; "
               f"sh -c \"trap 'echo grandchild >> {log}; exit 0' HUP; touch {log}.g; "
               f"while :; do sleep 0.05; done\" & "
               f"touch {log}.p; wait")
@@ -111,7 +113,9 @@ def test_signals_are_forwarded_to_the_group(start_shim, canaries, tmp_path):
 
 def test_forward_to_child_only(start_shim, canaries, tmp_path):
     log = tmp_path / "hups"
-    script = (f"trap 'echo parent >> {log}; exit 0' HUP; "
+    # The parent waits for the grandchild before it exits: once the parent (the program) is
+    # gone, PID 1 exits and the namespace with it, whatever the grandchild was about to write.
+    script = (f"trap 'echo parent >> {log}; wait; exit 0' HUP; "
               f"sh -c \"trap 'echo grandchild >> {log}; exit 0' HUP; touch {log}.g; "
               f"while :; do sleep 0.05; done\" & "
               f"touch {log}.p; wait; kill $!")
