@@ -17,9 +17,18 @@ import pytest
 from shim.errors import ConfigError, PermissionDenied, UsageError
 from shim.privileges import (MAX_ID, Identity, _ensure_cannot_regain_root, _verify_switched,
                              check_not_setuid, drop_privileges, ensure_may_switch, refuse_root,
-                             resolve_identity)
+                             resolve_identity, set_no_new_privs)
+from tests.conftest import unavailable
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates accounts: needs root")
+
+def _needs_root():
+    if os.geteuid() != 0:
+        unavailable("creating accounts and switching ids need root")
+
+
+@pytest.fixture(autouse=True)
+def _root_only():
+    _needs_root()
 
 
 def _exists(database: str, key: str) -> bool:
@@ -38,6 +47,7 @@ class Account:
 
 @pytest.fixture(scope="module")
 def account():
+    _needs_root()
     suffix = os.getpid()
     name, extra, twin = f"shimpriv{suffix}", f"shimextra{suffix}", f"shimtwin{suffix}"
     subprocess.run(["groupadd", "--system", extra], check=True)
@@ -269,3 +279,15 @@ def test_a_process_that_could_set_gid_0_again_is_refused(account):
     # gid 0 was the target: only the uid is tried.
     assert _in_child(kept_gid, lambda: _ensure_cannot_regain_root(
         Identity(account.uid, 0, (), "/", None))) == ("returned", None)
+
+
+def _no_new_privs() -> str:
+    with open("/proc/self/status") as status:
+        return next(line.split()[1] for line in status if line.startswith("NoNewPrivs:"))
+
+
+def test_no_new_privs_is_set_for_the_process_and_stays():
+    # In a child: the flag can never be cleared, and the test process must keep its own.
+    assert _in_child(None, _no_new_privs) == ("returned", "0")
+    assert _in_child(None, lambda: (set_no_new_privs(), _no_new_privs())) == (
+        "returned", (None, "1"))
