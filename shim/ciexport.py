@@ -122,9 +122,13 @@ def azure_escape(value: str) -> str:
 
 
 def _open_for_append(path: str) -> int:
-    """The runner's file, for O_APPEND writes; a symlink or non-regular file is refused."""
+    """The runner's file, for O_APPEND writes; a symlink or non-regular file is refused.
+
+    O_NONBLOCK: opening a FIFO for writing would otherwise wait for a reader forever; it does
+    nothing to a regular file."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+                             | os.O_NONBLOCK)
     except OSError as error:
         raise ConfigError(f"GITHUB_ENV {path}: cannot open it for appending ({error.strerror})",
                           hint="run shim as a step of the job that owns GITHUB_ENV") from None

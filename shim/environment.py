@@ -40,15 +40,16 @@ def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: boo
 restore_as_started = None
 
 
-def starting_environment() -> dict[str, str]:
+def starting_environment(block_path: str = "/proc/self/environ") -> dict[str, str]:
     """The environment exactly as the shim was started with it.
 
     CPython may add variables of its own at start-up (LC_CTYPE=C.UTF-8 when it
     coerces the C locale, PEP 538); the program must not inherit them. The
-    kernel keeps the original block in /proc/self/environ.
+    kernel keeps the original block in /proc/self/environ (block_path lets the
+    unit tests hand it a block of their own).
     """
     try:
-        with open("/proc/self/environ", "rb") as stream:
+        with open(block_path, "rb") as stream:
             block = stream.read()
     except OSError:
         return dict(os.environ)

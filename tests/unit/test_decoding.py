@@ -64,3 +64,29 @@ def test_any_text_decodes_or_is_refused_with_65(text, encoding):
         decode(encoding, text)
     except UnusableValue as error:
         assert error.exit_code == 65
+
+
+ALPHABET = "it holds characters outside the alphabet"
+HEX = "it is not an even number of hex digits"
+BASE64 = "characters outside the alphabet, or a wrong length or padding"
+
+
+@pytest.mark.parametrize("encoding,text,reason", [
+    ("base64", "QUJDé", ALPHABET), ("hex", "00é", ALPHABET), ("base64url", "QUI+", ALPHABET),
+    ("base64url", "QU+I", ALPHABET), ("base64url", "QU/I", ALPHABET),
+    ("hex", "0", HEX), ("hex", "0g", HEX), ("hex", "ABXX", HEX), ("hex", "XX", HEX),
+    ("base64", "QUJ", BASE64), ("base64url", "QUI==", BASE64), ("base64url", "QQ=", BASE64),
+    # Only space, tab, CR and LF around the value are forgiven, not every kind of whitespace.
+    ("base64", "\x0bQUJD", BASE64), ("base64", "QUJD\x0c", BASE64), ("hex", "\x0b00", HEX),
+])
+def test_each_refusal_says_exactly_what_is_wrong(encoding, text, reason):
+    with pytest.raises(UnusableValue) as caught:
+        decode(encoding, text)
+    assert caught.value.exit_code == 65
+    assert caught.value.message == f"the value is not valid {encoding}: {reason}"
+    assert caught.value.hint == f"store it {encoding}-encoded, or drop ?encoding={encoding}"
+
+
+def test_space_tab_cr_and_lf_around_the_value_are_forgiven():
+    assert decode("base64", " \t\r\nQUJD\r\n\t ") == b"ABC"
+    assert decode("hex", b" 41\n") == b"A"
