@@ -598,7 +598,7 @@ def _require_int(text: str, value: str) -> None:
 def _malformed(text: str, what: str, hint: str) -> UsageError:
     """The only way this module reports a malformed reference.
 
-    `what` and `hint` are fixed text (tests/hardening/test_malformed_messages.py checks that
+    `what` and `hint` are fixed text (tests/hardening/test_providers_hardening.py checks that
     every call passes string literals): nothing taken from the value is quoted, because a
     value that only looks like a reference (a password that happens to start with "vault:")
     would be printed, in part or whole. The caller names the variable; the syntax, from the
