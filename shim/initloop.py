@@ -26,12 +26,13 @@ import sys
 
 _SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                 signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT}
-_IGNORED_BY_SUPERVISOR = {signal.SIGTTIN, signal.SIGTTOU}
+IGNORED_BY_SUPERVISOR = {signal.SIGTTIN, signal.SIGTTOU}
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
-WAITED_SIGNALS = set(signal.valid_signals()) - _SYNCHRONOUS - _IGNORED_BY_SUPERVISOR - _UNCATCHABLE
+WAITED_SIGNALS = set(signal.valid_signals()) - _SYNCHRONOUS - IGNORED_BY_SUPERVISOR - _UNCATCHABLE
 
 
 def exit_status(status: int) -> int:
+    """A wait status as a shell would report it."""
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -65,7 +66,7 @@ def forward(child_pid: int, to_group: bool, signum: int) -> None:
 def supervise(child_pid: int, to_group: bool) -> int:
     # The mask and the ignored SIGTTIN/SIGTTOU came through execve; set them again so this
     # loop is right even when started some other way.
-    for signum in _IGNORED_BY_SUPERVISOR:
+    for signum in IGNORED_BY_SUPERVISOR:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
     # A SIGCHLD that arrived before the execve is still pending; reap once anyway, in case

@@ -28,21 +28,11 @@ import signal
 import sys
 import time
 
+# The signal sets and the exit status are the lean loop's (one definition for both loops).
+from shim.initloop import IGNORED_BY_SUPERVISOR, WAITED_SIGNALS, exit_status
 from shim.launch import execve_program
 
 _PR_SET_CHILD_SUBREAPER = 36
-_SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
-                signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT}
-_IGNORED_BY_SUPERVISOR = {signal.SIGTTIN, signal.SIGTTOU}
-_UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
-WAITED_SIGNALS = set(signal.valid_signals()) - _SYNCHRONOUS - _IGNORED_BY_SUPERVISOR - _UNCATCHABLE
-
-
-def exit_status(status: int) -> int:
-    """A wait status as a shell would report it."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
 
 
 class Supervisor:
@@ -69,7 +59,7 @@ class Supervisor:
             import ctypes  # lazy: only for a non-PID-1 --init (subreaper)
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        for signum in _IGNORED_BY_SUPERVISOR:
+        for signum in IGNORED_BY_SUPERVISOR:
             signal.signal(signum, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
 
