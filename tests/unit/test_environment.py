@@ -94,7 +94,7 @@ def _block(tmp_path, data: bytes) -> str:
 
 
 def test_starting_environment_parses_a_block_as_the_kernel_keeps_it(tmp_path):
-    block = (b"A=1\0URL=a=b==c\0EMPTY=\0NOEQUALS\0=value-without-name\0\0"
+    block = (b"A=1\0URL=a=b==c\0EMPTY=\0NOEQUALS\0=value-without-name\0\0"  # pragma: allowlist secret
              b"RAW=\xff\xfe\0LAST=x")
     assert starting_environment(_block(tmp_path, block)) == {
         "A": "1", "URL": "a=b==c", "EMPTY": "", "RAW": os.fsdecode(b"\xff\xfe"), "LAST": "x"}
