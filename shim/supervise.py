@@ -28,8 +28,8 @@ import signal
 import sys
 import time
 
-# The signal sets and the exit status are the lean loop's (one definition for both loops).
-from shim.initloop import IGNORED_BY_SUPERVISOR, WAITED_SIGNALS, exit_status
+# The signal sets and the reaping are the lean loop's (one definition for both loops).
+from shim.initloop import IGNORED_BY_SUPERVISOR, WAITED_SIGNALS, reap
 from shim.launch import execve_program
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -141,17 +141,9 @@ class Supervisor:
 
     def _reap(self) -> int | None:
         """Collect every zombie; CMD's exit status when CMD was among them."""
-        status_of_child = None
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            if pid == self.child_pid:
-                status_of_child = exit_status(status)
-                self.child_pid = None
+        status_of_child = reap(self.child_pid)
+        if status_of_child is not None:
+            self.child_pid = None
         return status_of_child
 
     def forward(self, signum: int) -> None:
