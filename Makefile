@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test install install-test unit integration lint bench clean docker images e2e mutate
+.PHONY: demo test packages install install-test unit integration lint bench clean docker images e2e mutate
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ docker:
 	@if [ "$$(id -u)" = 0 ]; then bash scripts/docker-up.sh && bash scripts/base-image.sh; \
 	else echo "make docker: not root, skipping the Docker set-up (tests/e2e will skip)"; fi
 
-test: install-test docker
+# Debian's age, gnupg and postgresql for the real-server tier (tests/real).
+packages:
+	bash scripts/test-packages.sh
+
+test: install-test docker packages
 	$(PY) -m pytest -q
 
 # The shim bundle and example images (docs/images.md). Pulls the official bases from Docker Hub;

@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -148,17 +149,34 @@ def _hash_tree(digest, directory: Path) -> None:
                 digest.update(block)
 
 
+def image_arguments_left_to_defaults(dockerfile_text: str, arguments: dict[str, str]) -> list[str]:
+    """The `ARG *_IMAGE=default` lines a build would take the default of.
+
+    A default such as `shim:latest` names an image that exists only where someone built it by
+    hand (elsewhere the engine goes to a registry and fails), so every image a test builds on
+    must come from this run: the base image, or a tag the run built and passes in.
+    """
+    declared = re.findall(r"^ARG\s+([A-Z0-9_]*IMAGE)(?:=\S*)?\s*$", dockerfile_text, re.M)
+    return [name for name in declared if name not in arguments]
+
+
 def _build(name: str, context_dir: Path, build_args: dict[str, str] | None = None,
            dockerfile: str | Path | None = None) -> str:
     context_dir = Path(context_dir)
     arguments = {"BASE_IMAGE": BASE_IMAGE, **(build_args or {})}
     digest = hashlib.sha256()
     _hash_tree(digest, context_dir)
-    dockerfile_path = None
-    if dockerfile is not None:
-        dockerfile_path = Path(dockerfile)
-        if not dockerfile_path.is_absolute():
-            dockerfile_path = context_dir / dockerfile_path
+    dockerfile_path = Path(dockerfile) if dockerfile is not None else context_dir / "Dockerfile"
+    if not dockerfile_path.is_absolute():
+        dockerfile_path = context_dir / dockerfile_path
+    missing = image_arguments_left_to_defaults(dockerfile_path.read_text(), arguments)
+    if missing:
+        pytest.fail(f"build of {name}: {dockerfile_path.name} takes {', '.join(missing)} from its "
+                    "default, an image this run did not build; pass it in build_args",
+                    pytrace=False)
+    if dockerfile is None:
+        dockerfile_path = None
+    else:
         digest.update(b"dockerfile\0" + dockerfile_path.read_bytes())
     for key, value in sorted(arguments.items()):
         digest.update(f"arg\0{key}={value}\0".encode())

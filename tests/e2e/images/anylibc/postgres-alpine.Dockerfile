@@ -2,9 +2,6 @@
 # musl, busybox as /bin/sh, the user postgres (uid 70 as there), and a docker-entrypoint.sh
 # that reports what it was given instead of starting PostgreSQL. Test-only.
 ARG BASE_IMAGE=debian:bookworm-slim
-ARG SHIM_IMAGE=shim:latest
-
-FROM ${SHIM_IMAGE} AS shim
 
 # Everything from Debian packages, nothing from a registry: static busybox (busybox-static), the
 # musl loader and libc (musl), and the probe program built with musl-gcc (musl-tools). The same
