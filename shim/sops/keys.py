@@ -13,6 +13,7 @@ import binascii
 import os
 from typing import Callable, Mapping
 
+from shim.sops import services
 from shim.sops.metadata import KEY_KINDS, MasterKey
 from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
 from shim.providers import load_provider
@@ -186,9 +187,13 @@ def _kms(key: MasterKey, identities, environ, deadline) -> bytes:
         raise KeyFailure("unconfigured", "boto3 is not installed (shim-secrets[aws])") from None
     from shim.providers.mechanism import retry  # lazy: only when a store is asked
     arn = key.fields.get("arn")
-    if not isinstance(arn, str) or ":kms:" not in arn:
+    if not isinstance(arn, str) or ":kms:" not in arn or arn.count(":") < 5:
         raise KeyFailure("refused", "an aws kms key has no usable arn")
     region = arn.split(":")[3]
+    # The region is the only part of the endpoint a file chooses (AWS_ENDPOINT_URL, the
+    # operator's, wins): it must be a region, so the host stays AWS's KMS endpoint for it.
+    if not services.aws_region_ok(region):
+        raise KeyFailure("refused", "its aws kms arn names no AWS region (the file was edited?)")
     try:
         blob = base64.b64decode(key.enc, validate=True)
     except binascii.Error:
@@ -261,9 +266,20 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
                              ("vault_address", "engine_path", "key_name"))
     if not all(isinstance(v, str) and v for v in (address, engine, name)):
         raise KeyFailure("refused", "a vault transit key lacks vault_address, engine_path or key_name")
+    # Checked before any login or request: the file may not choose where the token goes, nor
+    # which Vault path it is used on.
+    if not services.vault_allowed(address, environ):
+        raise KeyFailure("refused", f"its vault transit key names {_short(address)}, which is "
+                                    f"neither VAULT_ADDR nor listed in {services.ALLOW_LIST_VARIABLE}")
+    ok, field = services.transit_path_ok(engine, name)
+    if not ok:
+        raise KeyFailure("refused", f"its vault transit {field} is not a transit mount path or key "
+                                    "name (letters, digits, _ - . segments)")
     try:
-        provider = load_provider("vault", ProviderContext({**environ, "VAULT_ADDR": address},
-                                                          identities.log))
+        # The operator's VAULT_ADDR when the file names it; else the allow-listed address.
+        addressed = environ if services.origin(address) == services.origin(environ.get("VAULT_ADDR")) \
+            else {**environ, "VAULT_ADDR": address}
+        provider = load_provider("vault", ProviderContext(addressed, identities.log))
         plaintext = _within(lambda: provider.transit_decrypt(engine, name, key.enc, deadline),
                             deadline, "Vault transit", address)
     except Unavailable:
@@ -272,10 +288,9 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
         raise KeyFailure("unconfigured", f"vault transit: {error.message}") from None
     except (PermissionDenied, ShimError) as error:
         raise KeyFailure("refused", f"vault transit: {error.message}") from None
-    try:
-        return base64.b64decode(plaintext, validate=True)   # sops encrypts the base64 of the key
-    except binascii.Error:
-        raise KeyFailure("refused", "vault transit gave a data key that is not base64") from None
+    # sops sends base64(data key) as transit's plaintext, which transit itself takes in base64:
+    # Vault stores the data key's bytes, and transit.decrypt has already undone Vault's base64.
+    return plaintext
 
 
 # --- azure key vault keys ------------------------------------------------------------------
@@ -292,6 +307,10 @@ def _azure_key(key: MasterKey, identities: _Identities, environ, deadline) -> by
     except (binascii.Error, ValueError):
         raise KeyFailure("refused", "its azure key vault data key is not base64url") from None
     try:
+        if not _azure_vault_allowed(url, environ):
+            raise KeyFailure("refused", f"its azure key vault key names {_short(url)}, which is not "
+                                        f"listed in {services.ALLOW_LIST_VARIABLE} (and "
+                                        "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE is off)")
         provider = load_provider("azurekeyvault", ProviderContext(environ, identities.log))
         return provider.decrypt_with_key(url, name, version, ciphertext, deadline)
     except ImportError:
@@ -302,6 +321,15 @@ def _azure_key(key: MasterKey, identities: _Identities, environ, deadline) -> by
         raise KeyFailure("unconfigured", f"azure key vault: {error.message}") from None
     except ShimError as error:
         raise KeyFailure("refused", f"azure key vault: {error.message}") from None
+
+
+def _azure_vault_allowed(url: str, environ) -> bool:
+    """With challenge verification on (the default), azure-keyvault only sends a token to a
+    host in the domain of the resource Key Vault's challenge names, so a file cannot route it.
+    Off (private endpoints), nothing checks the host: only an allow-listed vault is used."""
+    from shim.providers.azure import AzureOptions  # lazy: the azure extra, only for a Key Vault key
+    options = AzureOptions.from_context(ProviderContext(environ, None))
+    return options.verify_challenge_resource or services.service_allowed(url, environ)
 
 
 class _QuietLog:

@@ -202,8 +202,8 @@ def test_a_vault_transit_answer_trickling_is_69_at_the_deadline(run_shim, canari
     with VaultDouble() as vault:
         path = sops_file(tmp_path / "s.yaml", {"pw": canaries.new()}, [VaultTransitKey(vault)])
         vault.trickle("transit/decrypt", 1.0)
-        result, elapsed = _timed(run_shim, {"VAULT_TOKEN": vault.root_token, "HOME": str(tmp_path)},
-                                 f"ref+sops://{path}#/pw")
+        result, elapsed = _timed(run_shim, {"VAULT_TOKEN": vault.root_token, "VAULT_ADDR": vault.url,
+                                            "HOME": str(tmp_path)}, f"ref+sops://{path}#/pw")
     _one_line(result, 69)
     # Named by the key service: the sops reader's own bound, not only the resolver's outer one.
     assert "Vault transit" in result.stderr and "deadline" in result.stderr

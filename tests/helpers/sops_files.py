@@ -70,7 +70,8 @@ class KmsKey:
 
 
 class VaultTransitKey:
-    """A key in the Vault double's transit engine; sops encrypts the base64 of the data key."""
+    """A key in the Vault double's transit engine. sops sends base64(data key) as transit's
+    plaintext (which transit takes base64-encoded): Vault holds the data key's own bytes."""
 
     def __init__(self, vault, name: str = "sops", engine: str = "transit"):
         vault.add_transit_key(name, mount=engine)
@@ -78,7 +79,7 @@ class VaultTransitKey:
 
     def entry(self, data_key: bytes) -> tuple[str, dict]:
         answer = self.vault.client().write(f"{self.engine}/encrypt/{self.name}",
-                                           plaintext=base64.b64encode(base64.b64encode(data_key)).decode())
+                                           plaintext=base64.b64encode(data_key).decode())
         return "hc_vault", {"vault_address": self.vault.url, "engine_path": self.engine,
                             "key_name": self.name, "created_at": "2025-01-01T00:00:00Z",
                             "enc": answer["data"]["ciphertext"]}

@@ -303,7 +303,10 @@ def test_scan_passes_sops_files_and_flags_one_with_plaintext_values(run_shim, ca
                                 "deploy/broken.enc.yaml": broken},
                      force=(".secrets/dev.enc.env",))
     result = run_shim(["scan"], cwd=repo)
-    assert findings(result) == ["deploy/broken.enc.yaml:0: sops-unencrypted-value"], result.stderr
+    # The value left in clear is also scanned as any text is (issue 22, item 9).
+    assert findings(result) == ["deploy/broken.enc.yaml:0: sops-unencrypted-value",
+                                "deploy/broken.enc.yaml:2: plaintext-secret:secret-keyword"], \
+        result.stdout + result.stderr
     assert result.returncode == 1
 
 
@@ -323,7 +326,7 @@ def test_vault_transit_key(fmt, run_shim, probe, canaries, vault, tmp_path):
     data, pointer = _data(fmt, value, canaries.new("other"))
     path = sops_file(tmp_path / FORMATS[fmt], data, [VaultTransitKey(vault)])
     result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}{pointer}", "VAULT_TOKEN": vault.root_token,
-                                      "HOME": str(tmp_path)})
+                                      "VAULT_ADDR": vault.url, "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     env = probe.read()["env"]
     assert env["PW"] == value and "VAULT_TOKEN" not in env
@@ -332,12 +335,13 @@ def test_vault_transit_key(fmt, run_shim, probe, canaries, vault, tmp_path):
 def test_vault_transit_without_a_token_is_78_and_a_refusal_77(run_shim, probe, canaries, vault, tmp_path):
     from tests.helpers.sops_files import VaultTransitKey
     path = sops_file(tmp_path / "s.yaml", {"pw": canaries.new()}, [VaultTransitKey(vault)])
-    result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}#/pw", "HOME": str(tmp_path)})
+    result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}#/pw", "VAULT_ADDR": vault.url,
+                                      "HOME": str(tmp_path)})
     assert result.returncode == 78, result.stderr
     assert "vault transit" in result.stderr
     other = vault.create_token(allowed=["secret/data/app"])
     result = _exec(run_shim, probe, {"PW": f"ref+sops://{path}#/pw", "VAULT_TOKEN": other,
-                                      "HOME": str(tmp_path)})
+                                      "VAULT_ADDR": vault.url, "HOME": str(tmp_path)})
     assert result.returncode == 77, result.stderr
     assert not probe.ran
 
@@ -352,8 +356,9 @@ def kv(tmp_path):
 
 
 def _azure_env(kv):
+    # Challenge verification off (the double is on 127.0.0.1): only a listed vault is used.
     return {**kv.app_service_env(), "SHIM_AZURE_CA_BUNDLE": str(kv.ca_path),
-            "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE": "false"}
+            "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE": "false", "SHIM_SOPS_KEY_SERVICES": kv.url}
 
 
 @pytest.mark.parametrize("fmt", ["yaml", "binary"])
