@@ -349,10 +349,7 @@ def dev_init_command(directory, recipients):
     if added:
         summary += ": " + ", ".join(added)
     click.echo(summary + f"; kept {len(kept)}")
-    gitignore_added = _cover_in_gitignore(directory)
-    if gitignore_added:
-        click.echo(f"added {' and '.join(gitignore_added)} to "
-                   f"{os.path.normpath(os.path.join(directory, '.gitignore'))}")
+    _cover_and_report(directory)
     if git_ignores(dev_env) is False:
         _warn(f"{shown} is still not ignored by git (a ! rule in a .gitignore?); check with "
               f"git check-ignore -v {shown}")
@@ -390,7 +387,7 @@ def _dev_init_encrypted(directory: str, recipients: str) -> None:
     found, _unnamed = _found_keys(sources)
     path = os.path.join(directory, DEV_ENC_ENV)
     shown = os.path.normpath(path)
-    for link_candidate in (os.path.dirname(path), path):
+    for link_candidate in (os.path.dirname(path), path, os.path.join(directory, ".gitignore")):
         _refuse_symlink(link_candidate)
     values: dict = {}
     if os.path.lexists(path):
@@ -410,6 +407,8 @@ def _dev_init_encrypted(directory: str, recipients: str) -> None:
                + (": " + ", ".join(added) if added else "") + f"; kept {len(values) - len(added)}")
     click.echo(f"encrypted to {len(wanted)} age key{'' if len(wanted) == 1 else 's'}; commit it "
                f"with git add -f {shown} (shim run reads it with your age key)")
+    # .secrets/ stays ignored: a local dev.env beside the encrypted file must never be committed.
+    _cover_and_report(directory)
 
 
 def _warn(message: str) -> None:
@@ -521,6 +520,13 @@ def _read_project_text(path: str) -> str | None:
         return content.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{_display(path)} is not UTF-8 text", hint="save it as UTF-8") from None
+
+
+def _cover_and_report(directory: str) -> None:
+    added = _cover_in_gitignore(directory)
+    if added:
+        click.echo(f"added {' and '.join(added)} to "
+                   f"{os.path.normpath(os.path.join(directory, '.gitignore'))}")
 
 
 def _cover_in_gitignore(directory: str) -> list[str]:
