@@ -16,8 +16,10 @@ Kinds (stable names; docs/scan.md has the table):
     tracked-secrets-dir         git tracks a file under a .secrets/ directory
     tracked-dev-env             git tracks a file named dev.env
     sops-unencrypted-value      a sops file (it has sops metadata) holds a value its
-                                rules say is encrypted in plain text (sops-encrypted
-                                files are otherwise never findings, tracked or not)
+                                rules say is encrypted in plain text (a sops file is
+                                never a finding for being tracked; the values it leaves
+                                in clear are scanned like any file, its ciphertexts and
+                                metadata are not)
     gitignore-missing-secrets   the repository's top-level .gitignore does not
                                 ignore .secrets/ (reported as .gitignore:0)
 
@@ -134,41 +136,98 @@ def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
 def _scan_file(target: Target, detect_secrets_in) -> set[Finding]:
     shown = _shown(target.path)
     text = _text_unless_binary(target.path)
-    sops_findings = _sops_findings(target.path, text, shown)
-    if sops_findings is not None:
-        return sops_findings
-    findings = {Finding(shown, 0, kind) for kind in _tracked_kinds(target)}
+    layout = _sops_layout(target.path, text)
+    if layout is None:
+        findings = {Finding(shown, 0, kind) for kind in _tracked_kinds(target)}
+    else:
+        # A sops file is made to be committed, under .secrets/ too; what it left in clear is not.
+        findings = {Finding(shown, 0, "sops-unencrypted-value")} if layout.unencrypted else set()
     if text is None:
         return findings   # binary: only whether git tracks it counts
     lines = _split_lines(text)
     line_kinds: dict[int, set[str]] = {}
-    for secret in detect_secrets_in(target.path):
+    for secret in _detected(target.path, text, detect_secrets_in):
         number = secret.line_number
         line = lines[number - 1] if 0 < number <= len(lines) else ""
         secret_type = _slug(secret.type)
+        if layout is not None and _sealed(secret.secret_value, layout):
+            continue    # ciphertext or sops metadata: high-entropy by design
         if not dismissed(secret_type, secret.secret_value or "", line) \
                 and not _allowlisted(target.path, lines, number):
             line_kinds.setdefault(number, set()).add("plaintext-secret:" + secret_type)
-    for number in literal_env_secret_lines(target.path, text, lines):
-        line_kinds.setdefault(number, set()).add("literal-secret-in-env")
+    if layout is None:  # a sops dotenv file's literal values are its ciphertexts
+        for number in literal_env_secret_lines(target.path, text, lines):
+            line_kinds.setdefault(number, set()).add("literal-secret-in-env")
     for number, kinds in line_kinds.items():
         findings.update(Finding(shown, number, kind) for kind in _most_telling(kinds))
     return findings
 
 
-def _sops_findings(path: str, text: str | None, shown: str) -> set[Finding] | None:
-    """A sops-encrypted file is made to be committed, under .secrets/ too: no finding,
-    unless values its rules say are encrypted are in plain text. None: not a sops file."""
+# detect-secrets' YAML reader expands aliases: a 433-byte "billion laughs" file held `shim scan`
+# for minutes. Past this many nodes once expanded, a YAML file is read line by line instead.
+MAX_EXPANDED_YAML_NODES = 100_000
+
+
+def _detected(path: str, text: str, detect_secrets_in) -> list:
+    """detect-secrets' hits; a YAML file whose aliases expand without bound is handed over as a
+    copy without the .yaml name (same lines, same numbers), which it reads line by line."""
+    if not _yaml_alias_bomb(path, text):
+        return list(detect_secrets_in(path))
+    import tempfile  # lazy: only for an alias bomb
+    with tempfile.TemporaryDirectory(prefix="shim-scan-") as directory:
+        copy = os.path.join(directory, "lines.txt")
+        with open(copy, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        return list(detect_secrets_in(copy))
+
+
+def _yaml_alias_bomb(path: str, text: str) -> bool:
+    if not path.endswith((".yaml", ".yml")) or "*" not in text:
+        return False
+    import yaml  # lazy: the scan extra (a detect-secrets dependency)
+    try:
+        # Composing never expands an alias (it shares the node): linear in the file.
+        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return False    # detect-secrets reads an invalid YAML file line by line itself
+    sizes: dict[int, int] = {}
+
+    def expanded(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1     # a recursive alias counts once
+            if isinstance(node, yaml.SequenceNode):
+                children = node.value
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            else:
+                children = []
+            sizes[id(node)] = 1 + sum(expanded(child) for child in children)
+        return sizes[id(node)]
+
+    try:
+        return sum(expanded(document) for document in documents if document is not None) \
+            > MAX_EXPANDED_YAML_NODES
+    except RecursionError:
+        return True
+
+
+def _sops_layout(path: str, text: str | None):
+    """The sops layout of a file with sops metadata (shim.sops.inspect); None for any other."""
     if text is None or "sops" not in text or "mac" not in text:
         return None
     try:
-        from shim.sops import unencrypted_paths  # lazy: only with a sops file
-        plain = unencrypted_paths(text.encode("utf-8"), path)
+        from shim.sops import inspect  # lazy: only with a sops file
     except ImportError:     # without the sops extra, the file is scanned like any other
         return None
-    if plain is None:
-        return None
-    return {Finding(shown, 0, "sops-unencrypted-value")} if plain else set()
+    return inspect(text.encode("utf-8"), path)
+
+
+def _sealed(found: str | None, layout) -> bool:
+    """detect-secrets' hit lies inside a ciphertext or a metadata text (as written in the file:
+    dotenv and INI write a newline as \\n)."""
+    if not found:
+        return False
+    return any(found in text or found in text.replace("\n", "\\n") for text in layout.sealed)
 
 
 # --- which files --------------------------------------------------------------

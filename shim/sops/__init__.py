@@ -27,7 +27,7 @@ MAX_SOPS_FILE_BYTES = 1024 * 1024
 
 
 class Decrypted(NamedTuple):
-    value: Any          # a dict (yaml/json/dotenv/ini; yaml with several documents: a list), or the binary text
+    value: Any          # a dict (yaml/json/dotenv/ini; yaml: the first document), or the binary text
     format: str
     lastmodified: str   # RFC 3339, from the file's metadata
 
@@ -46,6 +46,10 @@ def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadlin
     try:
         branches, raw = stores.load(content, fmt)
         meta = metadata.parse(raw)
+    except metadata.Unsupported as error:
+        raise ConfigError(f"sops file {path}: {error}",
+                          hint="re-encrypt it with a key-based rule (--encrypted-regex, "
+                               "--unencrypted-suffix, ...), or decrypt it with sops") from None
     except (stores.FormatError, RecursionError) as error:
         what = error if isinstance(error, stores.FormatError) else "it nests too deeply"
         raise UnusableValue(f"sops file {path} ({fmt}): {what}",
@@ -66,8 +70,9 @@ def decrypt_bytes(content: bytes, path: str, environ: Mapping[str, str], deadlin
             raise UnusableValue(f"sops file {path} (binary): it has no data entry",
                                 hint="read it with the format it was encrypted as (?format=)")
         return Decrypted(data, fmt, meta.lastmodified)
-    documents = [branch.as_dict() for branch in decrypted]
-    value = documents[0] if len(documents) == 1 else (documents or {})
+    # Several YAML documents: the MAC covered them all, and the first is what is read, as
+    # `sops decrypt --extract`, `--output-type json` and `sops exec-env` read it.
+    value = decrypted[0].as_dict() if decrypted else {}
     return Decrypted(value, fmt, meta.lastmodified)
 
 
@@ -96,29 +101,50 @@ def _data_key(path, meta, environ, deadline, log) -> bytes:
                                     "AWS credentials, ...)")
 
 
-def unencrypted_paths(content: bytes, path: str) -> list[str] | None:
-    """For `shim scan`: None if this is not a sops file; else the paths of values that
-    sops' rules say should be encrypted but are not (empty: safe to commit)."""
+class Layout(NamedTuple):
+    """What `shim scan` needs to know of a sops file, without a key."""
+    unencrypted: list[str]   # paths of values its rules say are encrypted but are in plain text
+    sealed: list[str]        # its ENC[...] values and metadata texts: never plaintext findings
+
+
+def inspect(content: bytes, path: str) -> Layout | None:
+    """For `shim scan`: None if this is not a sops file (no sops metadata with a mac and a
+    lastmodified). Rules shim does not read (comments) report no unencrypted paths."""
     from shim.sops import cipher, metadata, stores, tree  # lazy: only with a sops file
     try:
         branches, raw = stores.load(content, stores.format_for_path(path))
         if not isinstance(raw, dict) or "mac" not in raw or "lastmodified" not in raw:
             return None
-        meta = metadata.parse(raw)
+        try:
+            rules = metadata.parse(raw).rules
+        except metadata.Unsupported:
+            rules = None        # which values should be encrypted is not known here
     except (stores.FormatError, RecursionError):
         return None
+    sealed = [text for text in _texts(raw) if text]
     found: list[str] = []
-    if meta.mac and not cipher.is_encrypted(meta.mac):
+    if isinstance(raw.get("mac"), str) and raw["mac"] and not cipher.is_encrypted(raw["mac"]):
         found.append("sops/mac")
 
     def leaf(value, keys):
-        if meta.rules.encrypts(keys) and value != "" and not cipher.is_encrypted(value):
+        if cipher.is_encrypted(value):
+            sealed.append(value)
+        elif rules is not None and rules.encrypts(keys) and value != "":
             found.append("/" + "/".join(keys))
         return value
 
     try:
         for branch in branches:
             tree.walk(branch, [], leaf)
-    except (tree.TreeError, RecursionError):
+    except (tree.TreeError, tree.RuleError, RecursionError):
         return None
-    return found
+    return Layout(found, sealed)
+
+
+def _texts(value) -> list[str]:
+    """Every text in the metadata (keys' enc blocks, recipients, fingerprints, the MAC)."""
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _texts(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    return [value] if isinstance(value, str) else []

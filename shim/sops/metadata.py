@@ -6,7 +6,7 @@ import re
 from typing import NamedTuple
 
 from shim.sops.stores import FormatError
-from shim.sops.tree import DEFAULT_UNENCRYPTED_SUFFIX, Rules
+from shim.sops.tree import DEFAULT_UNENCRYPTED_SUFFIX, RuleError, Rules, compile_rule
 
 # sops' names for its master key kinds, and the names messages use for them.
 KEY_KINDS = {
@@ -17,6 +17,10 @@ _RULES = ("unencrypted_suffix", "encrypted_suffix", "unencrypted_regex", "encryp
 _COMMENT_RULES = ("unencrypted_comment_regex", "encrypted_comment_regex")
 _RFC3339 = re.compile(
     r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+class Unsupported(Exception):
+    """A sops file valid for sops that needs what shim does not read (78, not 65)."""
 
 
 class MasterKey(NamedTuple):
@@ -51,7 +55,10 @@ def parse(raw: dict) -> Metadata:
         raise FormatError("its sops metadata is not a mapping")
     lastmodified = go_rfc3339(_text(raw, "lastmodified"))
     if any(_text(raw, name) for name in _COMMENT_RULES):
-        raise FormatError("it uses a comment-based encryption rule, which shim does not read")
+        # A valid sops file shim cannot read (comments choose which values are encrypted):
+        # unsupported configuration, 78, as for Shamir key groups.
+        raise Unsupported("it uses a comment-based encryption rule (encrypted_comment_regex or "
+                          "unencrypted_comment_regex), which shim does not read")
     chosen = [name for name in _RULES if _text(raw, name)]
     if len(chosen) > 1:
         raise FormatError("its metadata names more than one encryption rule")
@@ -61,9 +68,10 @@ def parse(raw: dict) -> Metadata:
     for name in ("unencrypted_regex", "encrypted_regex"):
         if settings.get(name):
             try:
-                re.compile(settings[name])
-            except re.error:
-                raise FormatError(f"its {name} is not a regular expression shim can use") from None
+                compile_rule(settings[name])
+            except RuleError as error:
+                kind = Unsupported if error.missing_engine else FormatError
+                raise kind(f"its {name} {error}") from None
     mac_only = raw.get("mac_only_encrypted") in (True, "true", "True")
     rules = Rules(**settings, mac_only_encrypted=mac_only)
     groups = []

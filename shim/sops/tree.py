@@ -10,8 +10,8 @@ the file's lastmodified as additional data (docs/sops.md).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import re
 from typing import NamedTuple
 
 from shim.sops import cipher
@@ -58,8 +58,35 @@ class Rules(NamedTuple):
 
 
 def _search(pattern: str, text: str) -> bool:
-    # Go's regexp.Match finds the pattern anywhere in the key, like re.search.
-    return re.search(pattern, text) is not None
+    # Go's regexp.Match finds the pattern anywhere in the key, like search().
+    return compile_rule(pattern).search(text) is not None
+
+
+class RuleError(Exception):
+    """A rule's regex RE2 (sops' own engine) does not accept; `missing_engine`: RE2 is not
+    installed, a configuration problem of the image rather than of the file."""
+
+    def __init__(self, message: str, missing_engine: bool = False):
+        super().__init__(message)
+        self.missing_engine = missing_engine
+
+
+@functools.lru_cache(maxsize=16)
+def compile_rule(pattern: str):
+    """A file's regex, compiled by RE2: linear time in the key, whatever the pattern, as in sops
+    (Go's regexp is RE2 too). Python's backtracking `re` would let a file's `^(a+)+$` hold the
+    GIL for hours, past --deadline and in `shim scan`."""
+    try:
+        import re2  # lazy: the sops extra (google-re2), only for a file with a regex rule
+    except ImportError:
+        raise RuleError("is a regular expression, and google-re2 (part of shim-secrets[sops]) "
+                        "is not installed", missing_engine=True) from None
+    options = re2.Options()
+    options.log_errors = False      # RE2 would print the pattern to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error:
+        raise RuleError("is not a regular expression RE2 (and so sops) accepts") from None
 
 
 def additional_data(path: list[str]) -> str:

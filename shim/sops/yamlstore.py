@@ -27,9 +27,22 @@ _NAN = re.compile(r"\.(nan|NaN|NAN)")
 _MAX_DEPTH = 64
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Refuses the first anchor or alias it meets. sops never writes them, and an alias is
+    how a few hundred bytes expand into gigabytes (a "billion laughs" file): refused before
+    anything is built, so memory and time stay bounded by the file's size."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise FormatError("it uses a YAML anchor or alias (&name, *name), which sops never "
+                              "writes")
+        return super().compose_node(parent, index)
+
+
 def load_yaml(text: str) -> list[Branch]:
     try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        documents = list(yaml.compose_all(text, Loader=_NoAliasLoader))
     except yaml.YAMLError:
         raise FormatError("it is not valid YAML") from None
     branches = []
@@ -73,12 +86,15 @@ def _scalar(node):
         return True
     if _FALSE.fullmatch(text):
         return False
-    if _INT.fullmatch(text):
-        return int(text)
-    if _HEX.fullmatch(text):
-        return int(text[2:], 16)
-    if _OCT.fullmatch(text):
-        return int(text[2:], 8)
+    try:
+        if _INT.fullmatch(text):
+            return int(text)
+        if _HEX.fullmatch(text):
+            return int(text[2:], 16)
+        if _OCT.fullmatch(text):
+            return int(text[2:], 8)
+    except ValueError:      # more digits than Python converts (4300): no sops value is that long
+        raise FormatError("it holds a number too long to read") from None
     if _FLOAT.fullmatch(text):
         return float(text)
     if _INF.fullmatch(text):
