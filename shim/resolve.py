@@ -217,7 +217,7 @@ def select(reference: Reference, fetched: Fetched, *, keep_binary: bool = False)
 def _walk(reference: Reference, value):
     # Only selectors need the json module: a run of plain files never imports it.
     import json  # lazy: only for #key selectors
-    if not isinstance(value, (Mapping, list)):   # a store's text; a list is already parsed
+    if not isinstance(value, Mapping):
         text = _as_text(value)
         try:
             value = json.loads(text)
