@@ -224,8 +224,8 @@ def _sops_layout(path: str, text: str | None):
 
 def _sealed(found: str | None, layout) -> bool:
     """detect-secrets' hit lies inside a ciphertext or a metadata text (as written in the file:
-    dotenv and INI write a newline as \\n)."""
-    if not found:
+    dotenv and INI write a newline as \\n), and in no value the file leaves in clear."""
+    if not found or any(found in text for text in layout.plain):
         return False
     return any(found in text or found in text.replace("\n", "\\n") for text in layout.sealed)
 

@@ -104,7 +104,9 @@ def _data_key(path, meta, environ, deadline, log) -> bytes:
 class Layout(NamedTuple):
     """What `shim scan` needs to know of a sops file, without a key."""
     unencrypted: list[str]   # paths of values its rules say are encrypted but are in plain text
-    sealed: list[str]        # its ENC[...] values and metadata texts: never plaintext findings
+    sealed: list[str]        # its ENC[...] values and metadata texts: high-entropy by design
+    plain: list[str]         # the values it leaves in clear: always scanned, even if the
+                             # metadata (written by anyone) repeats them
 
 
 def inspect(content: bytes, path: str) -> Layout | None:
@@ -123,13 +125,16 @@ def inspect(content: bytes, path: str) -> Layout | None:
         return None
     sealed = [text for text in _texts(raw) if text]
     found: list[str] = []
+    plain: list[str] = []
     if isinstance(raw.get("mac"), str) and raw["mac"] and not cipher.is_encrypted(raw["mac"]):
         found.append("sops/mac")
 
     def leaf(value, keys):
         if cipher.is_encrypted(value):
             sealed.append(value)
-        elif rules is not None and rules.encrypts(keys) and value != "":
+            return value
+        plain.append(str(value))
+        if rules is not None and rules.encrypts(keys) and value != "":
             found.append("/" + "/".join(keys))
         return value
 
@@ -138,7 +143,7 @@ def inspect(content: bytes, path: str) -> Layout | None:
             tree.walk(branch, [], leaf)
     except (tree.TreeError, tree.RuleError, RecursionError):
         return None
-    return Layout(found, sealed)
+    return Layout(found, sealed, plain)
 
 
 def _texts(value) -> list[str]:

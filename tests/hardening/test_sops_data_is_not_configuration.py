@@ -162,3 +162,16 @@ def test_scan_reports_plaintext_behind_fake_sops_metadata(run_shim, canaries, tm
     result = run_shim(["scan", "."], timeout=120, cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines() == ["config.yaml:1: plaintext-secret:github-token"], result.stdout
+
+
+def test_metadata_repeating_a_plaintext_value_does_not_hide_it_from_scan(run_shim, tmp_path):
+    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    (tmp_path / "config.yaml").write_text(
+        f"github_token: {token}\n"
+        "sops:\n"
+        "  mac: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\n"
+        "  lastmodified: '2024-01-01T00:00:00Z'\n"
+        "  unencrypted_regex: ^github_token$\n"
+        f"  age:\n    - recipient: age1x\n      enc: {token}\n")
+    result = run_shim(["scan", "."], timeout=120, cwd=tmp_path)
+    assert "config.yaml:1: plaintext-secret:github-token" in result.stdout.splitlines(), result.stdout
