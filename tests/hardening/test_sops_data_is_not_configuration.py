@@ -14,6 +14,8 @@ from tests.helpers.capture import CaptureListener
 from tests.helpers.sops_files import AgeKey, AzureKey, sops_file
 
 DEADLINE = "5s"
+# A token detect-secrets recognizes, made up here (not a credential).
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"  # pragma: allowlist secret
 
 
 @pytest.fixture
@@ -117,7 +119,7 @@ def test_scan_does_not_expand_a_yaml_alias_bomb(run_shim, canaries, tmp_path):
                       for i in range(8)))
     (tmp_path / "bomb.enc.yaml").write_text(full + "sops:\n  lastmodified: '2024-01-01T00:00:00Z'\n"
                                                    "  mac: ''\n")
-    (tmp_path / "plain.yaml").write_text(full + "token: &t ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8\n")
+    (tmp_path / "plain.yaml").write_text(full + f"token: &t {GITHUB_TOKEN}\n")
     result = run_shim(["scan", "."], timeout=60, cwd=tmp_path)
     # Still scanned: the token in the aliased file is found, on its line.
     assert result.stdout.splitlines() == ["plain.yaml:10: plaintext-secret:github-token"], \
@@ -154,7 +156,7 @@ def test_scan_does_not_hang_on_a_catastrophic_regex(run_shim, tmp_path):
 
 def test_scan_reports_plaintext_behind_fake_sops_metadata(run_shim, canaries, tmp_path):
     (tmp_path / "config.yaml").write_text(
-        "github_token: ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8" + "\n"
+        f"github_token: {GITHUB_TOKEN}\n"
         "sops:\n"
         "  mac: ENC[AES256_GCM,data:AA==,iv:AA==,tag:AA==,type:str]\n"
         "  lastmodified: '2024-01-01T00:00:00Z'\n"
@@ -165,7 +167,7 @@ def test_scan_reports_plaintext_behind_fake_sops_metadata(run_shim, canaries, tm
 
 
 def test_metadata_repeating_a_plaintext_value_does_not_hide_it_from_scan(run_shim, tmp_path):
-    token = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    token = GITHUB_TOKEN
     (tmp_path / "config.yaml").write_text(
         f"github_token: {token}\n"
         "sops:\n"
