@@ -22,6 +22,8 @@ from shim.safe_read import read_capped
 
 ORDER = ("age", "pgp", "kms", "hc_vault", "azure_kv")
 DATA_KEY_BYTES = 32
+# What gpg may write when it opens a PGP data key (32 bytes): a compression bomb stops here.
+MAX_PGP_OUTPUT_BYTES = 4096
 # Age identity files and keys are small; anything larger is not one.
 MAX_KEY_FILE_BYTES = 64 * 1024
 
@@ -161,8 +163,11 @@ def _pgp(key: MasterKey, identities, environ, deadline) -> bytes:
     except ImportError:
         raise KeyFailure("unconfigured", "python-gnupg is not installed (shim-secrets[sops])") from None
     try:
+        # --max-output: the stanza is data, and a few hundred bytes of bzip2 inflate to any
+        # size; python-gnupg would buffer all of it. A data key is 32 bytes.
         gpg = gnupg.GPG(gnupghome=environ.get("GNUPGHOME") or None,
-                        options=["--pinentry-mode", "loopback"])
+                        options=["--pinentry-mode", "loopback",
+                                 "--max-output", str(MAX_PGP_OUTPUT_BYTES)])
     except (OSError, ValueError, RuntimeError):
         raise KeyFailure("unconfigured", "gpg is not installed or GNUPGHOME is unusable") from None
     result = gpg.decrypt(key.enc)

@@ -88,6 +88,41 @@ def test_a_kms_arn_whose_region_is_not_a_region_is_refused(arn, run_shim, probe,
     assert str(path) in result.stderr and "region" in result.stderr
 
 
+# --- a sibling of item 8: a PGP compression bomb -------------------------------------------------
+
+def test_a_pgp_data_key_that_decompresses_to_hundreds_of_megabytes_is_77_in_bounded_memory(
+        run_shim, probe, canaries, tmp_path):
+    """Anyone with the operator's public key can write this stanza: ~1 KiB of bzip2 that gpg
+    inflates to 160 MiB. shim must stop gpg early, not buffer it (it took 650 MiB for 300)."""
+    import resource
+    import subprocess
+    from tests.helpers.sops_files import PgpKey
+    pgp = PgpKey(tmp_path / "gnupg")
+    path = sops_file(tmp_path / "s.yaml", {"pw": canaries.new()}, [pgp])
+    zeros = subprocess.Popen(["head", "-c", str(160 * 1024 * 1024), "/dev/zero"],
+                             stdout=subprocess.PIPE)
+    bomb = subprocess.run(["gpg", "--homedir", pgp.home, "--batch", "--trust-model", "always",
+                           "--encrypt", "--armor", "--recipient", pgp.fingerprint,
+                           "--compress-algo", "bzip2", "--compress-level", "9"],
+                          stdin=zeros.stdout, capture_output=True, check=True, timeout=120).stdout
+    zeros.wait(timeout=30)
+    assert len(bomb) < 4096
+    text = path.read_text()
+    stanza = text[text.index("-----BEGIN PGP MESSAGE-----"):text.index("-----END PGP MESSAGE-----") + 25]
+    path.write_text(text.replace(stanza, bomb.decode().strip().replace("\n", "\n" + " " * 10)))
+    limit = 200 * 1024 * 1024
+
+    def bounded():
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+    result = run_shim(["exec", "--deadline", "20s", "--", *probe.argv],
+                      {"GNUPGHOME": pgp.home, "PW": f"ref+sops://{path}#/pw"}, timeout=60,
+                      preexec_fn=bounded)
+    _one_line(result, 77)
+    assert "pgp" in result.stderr and str(path) in result.stderr
+    assert not probe.ran
+
+
 # --- item 8: YAML aliases ------------------------------------------------------------------------
 
 BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\n"
