@@ -275,7 +275,8 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
     # which Vault path it is used on.
     if not services.vault_allowed(address, environ):
         raise KeyFailure("refused", f"its vault transit key names {_short(address)}, which is "
-                                    f"neither VAULT_ADDR nor listed in {services.ALLOW_LIST_VARIABLE}")
+                                    f"neither VAULT_ADDR nor listed in {services.ALLOW_LIST_VARIABLE} "
+                                    "(set one of them if that Vault is yours)")
     ok, field = services.transit_path_ok(engine, name)
     if not ok:
         raise KeyFailure("refused", f"its vault transit {field} is not a transit mount path or key "
@@ -314,7 +315,7 @@ def _azure_key(key: MasterKey, identities: _Identities, environ, deadline) -> by
     try:
         if not _azure_vault_allowed(url, environ):
             raise KeyFailure("refused", f"its azure key vault key names {_short(url)}, which is not "
-                                        f"listed in {services.ALLOW_LIST_VARIABLE} (and "
+                                        f"listed in {services.ALLOW_LIST_VARIABLE} (needed while "
                                         "SHIM_AZURE_VERIFY_CHALLENGE_RESOURCE is off)")
         provider = load_provider("azurekeyvault", ProviderContext(environ, identities.log))
         return provider.decrypt_with_key(url, name, version, ciphertext, deadline)
