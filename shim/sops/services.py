@@ -22,8 +22,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Vault path segments as transit names them: letters, digits, '_', '-', '.', never '.' or '..'
 # alone (a segment that climbs out of the mount), never '/', '?', '#' or '%' (another path).
 _SEGMENT = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.\-]{1,128}")
-# An AWS region: us-east-1, us-gov-west-1, cn-north-1, eu-central-2 ... a host label, no dots.
-_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+# An AWS region: us-east-1, us-gov-west-1, cn-north-1, eusc-de-east-1 ... a host label, no dots.
+_AWS_REGION = re.compile(r"[a-z]{2,8}(-[a-z]+)+-[0-9]{1,2}")
 
 
 def origin(url: object) -> tuple[str, str, int] | None:
