@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.helpers.capture import CaptureListener
-from tests.real.conftest import unique_path
+from tests.real.conftest import OpenBao, unique_path
 
 DEADLINE = "5s"
 
@@ -104,6 +104,16 @@ def test_another_scheme_for_the_same_host_is_another_service(transit_file, openb
 
 # --- issue 22, item 3: engine_path / key_name reach any Vault path -----------------------------------
 
+@pytest.fixture(scope="module")
+def sealable_openbao(tmp_path_factory):
+    """A server of this module's own: the attack seals it if it gets through."""
+    server = OpenBao(tmp_path_factory.mktemp("openbao-sealable")).start()
+    server.ok("POST", "sys/mounts/transit", {"type": "transit"})
+    server.ok("POST", "transit/keys/sops")
+    yield server
+    server.stop()
+
+
 @pytest.mark.parametrize("field, hostile", [
     ("key_name", "../../sys/seal"),
     ("engine_path", "sys/seal/.."),
@@ -112,11 +122,9 @@ def test_another_scheme_for_the_same_host_is_another_service(transit_file, openb
     ("key_name", "sops?x=1"),
     ("engine_path", ""),
 ])
-def test_transit_names_outside_the_grammar_never_reach_the_server(field, hostile, sops, fresh_openbao,
+def test_transit_names_outside_the_grammar_never_reach_the_server(field, hostile, sops, sealable_openbao,
                                                                   run_shim, probe, canaries, tmp_path):
-    server = fresh_openbao()
-    server.ok("POST", "sys/mounts/transit", {"type": "transit"})
-    server.ok("POST", "transit/keys/sops")
+    server = sealable_openbao
     plain = tmp_path / "app.yaml"
     plain.write_text(f"password: {canaries.new()}\n")
     path = tmp_path / "app.enc.yaml"
