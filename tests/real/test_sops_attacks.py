@@ -110,6 +110,7 @@ def sealable_openbao(tmp_path_factory):
     server = OpenBao(tmp_path_factory.mktemp("openbao-sealable")).start()
     server.ok("POST", "sys/mounts/transit", {"type": "transit"})
     server.ok("POST", "transit/keys/sops")
+    server.ok("POST", "sys/mounts/kv1", {"type": "kv", "options": {"version": "1"}})
     yield server
     server.stop()
 
@@ -139,6 +140,26 @@ def test_transit_names_outside_the_grammar_never_reach_the_server(field, hostile
     assert result.returncode == 77, result.stderr
     assert str(path) in result.stderr and field in result.stderr
     assert server.ok("GET", "sys/seal-status")["sealed"] is False
+    assert not probe.ran
+
+
+def test_an_engine_path_that_is_not_a_transit_mount_writes_nothing(sops, sealable_openbao, run_shim,
+                                                                   probe, canaries, tmp_path):
+    """`kv1/app` passes the grammar; POST kv1/app/decrypt/sops would write a KV v1 secret with
+    the operator's token. Vault's mount lookup says kv1/ is a KV mount: refused, no request."""
+    server = sealable_openbao
+    plain = tmp_path / "app.yaml"
+    plain.write_text(f"password: {canaries.new()}\n")
+    text = sops.run("encrypt", "--hc-vault-transit", f"{server.address}/v1/transit/keys/sops",
+                    str(plain), env={"VAULT_TOKEN": server.root_token, "HOME": str(tmp_path)}
+                    ).stdout.decode()
+    path = tmp_path / "app.enc.yaml"
+    path.write_text(text.replace("engine_path: transit", "engine_path: kv1/app"))
+    result = _exec(run_shim, probe, path, {"VAULT_ADDR": server.address,
+                                           "VAULT_TOKEN": server.root_token, "HOME": str(tmp_path)})
+    assert result.returncode == 77, result.stderr
+    assert "not a transit engine" in result.stderr and str(path) in result.stderr
+    assert server.request("GET", "kv1/app/decrypt/sops")[0] == 404
     assert not probe.ran
 
 

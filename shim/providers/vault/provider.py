@@ -99,7 +99,8 @@ class VaultProvider:
                         deadline: Deadline) -> bytes:
         """The plaintext of a transit ciphertext, logged in as for any Vault reference."""
         self.auth.ensure(deadline)
-        return transit.decrypt(self.http, engine_path, key_name, ciphertext, deadline)
+        mount = self.mounts.mount_for(engine_path.strip("/"), deadline, Run())
+        return transit.decrypt(self.http, engine_path, key_name, ciphertext, deadline, mount)
 
     # -- reading ----------------------------------------------------------------------------
 
