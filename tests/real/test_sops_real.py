@@ -324,3 +324,47 @@ def test_a_comment_based_rule_is_78_as_unsupported_configuration(sops, age_ident
     assert str(path) in result.stderr and "comment" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not probe.ran
+
+
+# --- the suite's own writer (tests/helpers/sops_files.py) agrees with sops --------------------------
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_files_the_test_helper_writes_are_read_by_sops_decrypt(fmt, sops, canaries, tmp_path):
+    """The integration tests' files come from shim's writer; sops must read them the same."""
+    from tests.helpers.sops_files import AgeKey, sops_file
+    key = AgeKey()
+    identity = tmp_path / "age_key"
+    identity.write_text(key.secret + "\n")
+    value = canaries.new(fmt)
+    name, _template, _pointer, whole = FORMATS[fmt]
+    data = value if whole is None else whole(value)
+    if fmt == "ini":    # INI has no numbers: sops reads every value as text
+        data = {"db": {"password": value, "port": "5432"}}
+    path = sops_file(tmp_path / name.replace(".", ".enc."), data, [key])
+    printed = sops.run("decrypt", str(path), env={"SOPS_AGE_KEY_FILE": str(identity)}).stdout.decode()
+    if fmt == "binary":
+        assert printed == value
+    elif fmt == "json":
+        assert json.loads(printed) == data
+    elif fmt == "yaml":
+        import yaml
+        assert yaml.safe_load(printed) == data
+    elif fmt == "dotenv":
+        assert dict(line.split("=", 1) for line in printed.splitlines()) == data
+    else:
+        import configparser
+        parser = configparser.ConfigParser()
+        parser.read_string(printed)
+        assert {section: dict(parser[section]) for section in parser.sections()} == data
+
+
+def test_transit_files_the_test_helper_writes_are_read_by_sops_decrypt(sops, canaries, tmp_path):
+    """The helper's transit stanza (on the Vault double) is what sops itself would write."""
+    from tests.doubles.vault import VaultDouble
+    from tests.helpers.sops_files import VaultTransitKey, sops_file
+    value = canaries.new()
+    with VaultDouble() as vault:
+        path = sops_file(tmp_path / "t.enc.yaml", {"pw": value}, [VaultTransitKey(vault)])
+        printed = sops.run("decrypt", "--extract", '["pw"]', str(path),
+                           env={"VAULT_TOKEN": vault.root_token, "HOME": str(tmp_path)}).stdout
+    assert printed.decode() == value
