@@ -262,7 +262,7 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
     if not all(isinstance(v, str) and v for v in (address, engine, name)):
         raise KeyFailure("refused", "a vault transit key lacks vault_address, engine_path or key_name")
     try:
-        provider = load_provider("vault", ProviderContext({**environ, "VAULT_ADDR": address},
+        provider = load_provider("vault", ProviderContext({**environ, "VAULT_ADDR": address, "BAO_ADDR": address},
                                                           identities.log))
         plaintext = _within(lambda: provider.transit_decrypt(engine, name, key.enc, deadline),
                             deadline, "Vault transit", address)

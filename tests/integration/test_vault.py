@@ -336,13 +336,15 @@ def test_kv1_and_kv2_without_preflight_permission(vault, run_shim, probe, canari
     child = probe.read()["env"]
     assert child["A"] == child["B"] == v2
     assert child["C"] == child["D"] == v1
-    # One denied lookup per first segment, then the documented fallback order.
+    # One denied lookup per directory (secret/data/app and secret/app are in two: a sibling
+    # directory may be another mount), then the documented fallback order.
     assert sorted(preflights(vault)) == ["/v1/sys/internal/ui/mounts/kv1/app",
+                                         "/v1/sys/internal/ui/mounts/secret/app",
                                          "/v1/sys/internal/ui/mounts/secret/data/app"]
     assert reads(vault, "secret/data/app") == 1
     assert reads(vault, "kv1/app") == 1
     assert reads(vault, "kv1/data/app") == 1          # vals: KV v2 guessed first (403)
-    assert len(events(result.stderr, "vault.mount_unknown")) == 2
+    assert len(events(result.stderr, "vault.mount_unknown")) == 3
 
 
 def test_without_preflight_a_missing_secret_is_66_and_a_denied_one_77(vault, run_shim, probe,
