@@ -22,6 +22,7 @@ from shim.providers.vault import VaultProvider
 from shim.refs import parse_reference
 from tests.doubles.tls import make_test_pki
 from tests.doubles.vault import VaultDouble
+from tests.helpers.log_records import events
 
 VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_TOKEN_FILE", "VAULT_ROLE_ID",
                    "VAULT_SECRET_ID", "VAULT_ROLE", "VAULT_PATH", "VAULT_AUTH_METHOD",
@@ -59,18 +60,6 @@ def token_env(vault, canaries, home, token=None, **extra) -> dict:
 def exec_probe(run_shim, probe, env, *options, deadline="10s"):
     return run_shim(["exec", "--deadline", deadline, "--log-format", "json", *options, "--",
                      *probe.argv], env)
-
-
-def events(stderr: str, name: str) -> list[dict]:
-    found = []
-    for line in stderr.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == name:
-            found.append(record)
-    return found
 
 
 def reads(vault, path: str) -> int:

@@ -14,9 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.real.conftest import unique_path
-from tests.real.vault_tier import (
-    credential, enable_kv, error_line, exec_probe, policy_token, put, shim_env,
-)
+from tests.helpers.log_records import events
+from tests.real.vault_tier import credential, enable_kv, error_line, exec_probe, put, shim_env
 
 
 def readable_secret(openbao, canaries) -> tuple[str, str, str]:
@@ -76,6 +75,27 @@ def test_the_home_token_file_is_named_once_at_the_default_verbosity(
     # A token from VAULT_TOKEN is the usual case: nothing is said about it.
     result = exec_probe(run_shim, probe, shim_env(openbao, canaries, tmp_path, P=reference))
     assert result.returncode == 0 and "token" not in result.stderr.lower(), result.stderr
+
+
+def test_the_home_token_file_is_named_once_under_watch_too(
+        openbao, start_shim, canaries, tmp_path):
+    # Each --watch tick resolves in a helper of its own: only the first run names the file.
+    from tests.conftest import finish_process
+
+    reference, _value, policy = readable_secret(openbao, canaries)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".vault-token").write_text(token_with(openbao, canaries, policy))
+    process = start_shim(["exec", "--watch", "1s", "--log-format", "json", "--allow-root", "--",
+                          "sleep", "60"],
+                         {"VAULT_ADDR": openbao.address, "HOME": str(home), "P": reference})
+    time.sleep(6)
+    process.terminate()
+    _code, _stdout, stderr = finish_process(process, canaries, timeout=20)
+
+    logins = events(stderr, "vault.auth")
+    assert len(logins) >= 3, stderr          # the first run and at least two ticks
+    assert [record["level"] for record in logins].count("warning") == 1, stderr
 
 
 def test_an_unknown_token_is_77_and_the_hint_says_it_may_be_invalid(

@@ -36,6 +36,7 @@ class Authenticator:
         self._auth_lock = threading.Lock()
         self._invalid_token_logged = False
         self._unwrapped_secret_id: str | None = None
+        self._resumed = False      # a --watch helper going on from an earlier run's session
 
     def ensure(self, deadline: Deadline) -> None:
         # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
@@ -57,9 +58,9 @@ class Authenticator:
             token, source = self._configured_token()
             self._use_token(token)
             self._token_ttl_known = False
-            if source == self._home_token_path():
-                # Said at the default verbosity: a stale file left by an old `vault login`
-                # otherwise shows only as 403s.
+            if source == self._home_token_path() and not self._resumed:
+                # Said at the default verbosity (once: not again by each --watch helper): a
+                # stale file left by an old `vault login` otherwise shows only as 403s.
                 self.log.event("vault.auth", "warning",
                                f"using the Vault token in {source} (left by `vault login` or "
                                f"`bao login`); set VAULT_TOKEN to use another",
@@ -206,6 +207,7 @@ class Authenticator:
         return state
 
     def resume_session(self, state) -> None:
+        self._resumed = True
         if state.get("token"):
             self.http.open()
             self._use_token(state["token"])
