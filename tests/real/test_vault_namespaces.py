@@ -3,7 +3,8 @@ reached through VAULT_NAMESPACE, OpenBao's BAO_NAMESPACE, or the namespace path 
 reference, in every combination a user may write.
 
 OpenBao answers a mount lookup for a mount in a child namespace with the mount's path from the
-namespace the request names (`child/secret/`), not relative to the request's path.
+root namespace (`parent/child/secret/` for a request that names `parent`), not relative to the
+namespace the request names.
 """
 
 from __future__ import annotations

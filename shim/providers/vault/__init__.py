@@ -21,8 +21,8 @@ One run:
    is unwrapped first.
 2. Plan each distinct fetch key's read, on the shared runner (shim.providers.mechanism). The mount under a path is
    found with `GET sys/internal/ui/mounts/<path>` (what the Vault CLI does), cached by the mount
-   path it returns (relative to VAULT_NAMESPACE: for a child namespace's mount the answer
-   carries the child's path); one lookup per first path segment runs at a time, so N paths in
+   path it returns (taken relative to VAULT_NAMESPACE: for a child namespace's mount the
+   answer is its path from the root namespace); one lookup per first path segment runs at a time, so N paths in
    one mount cost one lookup. When the lookup is refused (403: the token may touch nothing in
    that mount, or there is none; remembered per directory) the reference's spelling decides:
      - bank-vaults `vault:<api-path>`: read as written; KV v2 when `/data/` follows the first

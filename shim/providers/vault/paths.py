@@ -143,8 +143,8 @@ class Mount:
         """This mount with its path relative to the namespace the request named.
 
         For a mount in a child namespace Vault and OpenBao answer the lookup with the mount's
-        path including the namespace the request named (`parent/child/secret/` when the
-        request named `parent`); reads under `parent` are written `child/secret/...`.
+        path from the root namespace (`parent/child/secret/` when the request named
+        `parent`); reads under `parent` are written `child/secret/...`.
         """
         prefix = (namespace or "").strip("/") + "/"
         if prefix != "/" and self.path.startswith(prefix):
