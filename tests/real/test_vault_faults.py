@@ -11,7 +11,7 @@ import signal
 import time
 
 from tests.real.conftest import free_port, unique_path
-from tests.real.vault_tier import enable_kv, error_line, exec_probe, put, shim_env
+from tests.real.vault_tier import doc_example, enable_kv, error_line, exec_probe, put, shim_env
 
 
 def _secret(server, canaries) -> tuple[str, str]:
@@ -93,8 +93,8 @@ def test_tls_with_the_servers_ca_and_without_it(fresh_openbao, run_shim, probe, 
     result = exec_probe(run_shim, probe, shim_env(server, canaries, tmp_path, P=reference,
                                                   VAULT_ADDR=plain))
     assert result.returncode == 78, result.stderr
-    line = error_line(result)
-    assert "answers only HTTPS" in line and "https://" in line, line
+    example = doc_example("VAULT_ADDR=http://vault:8200 says http://")   # docs/vault.md
+    assert example.replace("http://vault:8200", plain) in error_line(result)
 
 
 def test_https_to_a_plain_http_server_names_the_scheme_not_the_certificate(
@@ -107,7 +107,8 @@ def test_https_to_a_plain_http_server_names_the_scheme_not_the_certificate(
 
     assert result.returncode == 78, result.stderr
     line = error_line(result)
-    assert "answers plain HTTP" in line and "VAULT_CACERT" not in line, line
+    example = doc_example("VAULT_ADDR=https://vault:8200 says https://")  # docs/vault.md
+    assert example.replace("https://vault:8200", secure) in line and "VAULT_CACERT" not in line
 
 
 def test_a_token_sent_in_clear_to_another_host_is_warned_about_once(

@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.real.conftest import unique_path
 from tests.helpers.log_records import events
-from tests.real.vault_tier import credential, enable_kv, error_line, exec_probe, put, shim_env
+from tests.real.vault_tier import (
+    credential, doc_example, enable_kv, error_line, exec_probe, put, shim_env,
+)
 
 
 def readable_secret(openbao, canaries) -> tuple[str, str, str]:
@@ -70,7 +72,8 @@ def test_the_home_token_file_is_named_once_at_the_default_verbosity(
     assert probe.read()["env"]["P"] == value
     mentions = [line for line in result.stderr.splitlines() if ".vault-token" in line]
     assert len(mentions) == 1, result.stderr
-    assert str(home / ".vault-token") in mentions[0]
+    example = doc_example("shim: warning: using the Vault token in")  # docs/vault.md, Logging in
+    assert mentions[0] == example.replace("/home/me", str(home))
 
     # A token from VAULT_TOKEN is the usual case: nothing is said about it.
     result = exec_probe(run_shim, probe, shim_env(openbao, canaries, tmp_path, P=reference))
@@ -102,13 +105,16 @@ def test_an_unknown_token_is_77_and_the_hint_says_it_may_be_invalid(
         openbao, run_shim, probe, canaries, tmp_path):
     # OpenBao answers 403 "permission denied" for a token it does not know, as for a policy.
     reference, _value, _policy = readable_secret(openbao, canaries)
+    mount = reference.split("//")[1].split("/")[0]
     bogus = credential(canaries, "s." + canaries.new("tok").rsplit("-", 1)[1] + "abcdefgh")
 
-    result = exec_probe(run_shim, probe, shim_env(openbao, canaries, tmp_path, bogus, P=reference))
+    result = exec_probe(run_shim, probe, shim_env(openbao, canaries, tmp_path, bogus,
+                                                  P=f"vault:{mount}/data/app#password"))
 
     assert result.returncode == 77, result.stderr
     line = error_line(result)
-    assert "invalid or expired" in line and "token lookup" in line, line
+    example = doc_example("Vault denied reading secret/data/app (HTTP 403: permission denied)")
+    assert line.endswith(example.replace("secret/", f"{mount}/")), line    # docs/vault.md, 77
     assert not probe.ran
 
 

@@ -9,10 +9,14 @@ namespace the request names.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.real.conftest import unique_path
-from tests.real.vault_tier import create_namespace, enable_kv, exec_probe, put, shim_env
+from tests.real.vault_tier import (
+    create_namespace, doc_table, enable_kv, exec_probe, put, shim_env,
+)
 
 
 @pytest.fixture
@@ -64,6 +68,29 @@ def test_every_spelling_of_a_child_namespace_reads_the_child(
     assert (child_env["VALS_V2"], child_env["BANK_V2"]) == (values[child, 2],) * 2
     assert (child_env["VALS_V1"], child_env["BANK_V1"]) == (values[child, 1],) * 2
     assert not [name for name in child_env if name.startswith(("VAULT_", "BAO_"))]
+
+
+def test_docs_namespaces_table_reads_the_child_in_every_row(
+        openbao, namespaces, run_shim, probe, canaries, tmp_path):
+    # docs/vault.md's table, with its namespace `team` swapped for this test's parent.
+    parent, child, values = namespaces
+    rows = doc_table("Namespaces")
+    assert len(rows) == 3
+    for setting, written in rows:
+        env = shim_env(openbao, canaries, tmp_path)
+        if setting.startswith("`"):
+            name, _, namespace = setting.strip("`").partition("=")
+            env[name] = re.sub(r"^team\b", parent, namespace)
+        references = [re.sub(r"(//|:)team/", rf"\g<1>{parent}/", code.strip("`"))
+                      for code in written.split(", ")]
+        env.update({f"R{n}": reference for n, reference in enumerate(references)})
+
+        result = exec_probe(run_shim, probe, env)
+
+        assert result.returncode == 0, (setting, result.stderr)
+        child_env = probe.read()["env"]
+        assert [child_env[f"R{n}"] for n in range(len(references))] == \
+            [values[child, 2]] * len(references), setting
 
 
 def test_the_parent_namespace_reads_its_own_secrets(

@@ -7,6 +7,8 @@ as a canary, so `run_shim` fails a test whose shim output holds one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.real.conftest import OpenBao, unique_path
 
 
@@ -67,3 +69,30 @@ def create_namespace(server: OpenBao, path: str) -> None:
     parent, _, name = path.rpartition("/")
     server.ok("POST", f"sys/namespaces/{name}", {}, namespace=parent or None)
 
+
+
+VAULT_MD = Path(__file__).resolve().parents[2] / "docs" / "vault.md"
+
+
+def doc_example(start: str) -> str:
+    """The code span of docs/vault.md that begins with `start` (line breaks read as spaces), so a
+    test can hold shim's real output to the page's example word for word."""
+    text = " ".join(VAULT_MD.read_text().split())
+    at = text.find(start)
+    assert at > 0 and text[at - 1] == "`", f"docs/vault.md has no example starting {start!r}"
+    fence = "``" if text[at - 2:at] == "``" else "`"
+    end = text.find(fence, at)
+    assert end > at, f"docs/vault.md: the example starting {start!r} is not closed"
+    return text[at:end].strip()
+
+
+def doc_table(heading: str) -> list[list[str]]:
+    """The body rows of the first table under `## heading` in docs/vault.md, cell by cell."""
+    lines = VAULT_MD.read_text().split(f"## {heading}\n", 1)[1].splitlines()
+    rows: list[list[str]] = []
+    for line in lines:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]     # past the header and its |---| line
