@@ -89,16 +89,21 @@ def test_the_home_token_file_is_named_once_under_watch_too(
     home = tmp_path / "home"
     home.mkdir()
     (home / ".vault-token").write_text(token_with(openbao, canaries, policy))
-    process = start_shim(["exec", "--watch", "1s", "--log-format", "json", "--allow-root", "--",
-                          "sleep", "60"],
+    audit = tmp_path / "audit.jsonl"     # every event, whatever the verbosity: the ticks show
+    process = start_shim(["exec", "--watch", "1s", "--audit-file", str(audit), "--allow-root",
+                          "--", "sleep", "120"],
                          {"VAULT_ADDR": openbao.address, "HOME": str(home), "P": reference})
-    time.sleep(6)
+    waited_until = time.monotonic() + 60
+    while len(events(audit.read_text() if audit.exists() else "", "vault.auth")) < 3:
+        assert time.monotonic() < waited_until and process.poll() is None, "no third login"
+        time.sleep(0.2)
     process.terminate()
     _code, _stdout, stderr = finish_process(process, canaries, timeout=20)
 
-    logins = events(stderr, "vault.auth")
-    assert len(logins) >= 3, stderr          # the first run and at least two ticks
-    assert [record["level"] for record in logins].count("warning") == 1, stderr
+    canaries.assert_absent(audit.read_text(), where="the audit file")
+    levels = [record["level"] for record in events(audit.read_text(), "vault.auth")]
+    assert levels.count("warning") == 1, levels     # the first run and at least two ticks
+    assert len([line for line in stderr.splitlines() if ".vault-token" in line]) == 1, stderr
 
 
 def test_an_unknown_token_is_77_and_the_hint_says_it_may_be_invalid(
