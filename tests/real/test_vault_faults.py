@@ -7,9 +7,11 @@ Every shim run has its own bound: `--deadline` for shim, the run's timeout for t
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
+from tests.helpers.log_records import events
 from tests.real.conftest import free_port, unique_path
 from tests.real.vault_tier import doc_example, enable_kv, error_line, exec_probe, put, shim_env
 
@@ -33,6 +35,29 @@ def test_a_sealed_server_is_69_within_the_deadline(fresh_openbao, run_shim, prob
     assert result.returncode == 69, result.stderr
     assert "Vault is sealed" in error_line(result), result.stderr
     assert not probe.ran
+
+
+def test_sealed_at_start_and_unsealed_while_shim_retries_delivers(
+        fresh_openbao, start_shim, probe, canaries, tmp_path):
+    from tests.conftest import finish_process
+
+    server = fresh_openbao()
+    reference, value = _secret(server, canaries)
+    unseal_key = re.search(r"Unseal Key: (\S+)", server.log.read_text()).group(1)
+    server.cli("operator", "seal")
+    process = start_shim(["exec", "--deadline", "40s", "--log-format", "json", "--",
+                          *probe.argv], shim_env(server, canaries, tmp_path, P=reference))
+    waited_until = time.monotonic() + 30
+    while not _connected_to(server.port):        # shim is retrying against the sealed server
+        assert time.monotonic() < waited_until and process.poll() is None, "shim never connected"
+        time.sleep(0.05)
+    server.cli("operator", "unseal", unseal_key)
+
+    code, _stdout, stderr = finish_process(process, canaries, timeout=60)
+
+    assert code == 0, stderr
+    assert probe.read()["env"]["P"] == value
+    assert any("503" in str(retry.get("reason")) for retry in events(stderr, "provider.retry"))
 
 
 def _connected_to(port: int) -> bool:
