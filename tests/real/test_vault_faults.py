@@ -37,13 +37,22 @@ def test_a_sealed_server_is_69_within_the_deadline(fresh_openbao, run_shim, prob
     assert not probe.ran
 
 
+def _unseal_key(server) -> str:
+    """The dev server prints its unseal key in its banner, which may follow its first writes."""
+    waited_until = time.monotonic() + 20
+    while not (found := re.search(r"Unseal Key: (\S+)", server.log.read_text())):
+        assert time.monotonic() < waited_until, "the dev server printed no unseal key"
+        time.sleep(0.1)
+    return found.group(1)
+
+
 def test_sealed_at_start_and_unsealed_while_shim_retries_delivers(
         fresh_openbao, start_shim, probe, canaries, tmp_path):
     from tests.conftest import finish_process
 
     server = fresh_openbao()
     reference, value = _secret(server, canaries)
-    unseal_key = re.search(r"Unseal Key: (\S+)", server.log.read_text()).group(1)
+    unseal_key = _unseal_key(server)
     server.cli("operator", "seal")
     process = start_shim(["exec", "--deadline", "40s", "--log-format", "json", "--",
                           *probe.argv], shim_env(server, canaries, tmp_path, P=reference))
