@@ -15,7 +15,7 @@ import pytest
 
 from tests.real.conftest import unique_path
 from tests.real.vault_tier import (
-    create_namespace, doc_table, enable_kv, exec_probe, put, shim_env,
+    create_namespace, credential, doc_table, enable_kv, exec_probe, put, shim_env,
 )
 
 
@@ -110,3 +110,33 @@ def test_a_namespace_that_does_not_exist_is_66(openbao, run_shim, probe, canarie
         P="ref+vault://secret/app#/password"))
     assert result.returncode == 66, result.stderr
     assert not probe.ran
+
+
+def test_approle_login_and_policy_inside_the_child_namespace(
+        openbao, namespaces, run_shim, probe, canaries, tmp_path):
+    # A team that owns a namespace logs in there: the auth mount, the role and the policy all
+    # live in the child namespace, reached with VAULT_NAMESPACE alone.
+    parent, child, values = namespaces
+    openbao.ok("PUT", "sys/policies/acl/reader",
+               {"policy": 'path "secret/data/app" { capabilities = ["read"] }'}, namespace=child)
+    openbao.ok("POST", "sys/auth/approle", {"type": "approle"}, namespace=child)
+    openbao.ok("POST", "auth/approle/role/app", {"token_policies": ["reader"]}, namespace=child)
+    role_id = openbao.ok("GET", "auth/approle/role/app/role-id", namespace=child)["data"]["role_id"]
+    secret_id = openbao.ok("POST", "auth/approle/role/app/secret-id", {},
+                           namespace=child)["data"]["secret_id"]
+    env = {"VAULT_ADDR": openbao.address, "VAULT_NAMESPACE": child, "HOME": str(tmp_path),
+           "VAULT_ROLE_ID": credential(canaries, role_id),
+           "VAULT_SECRET_ID": credential(canaries, secret_id),
+           "P": "ref+vault://secret/app#/password", "DENIED": "vault:kv1/app#password"}
+
+    result = exec_probe(run_shim, probe, env)
+
+    # The policy reads secret/app and nothing else in the namespace.
+    assert result.returncode == 77, result.stderr
+    assert [line.split(" ")[2] for line in result.stderr.splitlines()
+            if line.startswith("shim: error:")] == ["DENIED"], result.stderr
+
+    del env["DENIED"]
+    result = exec_probe(run_shim, probe, env)
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["env"]["P"] == values[child, 2]
