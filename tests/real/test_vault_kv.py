@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from tests.helpers.log_records import events
 from tests.real.conftest import unique_path
 from tests.real.vault_tier import (
     doc_example, enable_kv, error_line, exec_probe, policy_token, put, shim_env,
@@ -140,6 +141,34 @@ def test_a_denied_mount_lookup_leaves_other_mounts_under_the_same_segment_alone(
     # Every variable that fails has its own error line: only the one in kv1 fails.
     assert result.returncode == 77, result.stderr
     assert error_line(result).startswith(f"shim: error: A_DENIED (ref+vault://{kv1}/app#/password)")
+
+
+def test_the_mount_lookup_follows_the_mount_not_a_policy_on_the_lookup_path(
+        openbao, run_shim, probe, canaries, tmp_path):
+    # docs/vault.md, "Who may look a mount up": OpenBao does not check sys/internal/ui/mounts/*
+    # against policies; it answers the lookup when the token may touch something in the mount.
+    kv1 = enable_kv(openbao, unique_path("kv1"), 1)
+    value = canaries.new()
+    put(openbao, kv1, "app", {"password": value}, 1)
+    reads_it = policy_token(openbao, canaries, f"""
+        path "{kv1}/app" {{ capabilities = ["read"] }}
+        path "sys/internal/ui/mounts/*" {{ capabilities = ["deny"] }}""")
+    lookup_only = policy_token(openbao, canaries,
+                               'path "sys/internal/ui/mounts/*" { capabilities = ["read"] }')
+    env = shim_env(openbao, canaries, tmp_path, reads_it, P=f"ref+vault://{kv1}/app#/password")
+
+    # `deny` on the lookup path: the lookup is still answered, so KV v1 is read at once.
+    result = exec_probe(run_shim, probe, env, "--log-format", "json", "-vv")
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["env"]["P"] == value
+    assert [read["path"] for read in events(result.stderr, "vault.read")] == [f"{kv1}/app"]
+    assert not events(result.stderr, "vault.mount_unknown")
+
+    # `read` on the lookup path and nothing in the mount: the lookup is refused all the same.
+    result = exec_probe(run_shim, probe, {**env, "VAULT_TOKEN": lookup_only},
+                        "--log-format", "json")
+    assert result.returncode == 77, result.stderr
+    assert events(result.stderr, "vault.mount_unknown")
 
 
 def test_both_fallback_reads_denied_names_the_path_as_written(
