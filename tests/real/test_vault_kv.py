@@ -53,7 +53,8 @@ def test_pinned_versions_in_both_syntaxes(openbao, run_shim, probe, canaries, tm
     assert (child["ONE"], child["TWO"], child["LATEST"]) == (first, second, third)
 
 
-def test_deleted_destroyed_and_missing_versions_are_66(openbao, run_shim, probe, canaries, tmp_path):
+def test_deleted_destroyed_and_missing_versions_are_66(openbao, run_shim, probe, canaries,
+                                                       tmp_path):
     mount = enable_kv(openbao, unique_path("kv2"), 2)
     for n in (1, 2, 3):
         put(openbao, mount, "app", {"password": canaries.new(f"v{n}")}, 2)
@@ -112,7 +113,8 @@ def test_a_policy_that_denies_the_read_is_77(openbao, run_shim, probe, canaries,
     mount = enable_kv(openbao, unique_path("kv2"), 2)
     put(openbao, mount, "app", {"password": canaries.new()}, 2)
     put(openbao, mount, "other", {"password": canaries.new()}, 2)
-    token = policy_token(openbao, canaries, f'path "{mount}/data/other" {{ capabilities = ["read"] }}')
+    token = policy_token(openbao, canaries,
+                         f'path "{mount}/data/other" {{ capabilities = ["read"] }}')
 
     result = exec_probe(run_shim, probe, shim_env(
         openbao, canaries, tmp_path, token, P=f"ref+vault://{mount}/app#/password"))

@@ -19,12 +19,13 @@ One run:
    `VAULT_TOKEN` / `VAULT_TOKEN_FILE` → token, `VAULT_ROLE_ID[_FILE]` → AppRole,
    `VAULT_ROLE` → Kubernetes, `~/.vault-token` → token. A response-wrapped AppRole secret id
    is unwrapped first.
-2. Plan each distinct fetch key's read, on the shared runner (shim.providers.mechanism). The mount under a path is
-   found with `GET sys/internal/ui/mounts/<path>` (what the Vault CLI does), cached by the mount
-   path it returns (taken relative to VAULT_NAMESPACE: for a child namespace's mount the
-   answer is its path from the root namespace); one lookup per first path segment runs at a time, so N paths in
-   one mount cost one lookup. When the lookup is refused (403: the token may touch nothing in
-   that mount, or there is none; remembered per directory) the reference's spelling decides:
+2. Plan each distinct fetch key's read, on the shared runner (shim.providers.mechanism). The
+   mount under a path is found with `GET sys/internal/ui/mounts/<path>` (what the Vault CLI
+   does), cached by the mount path it returns (taken relative to VAULT_NAMESPACE: for a child
+   namespace's mount the answer is its path from the root namespace); one lookup per first
+   path segment runs at a time, so N paths in one mount cost one lookup. When the lookup is
+   refused (403: the token may touch nothing in that mount, or there is none; remembered per
+   directory) the reference's spelling decides:
      - bank-vaults `vault:<api-path>`: read as written; KV v2 when `/data/` follows the first
        segment, otherwise a plain logical read;
      - vals `ref+vault://<path>`: read `<first-segment>/data/<rest>` (KV v2 at the first

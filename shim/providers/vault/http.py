@@ -159,8 +159,9 @@ class Connection:
             path = settings.get(name)
             if path:
                 if not os.path.exists(path):
-                    raise ConfigError(f"{settings.name_of(name)} names {path}, which does not exist",
-                                      hint="mount the CA certificate or fix the path")
+                    raise ConfigError(
+                        f"{settings.name_of(name)} names {path}, which does not exist",
+                        hint="mount the CA certificate or fix the path")
                 verify = path
                 break
         skip = parse_bool(settings, "VAULT_SKIP_VERIFY")
@@ -169,7 +170,8 @@ class Connection:
         cert_path, key_path = settings.get("VAULT_CLIENT_CERT"), settings.get("VAULT_CLIENT_KEY")
         if key_path and not cert_path:
             raise ConfigError(f"{settings.name_of('VAULT_CLIENT_KEY')} is set without "
-                              f"{settings.name_of('VAULT_CLIENT_CERT')}", hint="set both, or neither")
+                              f"{settings.name_of('VAULT_CLIENT_CERT')}",
+                              hint="set both, or neither")
         cert = (cert_path, key_path) if cert_path and key_path else (cert_path or None)
         timeout = REQUEST_TIMEOUT
         if settings.get("VAULT_CLIENT_TIMEOUT"):

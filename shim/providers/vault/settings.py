@@ -16,8 +16,9 @@ OPENBAO_TWINS = frozenset({"ADDR", "AGENT_ADDR", "TOKEN", "NAMESPACE", "CACERT",
 
 
 class VaultSettings(Mapping):
-    """The environment as the Vault provider reads it: `VAULT_X` answers with `BAO_X` when that is
-    set (as the bao CLI does), else with `VAULT_X`; `name_of` tells which one a message should name."""
+    """The environment as the Vault provider reads it: `VAULT_X` answers with `BAO_X` when that
+    is set (as the bao CLI does), else with `VAULT_X`; `name_of` tells which one a message
+    should name."""
 
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ._environ if isinstance(environ, VaultSettings) else environ
