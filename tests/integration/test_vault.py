@@ -705,3 +705,16 @@ def test_a_sops_files_transit_address_wins_over_bao_addr(vault, run_shim, probe,
     assert result.returncode == 0, result.stderr
     child = probe.read()["env"]
     assert child["PW"] == value and "BAO_ADDR" not in child
+
+
+@pytest.mark.parametrize("variable", ["VAULT_NAMESPACE", "BAO_NAMESPACE"])
+@pytest.mark.parametrize("namespace", ["team\nX-Injected: 1", "team app", "team\tapp"])
+def test_a_namespace_no_header_can_carry_is_78_naming_the_namespace(
+        vault, run_shim, probe, canaries, home, variable, namespace):
+    env = token_env(vault, canaries, home, P="vault:secret/data/app#password",
+                    **{variable: namespace})
+    result = exec_probe(run_shim, probe, env)
+    assert result.returncode == 78, result.stderr
+    assert f"{variable} holds characters an HTTP header cannot carry" in result.stderr
+    assert "token" not in result.stderr.lower() and "team" not in result.stderr
+    assert not vault.requests

@@ -178,6 +178,11 @@ class Connection:
             timeout = _parse_timeout(settings["VAULT_CLIENT_TIMEOUT"],
                                      settings.name_of("VAULT_CLIENT_TIMEOUT"))
         namespace = (settings.get("VAULT_NAMESPACE") or "").strip("/") or None
+        if namespace and not namespace.isprintable() or " " in (namespace or ""):
+            # Checked here: requests' refusal of the header would be taken for the token's.
+            variable = settings.name_of("VAULT_NAMESPACE")
+            raise ConfigError(f"{variable} holds characters an HTTP header cannot carry",
+                              hint=f"write the namespace's path, e.g. {variable}=parent/child")
         return cls(addr, verify, cert, namespace, timeout, bool(skip), addr_variable)
 
     def tls_failure(self, error: Exception) -> ConfigError:
