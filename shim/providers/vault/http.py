@@ -178,7 +178,7 @@ class Connection:
             timeout = _parse_timeout(settings["VAULT_CLIENT_TIMEOUT"],
                                      settings.name_of("VAULT_CLIENT_TIMEOUT"))
         namespace = (settings.get("VAULT_NAMESPACE") or "").strip("/") or None
-        if namespace and not namespace.isprintable() or " " in (namespace or ""):
+        if namespace and (not namespace.isprintable() or " " in namespace):
             # Checked here: requests' refusal of the header would be taken for the token's.
             variable = settings.name_of("VAULT_NAMESPACE")
             raise ConfigError(f"{variable} holds characters an HTTP header cannot carry",
