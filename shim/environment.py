@@ -8,9 +8,10 @@ from collections.abc import Iterable
 from shim.plan import SHIM_PREFIX, Plan
 from shim.resolve import Resolution
 
-# Vault credentials are for the shim, not the program (bank-vaults does the same);
-# so is the age key that opens sops files (SOPS_AGE_KEY, SOPS_AGE_KEY_FILE).
-SCRUBBED_PREFIXES = (SHIM_PREFIX, "VAULT_", "SOPS_AGE_KEY")
+# Vault credentials are for the shim, not the program (bank-vaults does the same), under
+# OpenBao's BAO_* names too; so is the age key that opens sops files (SOPS_AGE_KEY,
+# SOPS_AGE_KEY_FILE).
+SCRUBBED_PREFIXES = (SHIM_PREFIX, "VAULT_", "BAO_", "SOPS_AGE_KEY")
 
 
 def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: bool = False,

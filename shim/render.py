@@ -313,7 +313,7 @@ def _notify(run: Pipeline, action, pid_file) -> None:
                           f"could not signal the process in {pid_file}: {type(error).__name__}")
         return
     # The hook gets shim's own environment minus secrets it resolved: never the values.
-    env = {k: v for k, v in run.environ.items() if not k.startswith(("SHIM_", "VAULT_"))}
+    env = {k: v for k, v in run.environ.items() if not k.startswith(("SHIM_", "VAULT_", "BAO_"))}
     result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False,
                             preexec_fn=restore_for_exec)
     run.log.event("render.hook_ran", "info" if result.returncode == 0 else "warning",

@@ -9,8 +9,9 @@ slower than the deadline still ends at the deadline (69): the runner abandons th
 The caps leave room for JSON escaping (a value of control characters can grow six-fold) and
 for the metadata around the value:
 
-- Vault: KV has no fixed value limit (Vault's default request limit is 32 MiB); shim reads at
-  most 4 MiB of any answer.
+- Vault: KV has no fixed value limit (Vault's default request limit is 32 MiB; OpenBao stores
+  5 MiB without complaint); shim reads at most 4 MiB of any answer, and its refusal says that
+  the limit is shim's (shim.providers.vault.http.too_large).
 - AWS: a Secrets Manager value is at most 64 KiB, an SSM parameter 8 KiB (advanced tier), up
   to ten per GetParameters answer: 1 MiB.
 - Azure Key Vault: a secret value is at most 25 KiB: 256 KiB.
@@ -18,11 +19,11 @@ for the metadata around the value:
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import requests
 
-from shim.errors import UnusableValue
+from shim.errors import ShimError, UnusableValue
 
 VAULT_BODY_CAP = 4 * 1024 * 1024
 AWS_BODY_CAP = 1024 * 1024
@@ -42,16 +43,17 @@ def too_large(store: str, cap: int) -> UnusableValue:
 
 
 def read_body(chunks: Iterable[bytes], headers: Mapping[str, str], cap: int,
-              store: str) -> bytes:
-    """At most `cap` bytes of `chunks`; a declared or actual length past it raises 65."""
+              store: str, refusal: Callable[[str, int], ShimError] = too_large) -> bytes:
+    """At most `cap` bytes of `chunks`; a declared or actual length past it raises 65
+    (`refusal(store, cap)`: a store whose secrets may be larger says why the cap is there)."""
     declared = (headers.get("Content-Length") or "").strip()
     if declared.isdigit() and int(declared) > cap:
-        raise too_large(store, cap)
+        raise refusal(store, cap)
     parts, size = [], 0
     for chunk in chunks:
         size += len(chunk)
         if size > cap:
-            raise too_large(store, cap)
+            raise refusal(store, cap)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -64,17 +66,19 @@ class CappedSession(requests.Session):
     at the cap too.
     """
 
-    def __init__(self, cap: int, store: str):
+    def __init__(self, cap: int, store: str,
+                 refusal: Callable[[str, int], ShimError] = too_large):
         super().__init__()
         self.body_cap = cap
         self.store = store
+        self.refusal = refusal
 
     def send(self, request, **kwargs):
         kwargs["stream"] = True
         response = super().send(request, **kwargs)
         try:
             content = read_body(response.iter_content(CHUNK), response.headers,
-                                self.body_cap, self.store)
+                                self.body_cap, self.store, self.refusal)
         except BaseException:
             response.close()
             raise

@@ -282,9 +282,11 @@ def _vault_transit(key: MasterKey, identities: _Identities, environ, deadline) -
         raise KeyFailure("refused", f"its vault transit {field} is not a transit mount path or key "
                                     "name (letters, digits, _ - . segments)")
     try:
-        # The operator's VAULT_ADDR when the file names it; else the allow-listed address.
-        addressed = environ if services.origin(address) == services.origin(environ.get("VAULT_ADDR")) \
-            else {**environ, "VAULT_ADDR": address}
+        # The operator's own address when the file names it (BAO_ADDR wins over VAULT_ADDR,
+        # as for every Vault read); else the allow-listed address, under both names.
+        operator = environ.get("BAO_ADDR") or environ.get("VAULT_ADDR")
+        addressed = environ if services.origin(address) == services.origin(operator) \
+            else {**environ, "VAULT_ADDR": address, "BAO_ADDR": address}
         provider = load_provider("vault", ProviderContext(addressed, identities.log))
         plaintext = _within(lambda: provider.transit_decrypt(engine, name, key.enc, deadline),
                             deadline, "Vault transit", address)

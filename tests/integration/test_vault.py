@@ -22,6 +22,7 @@ from shim.providers.vault import VaultProvider
 from shim.refs import parse_reference
 from tests.doubles.tls import make_test_pki
 from tests.doubles.vault import VaultDouble
+from tests.helpers.log_records import events
 
 VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_TOKEN_FILE", "VAULT_ROLE_ID",
                    "VAULT_SECRET_ID", "VAULT_ROLE", "VAULT_PATH", "VAULT_AUTH_METHOD",
@@ -59,18 +60,6 @@ def token_env(vault, canaries, home, token=None, **extra) -> dict:
 def exec_probe(run_shim, probe, env, *options, deadline="10s"):
     return run_shim(["exec", "--deadline", deadline, "--log-format", "json", *options, "--",
                      *probe.argv], env)
-
-
-def events(stderr: str, name: str) -> list[dict]:
-    found = []
-    for line in stderr.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == name:
-            found.append(record)
-    return found
 
 
 def reads(vault, path: str) -> int:
@@ -336,13 +325,15 @@ def test_kv1_and_kv2_without_preflight_permission(vault, run_shim, probe, canari
     child = probe.read()["env"]
     assert child["A"] == child["B"] == v2
     assert child["C"] == child["D"] == v1
-    # One denied lookup per first segment, then the documented fallback order.
+    # One denied lookup per directory (secret/data/app and secret/app are in two: a sibling
+    # directory may be another mount), then the documented fallback order.
     assert sorted(preflights(vault)) == ["/v1/sys/internal/ui/mounts/kv1/app",
+                                         "/v1/sys/internal/ui/mounts/secret/app",
                                          "/v1/sys/internal/ui/mounts/secret/data/app"]
     assert reads(vault, "secret/data/app") == 1
     assert reads(vault, "kv1/app") == 1
     assert reads(vault, "kv1/data/app") == 1          # vals: KV v2 guessed first (403)
-    assert len(events(result.stderr, "vault.mount_unknown")) == 2
+    assert len(events(result.stderr, "vault.mount_unknown")) == 3
 
 
 def test_without_preflight_a_missing_secret_is_66_and_a_denied_one_77(vault, run_shim, probe,
@@ -698,3 +689,32 @@ def test_token_method_ttl_from_lookup_and_non_renewable_token(vault):
 
     provider, _ = provider_for(vault, VAULT_TOKEN=vault.root_token)
     assert provider.token_ttl() is None                  # the root token never expires
+
+
+def test_a_sops_files_transit_address_wins_over_bao_addr(vault, run_shim, probe, canaries, home,
+                                                          tmp_path):
+    # BAO_ADDR wins over VAULT_ADDR for references, but a sops file names its own Vault: the
+    # transit decryption goes there, whatever BAO_ADDR says (here: nothing listens).
+    from tests.helpers.sops_files import VaultTransitKey, sops_file
+
+    value = canaries.new()
+    path = sops_file(tmp_path / "app.enc.yaml", {"password": value}, [VaultTransitKey(vault)])
+    env = {"PW": f"ref+sops://{path}#/password", "HOME": str(home),
+           "VAULT_TOKEN": credential(canaries, vault.root_token), "BAO_ADDR": "http://127.0.0.1:9"}
+    result = exec_probe(run_shim, probe, env)
+    assert result.returncode == 0, result.stderr
+    child = probe.read()["env"]
+    assert child["PW"] == value and "BAO_ADDR" not in child
+
+
+@pytest.mark.parametrize("variable", ["VAULT_NAMESPACE", "BAO_NAMESPACE"])
+@pytest.mark.parametrize("namespace", ["team\nX-Injected: 1", "team app", "team\tapp"])
+def test_a_namespace_no_header_can_carry_is_78_naming_the_namespace(
+        vault, run_shim, probe, canaries, home, variable, namespace):
+    env = token_env(vault, canaries, home, P="vault:secret/data/app#password",
+                    **{variable: namespace})
+    result = exec_probe(run_shim, probe, env)
+    assert result.returncode == 78, result.stderr
+    assert f"{variable} holds characters an HTTP header cannot carry" in result.stderr
+    assert "token" not in result.stderr.lower() and "team" not in result.stderr
+    assert not vault.requests

@@ -6,6 +6,7 @@ Fixtures other tests reuse (keep their names and signatures):
                             write to it use paths of their own (`unique_path`).
     fresh_openbao()         a server of the test's own, for what changes the whole server
                             (sealing it, killing it, namespaces, auth methods); stopped at the end.
+                            `fresh_openbao(tls=True)`: `-dev-tls`, its CA file in `.ca_file`.
     sops                    `Sops`: the real sops binary, with its version check off.
     age_identity()          (public recipient, path of an identity file) made by age-keygen.
 
@@ -20,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -56,9 +58,12 @@ def unique_path(prefix: str = "t") -> str:
 class OpenBao:
     """One `bao server -dev` on loopback, its root token, and plain HTTP calls to it."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, tls: bool = False):
         self.port = free_port()
-        self.address = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.address = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        # With tls, `-dev-tls` writes its CA here (vault-ca.pem): what VAULT_CACERT points at.
+        self.ca_file = directory / "tls" / "vault-ca.pem" if tls else None
         self.root_token = f"root-{secrets.token_hex(8)}"
         self.directory = directory
         self.log = directory / "bao.log"
@@ -68,10 +73,13 @@ class OpenBao:
 
     def start(self, timeout: float = 60) -> "OpenBao":
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.ca_file.parent.mkdir(exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [_binary("bao"), "server", "-dev", f"-dev-root-token-id={self.root_token}",
-                 f"-dev-listen-address=127.0.0.1:{self.port}"],
+                 f"-dev-listen-address=127.0.0.1:{self.port}",
+                 *(["-dev-tls", f"-dev-tls-cert-dir={self.ca_file.parent}"] if self.tls else [])],
                 stdout=log, stderr=subprocess.STDOUT, env=self.cli_env(), start_new_session=True)
         self._wait_until_writable(timeout)
         return self
@@ -125,8 +133,13 @@ class OpenBao:
             request.add_header("X-Vault-Namespace", namespace)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        context = None
+        if self.tls:
+            if not self.ca_file.exists():
+                raise OSError("the dev server has not written its CA yet")
+            context = ssl.create_default_context(cafile=str(self.ca_file))
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                 status, text = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, text = error.code, error.read()
@@ -143,7 +156,8 @@ class OpenBao:
 
     def cli_env(self, token: str | None = None) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.directory),
-                "BAO_ADDR": self.address, "BAO_TOKEN": token or self.root_token}
+                "BAO_ADDR": self.address, "BAO_TOKEN": token or self.root_token,
+                **({"BAO_CACERT": str(self.ca_file)} if self.tls else {})}
 
     def cli(self, *args: str, token: str | None = None, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess:
@@ -175,8 +189,8 @@ def openbao(tmp_path_factory):
 def fresh_openbao(tmp_path_factory):
     started = []
 
-    def start() -> OpenBao:
-        server = OpenBao(tmp_path_factory.mktemp("openbao-own")).start()
+    def start(tls: bool = False) -> OpenBao:
+        server = OpenBao(tmp_path_factory.mktemp("openbao-own"), tls=tls).start()
         started.append(server)
         return server
 

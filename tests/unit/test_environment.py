@@ -27,6 +27,7 @@ def _resolved(environ, values, secrets_dirs=()):
 
 @pytest.mark.parametrize("name", [
     "SHIM_USER", "SHIM_", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "VAULT_",
+    "BAO_TOKEN", "BAO_ADDR", "BAO_",
     "SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "SOPS_AGE_KEYS"])
 def test_every_scrubbed_prefix_is_removed_from_the_child(name, canaries):
     secret = canaries.new()
@@ -36,7 +37,8 @@ def test_every_scrubbed_prefix_is_removed_from_the_child(name, canaries):
     assert not any(canaries.leaked(f"{key}={value}") for key, value in env.items())
 
 
-@pytest.mark.parametrize("name", ["MY_SHIM_USER", "shim_user", "VAULT", "XVAULT_TOKEN",
+@pytest.mark.parametrize("name", ["MY_SHIM_USER", "shim_user", "VAULT", "XVAULT_TOKEN", "BAO",
+                                  "XBAO_TOKEN", "bao_token",
                                   "vault_token", "SOPS_AGE", "SOPS_AGE_KE", "SOPS_KEY"])
 def test_names_that_only_resemble_a_scrubbed_prefix_are_kept(name):
     plan, resolution = _resolved({name: "v"}, {})
@@ -44,7 +46,7 @@ def test_names_that_only_resemble_a_scrubbed_prefix_are_kept(name):
 
 
 def test_the_scrubbed_prefixes_are_exactly_shims_vaults_and_the_age_key():
-    assert SCRUBBED_PREFIXES == ("SHIM_", "VAULT_", "SOPS_AGE_KEY")
+    assert SCRUBBED_PREFIXES == ("SHIM_", "VAULT_", "BAO_", "SOPS_AGE_KEY")
 
 
 def test_passthrough_keeps_only_the_names_it_lists(canaries):

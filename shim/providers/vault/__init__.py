@@ -1,11 +1,13 @@
-"""HashiCorp Vault: KV v1 and v2, dynamic secrets, token / AppRole / Kubernetes / JWT login.
+"""HashiCorp Vault and OpenBao: KV v1 and v2, dynamic secrets, token / AppRole / Kubernetes / JWT
+login.
 
 Built on hvac's request adapter (session, X-Vault-Request, X-Vault-Namespace); every status is
 classified here, because hvac never retries, its exception text embeds the full URL, and its
 `Client.read()` turns a 404 into None. This package (and so hvac) is imported only when the plan
 holds a Vault reference; a missing SDK is the registry's "install shim-secrets[vault]" (exit 78).
 
-One job per module, none importing another's internals: http (connection settings, hvac's
+One job per module, none importing another's internals: settings (which variable holds each
+setting: VAULT_* or OpenBao's BAO_* twin), http (connection settings, hvac's
 adapter, redaction, redirects, retries: the VaultHttp object every other module is given),
 auth (login and the token's life), paths (mounts, read plans, parsing answers), leases (renew
 and revoke dynamic-secret leases), transit (decryption for sops files whose data key a transit
@@ -17,15 +19,19 @@ One run:
    `VAULT_TOKEN` / `VAULT_TOKEN_FILE` → token, `VAULT_ROLE_ID[_FILE]` → AppRole,
    `VAULT_ROLE` → Kubernetes, `~/.vault-token` → token. A response-wrapped AppRole secret id
    is unwrapped first.
-2. Plan each distinct fetch key's read, on the shared runner (shim.providers.mechanism). The mount under a path is
-   found with `GET sys/internal/ui/mounts/<path>` (what the Vault CLI does), cached by the mount
-   path it returns; one lookup per first path segment runs at a time, so N paths in one mount
-   cost one lookup. When a policy denies that lookup (403) the reference's spelling decides:
+2. Plan each distinct fetch key's read, on the shared runner (shim.providers.mechanism). The
+   mount under a path is found with `GET sys/internal/ui/mounts/<path>` (what the Vault CLI
+   does), cached by the mount path it returns (taken relative to VAULT_NAMESPACE: for a child
+   namespace's mount the answer is its path from the root namespace); one lookup per first
+   path segment runs at a time, so N paths in one mount cost one lookup. When the lookup is
+   refused (403: the token may touch nothing in that mount, or there is none; remembered per
+   directory) the reference's spelling decides:
      - bank-vaults `vault:<api-path>`: read as written; KV v2 when `/data/` follows the first
        segment, otherwise a plain logical read;
      - vals `ref+vault://<path>`: read `<first-segment>/data/<rest>` (KV v2 at the first
        segment, like the CLI); when that is 404 or 403, read `<path>` itself (KV v1 or any
-       other engine). Not found when either said 404; permission denied when both said 403.
+       other engine). Not found when either said 404; permission denied when both said 403
+       (naming the path as written).
 3. Read each distinct plan once, on the same runner: identical API reads (same path and version,
    however they were spelled) happen once, so a dynamic secret's username and password always
    come from one read, one lease.

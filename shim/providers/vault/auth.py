@@ -13,6 +13,7 @@ from typing import Mapping
 from shim.deadline import Deadline
 from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
 from shim.providers.vault.http import Answer, VaultHttp, parse_bool
+from shim.providers.vault.settings import VaultSettings
 from shim.safe_read import read_capped
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -27,7 +28,7 @@ class Authenticator:
     """One login per provider (kept for --watch), the token's TTL, renewal and revocation."""
 
     def __init__(self, environ: Mapping[str, str], http: VaultHttp, log):
-        self.environ = environ
+        self.environ = VaultSettings(environ)
         self.http = http
         self.log = log
         self._token_expires: float | None = None     # monotonic; None = never / unknown
@@ -35,6 +36,7 @@ class Authenticator:
         self._auth_lock = threading.Lock()
         self._invalid_token_logged = False
         self._unwrapped_secret_id: str | None = None
+        self._resumed = False      # a --watch helper going on from an earlier run's session
 
     def ensure(self, deadline: Deadline) -> None:
         # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
@@ -56,8 +58,16 @@ class Authenticator:
             token, source = self._configured_token()
             self._use_token(token)
             self._token_ttl_known = False
-            self.log.event("vault.auth", "info", f"Vault token from {source}",
-                           method="token", source=source)
+            if source == self._home_token_path() and not self._resumed:
+                # Said at the default verbosity (once: not again by each --watch helper): a
+                # stale file left by an old `vault login` otherwise shows only as 403s.
+                self.log.event("vault.auth", "warning",
+                               f"using the Vault token in {source} (left by `vault login` or "
+                               f"`bao login`); set VAULT_TOKEN to use another",
+                               method="token", source=source)
+            else:
+                self.log.event("vault.auth", "info", f"Vault token from {source}",
+                               method="token", source=source)
             return
         mount = (self.environ.get("VAULT_PATH") or DEFAULT_AUTH_MOUNTS[method]).strip("/")
         if method == "approle":
@@ -82,8 +92,8 @@ class Authenticator:
         if os.path.exists(self._home_token_path()):
             return "token"
         raise ConfigError(
-            "no Vault credentials: none of VAULT_TOKEN, VAULT_TOKEN_FILE, VAULT_ROLE_ID, "
-            "VAULT_ROLE or ~/.vault-token is set",
+            "no Vault credentials: none of VAULT_TOKEN (or BAO_TOKEN), VAULT_TOKEN_FILE, "
+            "VAULT_ROLE_ID, VAULT_ROLE or ~/.vault-token is set",
             hint="set VAULT_TOKEN (or VAULT_TOKEN_FILE), VAULT_ROLE_ID and VAULT_SECRET_ID "
                  "for AppRole, or VAULT_ROLE for Kubernetes; see docs/vault.md")
 
@@ -197,6 +207,7 @@ class Authenticator:
         return state
 
     def resume_session(self, state) -> None:
+        self._resumed = True
         if state.get("token"):
             self.http.open()
             self._use_token(state["token"])
@@ -258,13 +269,16 @@ class Authenticator:
 
 
 def value_or_file(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:
-    """(value, where it came from) from NAME or the file NAME_FILE names; never both."""
-    value, path = environ.get(name), environ.get(name + "_FILE")
+    """(value, where it came from) from NAME (or its BAO_* twin) or the file NAME_FILE names;
+    never both."""
+    settings = VaultSettings(environ)
+    shown = settings.name_of(name)
+    value, path = settings.get(name), settings.get(name + "_FILE")
     if value and path:
-        raise ConfigError(f"both {name} and {name}_FILE are set (but are exclusive)",
-                          hint=f"unset one of {name} or {name}_FILE")
+        raise ConfigError(f"both {shown} and {name}_FILE are set (but are exclusive)",
+                          hint=f"unset one of {shown} or {name}_FILE")
     if value:
-        return value.strip(), name
+        return value.strip(), shown
     if path:
         return read_credential_file(path, name + "_FILE"), path
     return None

@@ -7,8 +7,10 @@ as a parameter and never import each other.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import quote, urljoin, urlsplit
@@ -19,10 +21,11 @@ import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the regis
 
 from shim.deadline import Deadline
 from shim.durations import parse_duration
-from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
+from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, UnusableValue
 from shim.providers.base import nested_too_deeply
 from shim.providers.bodycap import VAULT_BODY_CAP, CappedSession
 from shim.providers.mechanism import MAX_WORKERS, Transient, retry
+from shim.providers.vault.settings import VaultSettings
 
 # Vault's own default (the CLI and Go client), not hvac's http://localhost:8200.
 DEFAULT_ADDR = "https://127.0.0.1:8200"
@@ -30,6 +33,11 @@ REQUEST_TIMEOUT = 10.0        # per request, unless VAULT_CLIENT_TIMEOUT says ot
 _TRUE = ("1", "t", "true")    # Go's strconv.ParseBool, as the Vault CLI reads VAULT_SKIP_VERIFY
 _FALSE = ("0", "f", "false")
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:)?//)?[^/@]*@")
+# What Go's HTTP server answers (400, text) to plain HTTP on a TLS listener.
+_HTTP_TO_HTTPS = b"Client sent an HTTP request to an HTTPS server"
+# OpenSSL's reasons when the other end answered a ClientHello with something that is not TLS
+# (a plain-HTTP answer): OpenSSL 1.1-3.1, then 3.2 and later.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
 
 
 class VaultHttp:
@@ -67,11 +75,8 @@ class VaultHttp:
         try:
             result = self._adapter.request(method, url, raise_exception=False,
                                                   timeout=timeout, **kwargs)
-        except requests.exceptions.SSLError:
-            raise ConfigError(
-                f"TLS verification of {self.connection.shown} failed",
-                hint="point VAULT_CACERT (or VAULT_CAPATH) at the CA that signed Vault's "
-                     "certificate") from None
+        except requests.exceptions.SSLError as error:
+            raise self.connection.tls_failure(error) from None
         except requests.exceptions.Timeout:
             raise Transient("timeout") from None
         except requests.exceptions.ConnectionError as error:
@@ -93,6 +98,8 @@ class VaultHttp:
         if not isinstance(result, requests.Response):
             # hvac returns a successful answer's JSON as parsed: null, a list, a number.
             return Answer(200, None)
+        if result.status_code == 400 and _HTTP_TO_HTTPS in (result.content or b""):
+            raise self.connection.plain_http_to_https()
         if 300 <= result.status_code < 400:
             raise ConfigError(
                 f"Vault at {self.connection.shown} answered {what} with a redirect "
@@ -137,34 +144,71 @@ class Connection:
     namespace: str | None
     timeout: float
     skip_verify: bool
+    addr_variable: str = "VAULT_ADDR"    # the variable the address came from, for messages
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> "Connection":
-        addr = (environ.get("VAULT_AGENT_ADDR") or environ.get("VAULT_ADDR")
-                or DEFAULT_ADDR).rstrip("/")
+        settings = VaultSettings(environ)
+        # VAULT_AGENT_ADDR wins over VAULT_ADDR, as in the Vault CLI (BAO_* twins: settings.py).
+        addr_variable = next((settings.name_of(name) for name in ("VAULT_AGENT_ADDR", "VAULT_ADDR")
+                              if settings.get(name)), "VAULT_ADDR")
+        addr = (settings.get(addr_variable) or DEFAULT_ADDR).rstrip("/")
         verify: bool | str = True
         # VAULT_CACERT takes precedence over VAULT_CAPATH, as in the Vault CLI.
         for name in ("VAULT_CACERT", "VAULT_CAPATH"):
-            path = environ.get(name)
+            path = settings.get(name)
             if path:
                 if not os.path.exists(path):
-                    raise ConfigError(f"{name} names {path}, which does not exist",
-                                      hint="mount the CA certificate or fix the path")
+                    raise ConfigError(
+                        f"{settings.name_of(name)} names {path}, which does not exist",
+                        hint="mount the CA certificate or fix the path")
                 verify = path
                 break
-        skip = parse_bool(environ, "VAULT_SKIP_VERIFY")
+        skip = parse_bool(settings, "VAULT_SKIP_VERIFY")
         if skip:
             verify = False
-        cert_path, key_path = environ.get("VAULT_CLIENT_CERT"), environ.get("VAULT_CLIENT_KEY")
+        cert_path, key_path = settings.get("VAULT_CLIENT_CERT"), settings.get("VAULT_CLIENT_KEY")
         if key_path and not cert_path:
-            raise ConfigError("VAULT_CLIENT_KEY is set without VAULT_CLIENT_CERT",
+            raise ConfigError(f"{settings.name_of('VAULT_CLIENT_KEY')} is set without "
+                              f"{settings.name_of('VAULT_CLIENT_CERT')}",
                               hint="set both, or neither")
         cert = (cert_path, key_path) if cert_path and key_path else (cert_path or None)
         timeout = REQUEST_TIMEOUT
-        if environ.get("VAULT_CLIENT_TIMEOUT"):
-            timeout = _parse_timeout(environ["VAULT_CLIENT_TIMEOUT"])
-        namespace = (environ.get("VAULT_NAMESPACE") or "").strip("/") or None
-        return cls(addr, verify, cert, namespace, timeout, bool(skip))
+        if settings.get("VAULT_CLIENT_TIMEOUT"):
+            timeout = _parse_timeout(settings["VAULT_CLIENT_TIMEOUT"],
+                                     settings.name_of("VAULT_CLIENT_TIMEOUT"))
+        namespace = (settings.get("VAULT_NAMESPACE") or "").strip("/") or None
+        if namespace and (not namespace.isprintable() or " " in namespace):
+            # Checked here: requests' refusal of the header would be taken for the token's.
+            variable = settings.name_of("VAULT_NAMESPACE")
+            raise ConfigError(f"{variable} holds characters an HTTP header cannot carry",
+                              hint=f"write the namespace's path, e.g. {variable}=parent/child")
+        return cls(addr, verify, cert, namespace, timeout, bool(skip), addr_variable)
+
+    def tls_failure(self, error: Exception) -> ConfigError:
+        """What a failed TLS handshake means: a certificate shim cannot verify, or no TLS at all."""
+        cause = _ssl_cause(error)
+        if getattr(cause, "reason", None) in _NOT_TLS:
+            return ConfigError(
+                f"{self.addr_variable}={self.shown} says https://, but the server there answers "
+                f"plain HTTP (no TLS handshake)",
+                hint=f"write http:// in {self.addr_variable} if that server runs without TLS (a "
+                     f"dev server), or turn TLS on in its listener")
+        if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
+            return ConfigError(
+                f"TLS verification of {self.shown} failed",
+                hint="point VAULT_CACERT (or VAULT_CAPATH) at the CA that signed Vault's "
+                     "certificate")
+        return ConfigError(f"the TLS handshake with {self.shown} failed "
+                           f"({getattr(cause, 'reason', None) or 'no reason given'})",
+                           hint="check that the address is Vault's TLS listener")
+
+    def plain_http_to_https(self) -> ConfigError:
+        return ConfigError(
+            f"{self.addr_variable}={self.shown} says http://, but the server there answers only "
+            f"HTTPS (it said: Client sent an HTTP request to an HTTPS server)",
+            hint=f"write https:// in {self.addr_variable} (and point VAULT_CACERT at its CA if "
+                 f"its certificate is not publicly trusted)")
 
     @property
     def shown(self) -> str:
@@ -183,7 +227,12 @@ class Connection:
             log.event("vault.tls_unverified", "warning",
                       "VAULT_SKIP_VERIFY is set: Vault's TLS certificate is not verified",
                       addr=self.shown)
-        session = SameOriginSession(VAULT_BODY_CAP, f"Vault at {self.shown}")
+        if _in_clear_to_another_host(self.addr):
+            log.event("vault.plaintext", "warning",
+                      f"{self.addr_variable}={self.shown} is plain http:// to another host: the "
+                      f"Vault token and the secrets cross the network in clear; use https://",
+                      addr=self.shown)
+        session = SameOriginSession(VAULT_BODY_CAP, f"Vault at {self.shown}", too_large)
         session.verify = self.verify
         session.cert = self.cert
         # One pool slot per worker, or urllib3 drops (and warns about) the extra connections.
@@ -215,25 +264,73 @@ class SameOriginSession(CappedSession):
 
 
 def parse_bool(environ: Mapping[str, str], name: str) -> bool:
-    text = (environ.get(name) or "").strip().lower()
+    settings = VaultSettings(environ)
+    text = (settings.get(name) or "").strip().lower()
     if not text:
         return False
     if text in _TRUE:
         return True
     if text in _FALSE:
         return False
-    raise ConfigError(f"{name}={text!r} is not true or false", hint=f"write {name}=true or false")
+    shown = settings.name_of(name)
+    raise ConfigError(f"{shown}={text!r} is not true or false", hint=f"write {shown}=true or false")
 
 
-def _parse_timeout(text: str) -> float:
+def _parse_timeout(text: str, variable: str) -> float:
     text = text.strip()
     if text.isdigit():
         return float(text)  # the Vault CLI accepts plain seconds
     try:
-        return parse_duration(text, option="VAULT_CLIENT_TIMEOUT")
+        return parse_duration(text, option=variable)
     except ShimError:
-        raise ConfigError(f"VAULT_CLIENT_TIMEOUT={text!r} is not a duration",
-                          hint="write e.g. VAULT_CLIENT_TIMEOUT=30s") from None
+        raise ConfigError(f"{variable}={text!r} is not a duration",
+                          hint=f"write e.g. {variable}=30s") from None
+
+
+def too_large(store: str, cap: int) -> UnusableValue:
+    """The refusal of an answer over the cap: Vault itself stores larger secrets, so the message
+    says that the limit is shim's."""
+    return UnusableValue(
+        f"{store} answered with more than {cap // (1024 * 1024)} MiB, shim's cap on one Vault "
+        f"answer (Vault itself can store larger secrets); shim stopped reading",
+        hint="keep each secret shim reads under that size (split a large map into several "
+             "secrets, keep large files out of Vault), and check that VAULT_ADDR points at "
+             "Vault itself")
+
+
+def _in_clear_to_another_host(addr: str) -> bool:
+    """http:// to a host that is not this machine (an unusable address is left to the request)."""
+    try:
+        parts = urlsplit(addr)
+        return parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or "")
+    except ValueError:
+        return False
+
+
+def _is_loopback(host: str) -> bool:
+    """This machine: localhost, *.localhost, 127.0.0.0/8 or ::1 (names are not resolved)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ssl_cause(error: BaseException) -> ssl.SSLError | None:
+    """The ssl module's error under requests' and urllib3's wrappers, if there is one."""
+    pending, seen = [error], set()
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLError):
+            return item
+        pending.extend([*item.args, getattr(item, "reason", None), item.__cause__,
+                        item.__context__])
+    return None
 
 
 def _connection_reason(error: Exception) -> str:

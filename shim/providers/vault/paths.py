@@ -25,17 +25,21 @@ class MountFinder:
         self.http = http
         self.log = log
         self._mounts: dict[str, Mount] = {}
-        self._denied_segments: set[str] = set()
+        # Directories whose mount Vault would not tell. Every secret in one directory lives in
+        # the same mount, but a sibling directory may be another mount (team/apps/kv1 and
+        # team/apps/kv2): a refusal is remembered for its directory only.
+        self._unknown_directories: set[str] = set()
         self._mount_lock = threading.Lock()
         self._segment_locks: dict[str, threading.Lock] = {}
 
     def mount_for(self, path: str, deadline: Deadline, run: "Run") -> "Mount | None":
         segment = path.split("/", 1)[0]
+        directory = path.rpartition("/")[0]
         with self._mount_lock:
             lock = self._segment_locks.setdefault(segment, threading.Lock())
         with lock:
             cached = self._cached_mount(path)
-            if cached is not None or segment in self._denied_segments:
+            if cached is not None or directory in self._unknown_directories:
                 return cached
             if segment in run.mount_failures:
                 # Vault was unreachable for this mount's first lookup: do not wait again.
@@ -48,15 +52,17 @@ class MountFinder:
                 raise
             if answer.status == 200:
                 mount = Mount.from_preflight((answer.body or {}).get("data") or {})
+                if mount is not None and not (path + "/").startswith(mount.path):
+                    mount = mount.relative_to(self.http.connection.namespace)
                 if mount is not None and (path + "/").startswith(mount.path):
                     with self._mount_lock:
                         self._mounts[mount.path] = mount
                     self.log.event("vault.mount", "debug", mount=mount.path, type=mount.type,
                                    kv_version=mount.kv_version)
                     return mount
-            self._denied_segments.add(segment)
+            self._unknown_directories.add(directory)
             self.log.event("vault.mount_unknown", "info",
-                           f"Vault did not tell the mount under {segment}/ "
+                           f"Vault did not tell the mount under {directory or path}/ "
                            f"({self.http.status_text(answer)}); using the reference's spelling",
                            segment=segment, status=answer.status)
             return None
@@ -133,6 +139,17 @@ class Mount:
             version = 2 if str(options.get("version") or "1") == "2" else 1
         return cls(path if path.endswith("/") else path + "/", kind, version)
 
+    def relative_to(self, namespace: str | None) -> "Mount":
+        """This mount with its path relative to the namespace the request named.
+
+        For a mount in a child namespace Vault and OpenBao answer the lookup with the mount's
+        path from the root namespace (`parent/child/secret/` when the request named
+        `parent`); reads under `parent` are written `child/secret/...`.
+        """
+        prefix = (namespace or "").strip("/") + "/"
+        if prefix != "/" and self.path.startswith(prefix):
+            return Mount(self.path[len(prefix):], self.type, self.kv_version)
+        return self
 
 @dataclass(frozen=True)
 class ReadPlan:

@@ -11,6 +11,7 @@ from shim.providers.mechanism import by_fetch_key, run_concurrently
 from shim.providers.vault import leases, transit
 from shim.providers.vault.auth import Authenticator
 from shim.providers.vault.http import Answer, Connection, VaultHttp
+from shim.providers.vault.settings import VaultSettings
 from shim.providers.vault.paths import (
     DeletedVersion, MountFinder, ReadPlan, Run, combine, deleted_version, fetched_from, plans_for,
 )
@@ -22,7 +23,7 @@ class VaultProvider:
     name = "vault"
 
     def __init__(self, context):
-        self.environ: Mapping[str, str] = context.environ
+        self.environ: Mapping[str, str] = VaultSettings(context.environ)
         self.log = context.log
         self.http = VaultHttp(Connection.from_environ(self.environ), self.log)
         self.auth = Authenticator(self.environ, self.http, self.log)
@@ -115,6 +116,11 @@ class VaultProvider:
             final = isinstance(outcome, DeletedVersion)
             if final or not isinstance(outcome, (NotFound, PermissionDenied)):
                 break
+        if len(outcomes) > 1 and all(isinstance(o, PermissionDenied) for o in outcomes):
+            # The fallback's guesses were all denied: name the path as the reference wrote it
+            # (the last plan), and every API path a policy could grant.
+            tried = [plan.api_path for plan in plans[:len(outcomes)]]
+            raise PermissionDenied(outcomes[-1].message, hint=denied_hint(tried))
         raise combine(outcomes)
 
     def _read(self, plan: "ReadPlan", deadline: Deadline) -> Fetched | ShimError:
@@ -140,9 +146,8 @@ class VaultProvider:
         where = plan.api_path + (f" version {plan.version}" if plan.version else "")
         if answer.status in (401, 403):
             self.auth.note_invalid_token(answer)
-            return PermissionDenied(
-                f"Vault denied reading {plan.api_path} ({status})",
-                hint=f"the token's policies must allow read on {plan.api_path}")
+            return PermissionDenied(f"Vault denied reading {plan.api_path} ({status})",
+                                    hint=denied_hint([plan.api_path]))
         if answer.status == 404 and plan.kv_version == 2:
             deleted = deleted_version(answer.body)
             if deleted is not None:
@@ -154,3 +159,11 @@ class VaultProvider:
         if answer.status == 404:
             return NotFound(f"{where} does not exist in Vault ({status})", hint=hint)
         return NotFound(f"Vault could not read {where} ({status})", hint=hint)
+
+
+def denied_hint(paths: list[str]) -> str:
+    """What to check after a 403 on a read. Vault and OpenBao answer 403 "permission denied" for
+    a token they do not know (expired, revoked, mistyped) exactly as for a policy that says no."""
+    where = " or ".join(paths)
+    return (f"the token's policies must allow read on {where}; if they do, the token may be "
+            f"invalid or expired: check it with `bao token lookup` (or `vault token lookup`)")

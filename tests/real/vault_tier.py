@@ -1,0 +1,98 @@
+"""What the Vault tests of the real-server tier share: running shim against OpenBao, and making
+what a user of OpenBao makes (mounts, policies, tokens) with the real server's own API.
+
+Every credential handed to shim (root and policy tokens, role and secret ids, JWTs) is registered
+as a canary, so `run_shim` fails a test whose shim output holds one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.real.conftest import OpenBao, unique_path
+
+
+def credential(canaries, value: str) -> str:
+    """A credential shim is given: it must never reach shim's output."""
+    canaries.values.append(value)
+    return value
+
+
+def shim_env(server: OpenBao, canaries, home, token: str | None = None, **extra) -> dict:
+    """VAULT_ADDR, a token (the root token unless given) and an empty HOME (no ~/.vault-token)."""
+    env = {"VAULT_ADDR": server.address,
+           "VAULT_TOKEN": credential(canaries, token or server.root_token), "HOME": str(home)}
+    env.update(extra)
+    return env
+
+
+def exec_probe(run_shim, probe, env: dict, *options: str, deadline: str = "20s", timeout=60):
+    """`shim exec` of the probe (the child's real environment lands in probe.read())."""
+    return run_shim(["exec", "--deadline", deadline, *options, "--", *probe.argv], env,
+                    timeout=timeout)
+
+
+def error_line(result) -> str:
+    """shim's one error line (the test fails if there is not exactly one)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("shim: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def enable_kv(server: OpenBao, path: str, version: int, namespace: str | None = None) -> str:
+    """A KV mount of the given version at `path`; its path."""
+    server.ok("POST", f"sys/mounts/{path}", {"type": "kv", "options": {"version": str(version)}},
+              namespace=namespace)
+    return path
+
+
+def put(server: OpenBao, mount: str, name: str, data: dict, version: int,
+        namespace: str | None = None) -> None:
+    """Writes a secret into a KV mount of the given version."""
+    if version == 2:
+        server.ok("POST", f"{mount}/data/{name}", {"data": data}, namespace=namespace)
+    else:
+        server.ok("POST", f"{mount}/{name}", data, namespace=namespace)
+
+
+def policy_token(server: OpenBao, canaries, rules: str, namespace: str | None = None) -> str:
+    """A token whose only policy (besides OpenBao's default) is `rules` (HCL)."""
+    name = unique_path("policy")
+    server.ok("PUT", f"sys/policies/acl/{name}", {"policy": rules}, namespace=namespace)
+    answer = server.ok("POST", "auth/token/create", {"policies": [name], "ttl": "1h"},
+                       namespace=namespace)
+    return credential(canaries, answer["auth"]["client_token"])
+
+
+def create_namespace(server: OpenBao, path: str) -> None:
+    """A namespace at `path` (parent/child: the parent must exist)."""
+    parent, _, name = path.rpartition("/")
+    server.ok("POST", f"sys/namespaces/{name}", {}, namespace=parent or None)
+
+
+
+VAULT_MD = Path(__file__).resolve().parents[2] / "docs" / "vault.md"
+
+
+def doc_example(start: str) -> str:
+    """The code span of docs/vault.md that begins with `start` (line breaks read as spaces), so a
+    test can hold shim's real output to the page's example word for word."""
+    text = " ".join(VAULT_MD.read_text().split())
+    at = text.find(start)
+    assert at > 0 and text[at - 1] == "`", f"docs/vault.md has no example starting {start!r}"
+    fence = "``" if text[at - 2:at] == "``" else "`"
+    end = text.find(fence, at)
+    assert end > at, f"docs/vault.md: the example starting {start!r} is not closed"
+    return text[at:end].strip()
+
+
+def doc_table(heading: str) -> list[list[str]]:
+    """The body rows of the first table under `## heading` in docs/vault.md, cell by cell."""
+    lines = VAULT_MD.read_text().split(f"## {heading}\n", 1)[1].splitlines()
+    rows: list[list[str]] = []
+    for line in lines:
+        if line.startswith("|"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif rows:
+            break
+    return rows[2:]     # past the header and its |---| line
