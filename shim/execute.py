@@ -25,6 +25,7 @@ def run_exec(run: Pipeline, command) -> None:
         import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
     identity = run.target_identity()
     run.prepare_as_files(identity)
+    run.prepare_fallback(identity)
     if options.watch is not None and not run.as_files:
         # The supervisor lives as long as the container: every resolution, the first
         # included, runs in a helper process, so no store SDK is ever loaded here.

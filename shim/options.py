@@ -169,6 +169,15 @@ OPTIONS: tuple[Option, ...] = (
        {"exec", "check"}, metavar="NAMES"),
     _o("as_files_allow_disk", ["--as-files-allow-disk"], "SHIM_AS_FILES_ALLOW_DISK", "flag", False,
        "Allow an --as-files DIR that is not on tmpfs or ramfs.", {"exec", "check"}),
+    # --fallback-cache (shim/fallback.py): last-known-good values of remote stores, encrypted
+    _o("fallback_cache", ["--fallback-cache"], "SHIM_FALLBACK_CACHE", "text", None,
+       "Keep the values read from remote stores, encrypted, in DIR; serve them when a store "
+       "is unreachable (69).", _RESOLVING, metavar="DIR"),
+    _o("fallback_key_file", ["--fallback-key-file"], "SHIM_FALLBACK_KEY_FILE", "path", None,
+       "The age identity (X25519) the fallback cache is encrypted to.", _RESOLVING),
+    _o("fallback_max_age", ["--fallback-max-age"], "SHIM_FALLBACK_MAX_AGE", "duration", 86400.0,
+       "Serve a cached value only when younger than this (default 24h; 0: never).",
+       _RESOLVING, metavar="DURATION"),
     # check
     _o("as_json", ["--json"], None, "flag", False, "Print the plan as JSON.", {"check"}),
     # render
@@ -291,6 +300,8 @@ def _parse(option: Option, text, command: str):
     if text is None or text == "":
         return option.default
     if kind == "duration":
+        if option.name == "fallback_max_age" and text.strip() == "0":
+            return 0.0     # documented: 0 turns serving from the cache off
         return parse_duration(text, option=flag)
     if kind == "signal":
         return parse_signal(text, flag)

@@ -50,6 +50,8 @@ class Pipeline:
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
         self.pool = ProviderPool(ProviderContext(self.environ, self.log))
         self._remote = None
+        self.fallback = None   # --fallback-cache, once prepare_fallback() ran
+        self._fallback_ready = False
 
     def target_identity(self) -> privileges.Identity | None:
         """The identity CMD will run as, checked before anything is resolved."""
@@ -86,9 +88,12 @@ class Pipeline:
                            f"(add the directory with --secrets-dir, or the name to --file-vars)",
                            variable=file_var)
         binary_ok = self.as_files.delivers if self.as_files else None  # files may hold bytes
+        fallback = self.prepare_fallback()
         resolution = resolve_plan(plan, self.pool, Deadline(self.options.deadline), reuse,
-                                  binary_ok=binary_ok)
+                                  binary_ok=binary_ok, fallback=fallback)
         record_resolution(self.log, resolution)
+        if resolution.stale:
+            record_stale(self.log, resolution)
         rotation_errors = []
         if self.options.max_age or any(ref.option("max_age")
                                        for ref in plan.references() + list(plan.imports)):
@@ -97,6 +102,9 @@ class Pipeline:
                                              enforce=self.options.enforce_max_age, log=self.log)
         errors = plan.errors + resolution.errors + rotation_errors
         errors.sort(key=lambda error: (error.variable or "", error.line()))
+        if fallback is not None and not errors and not resolution.stale \
+                and self.options.command != "check":   # check changes nothing, not even this
+            self._save_fallback(fallback, resolution)
         for entry in plan.entries.values():
             for token in entry.kept_placeholders:
                 self.log.warning(f"{entry.name}: placeholder {token} left in place (--allow-placeholders)",
@@ -112,6 +120,26 @@ class Pipeline:
         if self.as_files:  # --as-files: the values become stand-ins until delivered()
             env = self.as_files.stage(resolved.resolution, env)
         return env
+
+    def prepare_fallback(self, identity=None):
+        """--fallback-cache: DIR and the key checked (against `identity`, who the program or
+        the files will belong to) before anything is resolved; None when not asked for."""
+        if not self._fallback_ready:
+            self._fallback_ready = True
+            if self.options.fallback_cache:
+                from shim import fallback  # lazy: only with --fallback-cache
+                self.fallback = fallback.from_options(self.options, identity)
+        return self.fallback
+
+    def _save_fallback(self, fallback, resolution) -> None:
+        # A cache that cannot be written must not stop a start whose store answered: say so.
+        try:
+            fallback.save(resolution)
+        except ShimError as error:
+            self.log.warning(error.line(), event="fallback.not_written")
+        else:
+            self.log.event("fallback.written", "debug", "fallback cache written",
+                           directory=fallback.directory)
 
     def prepare_as_files(self, identity=None):
         """--as-files: check DIR before anything is resolved; None when not asked for."""
@@ -194,6 +222,21 @@ def open_log(options: Options) -> Log:
     except OSError as error:
         raise PermissionDenied(f"--audit-file {options.audit_file}: cannot open it ({error.strerror})",
                                hint="point it at a writable location") from None
+
+
+def record_stale(log: Log, resolution) -> None:
+    """One `secret.stale` per variable that got a value from the fallback cache."""
+    for name in sorted(resolution.variables):
+        result = resolution.variables[name]
+        for reference, _ in result.metas:
+            served = resolution.stale.get(reference.fetch_key)
+            if served is None:
+                continue
+            age, error = served
+            log.event("secret.stale", "warning",
+                      f"{name}: served from the fallback cache ({int(age)}s old); the store "
+                      f"failed: {error.message}", variable=name, reference=reference.canonical,
+                      age_seconds=int(age), error=error.message, exit_code=error.exit_code)
 
 
 def secret_values(resolved: Resolved) -> dict[str, str]:

@@ -185,10 +185,11 @@ def render_command(**raw):
     action = options.on_change
     if action and action[0] == "signal" and not options.pid_file:
         raise UsageError("--on-change signal:NAME needs --pid-file", hint="name the file holding the PID")
-    uid = gid = None
+    uid = gid = identity = None
     if options.owner:
         identity = privileges.resolve_identity(options.owner)
         uid, gid = identity.uid, identity.gid
+    run.prepare_fallback(identity)   # the files' owner may neither read nor write the cache
     if options.directory:
         _check_directory(options.directory)
     if options.out_env_file:

@@ -39,6 +39,12 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
         ages = [a for a in (age_seconds(m) for _, m in metas) if a is not None]
         row["version"] = ",".join(versions) or None
         row["age_seconds"] = int(max(ages)) if ages else None
+        stale = [resolution.stale[ref.fetch_key][0] for ref, _ in metas
+                 if ref.fetch_key in resolution.stale]
+        if stale and row["status"] == "ok":
+            # --fallback-cache: the store was unavailable; AGE is how old the cached copy is
+            row["status"] = "stale"
+            row["stale_seconds"] = row["age_seconds"] = int(max(stale))
         _mark_overdue(row, metas, max_age, enforce)
         rows.append(row)
     for error in plan.errors:
@@ -113,10 +119,16 @@ def check_command(**raw):
     """Resolve exactly as exec would and print the plan; never a value."""
     run = pipeline_for("check", raw)
     identity_errors = []
+    identity = None
     try:
-        run.target_identity()
+        identity = run.target_identity()
     except ShimError as error:
         identity_errors.append(error)
+    try:
+        run.prepare_fallback(identity)
+    except ShimError as error:
+        identity_errors.append(error)
+        run.fallback = None
     try:
         as_files = run.prepare_as_files()  # --as-files: which variables become files
     except ShimError as error:

@@ -33,7 +33,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
     "shim.compose", "shim.helper", "shim.imports", "select",
-    "shim.sops", "shim.providers.sops", "pyrage", "gnupg",
+    "shim.sops", "shim.providers.sops", "pyrage", "gnupg", "shim.fallback",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):
