@@ -56,6 +56,16 @@ def seed(openbao, canaries, names=("DB_PASSWORD", "API_KEY")) -> tuple[dict, dic
     return env, expected
 
 
+def cached_api_key(server, run_shim, canaries, probe, directory, key) -> dict:
+    """API_KEY in the server, read once with the cache on (which writes it); the env to reuse."""
+    references, _ = seed(server, canaries, names=("API_KEY",))
+    env = {**server.vault_env(), **references}
+    assert run_shim(["exec", *fallback_args(directory, key), "--", *probe.argv],
+                    env=env).returncode == 0
+    probe.output.unlink()
+    return env
+
+
 def test_a_store_outage_is_covered_by_the_cache_with_one_stale_event_per_variable(
         fresh_openbao, run_shim, canaries, probe, cache):
     server = fresh_openbao()
@@ -88,10 +98,7 @@ def test_the_audit_file_and_check_show_the_stale_value(fresh_openbao, run_shim, 
                                                        probe, cache, tmp_path):
     server = fresh_openbao()
     directory, key = cache
-    references, _ = seed(server, canaries, names=("API_KEY",))
-    env = {**server.vault_env(), **references}
-    assert run_shim(["exec", *fallback_args(directory, key), "--", *probe.argv],
-                    env=env).returncode == 0
+    env = cached_api_key(server, run_shim, canaries, probe, directory, key)
     server.kill()
     audit = tmp_path / "audit.jsonl"
     checked = run_shim(["check", "--json", *fallback_args(directory, key), "--deadline", "3s",
@@ -108,12 +115,8 @@ def test_past_the_max_age_the_outage_is_the_run_s_failure(fresh_openbao, run_shi
                                                            probe, cache):
     server = fresh_openbao()
     directory, key = cache
-    references, _ = seed(server, canaries, names=("API_KEY",))
-    env = {**server.vault_env(), **references}
-    assert run_shim(["exec", *fallback_args(directory, key), "--", *probe.argv],
-                    env=env).returncode == 0
+    env = cached_api_key(server, run_shim, canaries, probe, directory, key)
     server.kill()
-    probe.output.unlink()
     time.sleep(1.2)    # the entry is now older than --fallback-max-age 1s
     result = run_shim(["exec", *fallback_args(directory, key, "--fallback-max-age", "1s"),
                        "--deadline", "3s", "--", *probe.argv], env=env)
@@ -128,11 +131,7 @@ def test_a_denied_read_is_never_served_from_the_cache(fresh_openbao, run_shim, c
                                                       cache):
     server = fresh_openbao()
     directory, key = cache
-    references, _ = seed(server, canaries, names=("API_KEY",))
-    env = {**server.vault_env(), **references}
-    assert run_shim(["exec", *fallback_args(directory, key), "--", *probe.argv],
-                    env=env).returncode == 0
-    probe.output.unlink()
+    env = cached_api_key(server, run_shim, canaries, probe, directory, key)
     # Access revoked on purpose: a token whose policy reads nothing.
     server.ok("PUT", "sys/policies/acl/nothing", {"policy": 'path "other/*" { capabilities = ["read"] }'})
     token = server.ok("POST", "auth/token/create", {"policies": ["nothing"]})["auth"]["client_token"]
@@ -148,12 +147,8 @@ def test_a_damaged_cache_is_65_and_another_key_s_is_78(fresh_openbao, run_shim, 
                                                        cache, age_identity):
     server = fresh_openbao()
     directory, key = cache
-    references, _ = seed(server, canaries, names=("API_KEY",))
-    env = {**server.vault_env(), **references}
-    assert run_shim(["exec", *fallback_args(directory, key), "--", *probe.argv],
-                    env=env).returncode == 0
+    env = cached_api_key(server, run_shim, canaries, probe, directory, key)
     server.kill()
-    probe.output.unlink()
     path = directory / CACHE
     original = path.read_bytes()
     flipped = bytearray(original)
@@ -209,12 +204,8 @@ def test_a_cache_someone_else_could_write_is_not_believed(fresh_openbao, run_shi
     # shim's user alone may write are trusted.
     server = fresh_openbao()
     directory, key = cache
-    references, _ = seed(server, canaries, names=("API_KEY",))
-    env = {**server.vault_env(), **references}
-    assert run_shim(["exec", *fallback_args(directory, key), "--", *probe.argv],
-                    env=env).returncode == 0
+    env = cached_api_key(server, run_shim, canaries, probe, directory, key)
     server.kill()
-    probe.output.unlink()
     os.chmod(directory / CACHE, 0o666)
     result = run_shim(["exec", *fallback_args(directory, key), "--deadline", "3s",
                        "--", *probe.argv], env=env)
