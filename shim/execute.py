@@ -26,6 +26,7 @@ def run_exec(run: Pipeline, command) -> None:
     identity = run.target_identity()
     run.prepare_as_files(identity)
     run.prepare_fallback(identity)
+    run.prepare_templates()
     if options.watch is not None and not run.as_files:
         # The supervisor lives as long as the container: every resolution, the first
         # included, runs in a helper process, so no store SDK is ever loaded here.
@@ -39,6 +40,7 @@ def run_exec(run: Pipeline, command) -> None:
         run.fail(resolved.errors)
     run.warn_if_root(identity)
     env = run.child_environment(resolved, identity)
+    run.write_templates(resolved, identity)   # --template: as root, owned by the program's user
     if run.as_files:  # --as-files: written now, as root, before any drop
         run.delivered(env)
     if options.init or options.watch:

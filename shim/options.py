@@ -7,6 +7,9 @@ This module must not import click: a parser without click can be generated from 
 
 `parse_options()` turns the raw strings into `Options`: durations in seconds, signal numbers,
 the --on-change action, the file mode as an int. Nothing downstream sees the raw text.
+
+Longer than our other modules on purpose: the table is one row per option of every command,
+and splitting it would put the options of one command in two places.
 """
 
 from __future__ import annotations
@@ -178,6 +181,17 @@ OPTIONS: tuple[Option, ...] = (
     _o("fallback_max_age", ["--fallback-max-age"], "SHIM_FALLBACK_MAX_AGE", "duration", 86400.0,
        "Serve a cached value only when younger than this (default 24h; 0: never).",
        _RESOLVING, metavar="DURATION"),
+    # --template (shim/templates.py): secrets into config files of the user's own shape
+    _o("templates", ["--template"], "SHIM_TEMPLATES", "list", (),
+       "Render the Jinja2 template SRC into DEST before the program starts (repeatable; the "
+       "variable takes a ',' list).", {"exec", "render", "check"}, metavar="SRC:DEST",
+       multiple=True),
+    _o("template_mode", ["--template-mode"], "SHIM_TEMPLATE_MODE", "mode", 0o400,
+       "Mode of the files --template writes, octal (default 0400).", {"exec", "render", "check"},
+       metavar="OCTAL"),
+    _o("template_allow_disk", ["--template-allow-disk"], "SHIM_TEMPLATE_ALLOW_DISK", "flag",
+       False, "Allow a --template DEST that is not on tmpfs or ramfs.",
+       {"exec", "render", "check"}),
     # check
     _o("as_json", ["--json"], None, "flag", False, "Print the plan as JSON.", {"check"}),
     # render
@@ -276,6 +290,9 @@ def parse_options(command: str, raw: Mapping[str, object],
         values[option.name] = _parse(option, text, command)
     if values.get("imports"):
         values["imports"] = parse_imports(values["imports"])
+    if values.get("templates"):
+        from shim.templates import parse_specs  # lazy: only with --template
+        values["templates"] = parse_specs(values["templates"])
     if "on_change" in values:
         values["on_change"] = parse_change_action(values["on_change"], command)
     values["log_level"] = _log_level(values)

@@ -8,12 +8,14 @@ import sys
 import click
 
 from shim.cli import command_options, pipeline_for
+from shim.pipeline import template_value
 from shim.errors import ConfigError, ShimError
 from shim.resolve import age_seconds
 from shim.rotation import overdue
 
 
-def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False) -> list[dict]:
+def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False,
+              templates=None) -> list[dict]:
     """One row per variable; an overdue secret says so (with its limit) whether or not it is refused."""
     rows = []
     for name in sorted(plan.entries):
@@ -56,7 +58,31 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
         rows.append({"variable": file_var, "source": "file-var", "references": [], "origin": None,
                      "status": "left as is (outside every secrets dir)", "version": None,
                      "age_seconds": None})
+    if templates:
+        rows.extend(template_rows(templates, resolution))
     rows.sort(key=lambda row: row["variable"])
+    return rows
+
+
+def template_rows(templates, resolution) -> list[dict]:
+    """--template: one row per reference of each template (SOURCE template, its file's name)."""
+    rows = []
+    for template in templates.templates:
+        for text, reference in sorted(template.references.items()):
+            row = {"variable": template.spec.name, "source": "template",
+                   "references": [reference.canonical], "origin": template.spec.source,
+                   "version": None, "age_seconds": None}
+            try:
+                template_value(reference, resolution.outcomes)
+            except ShimError as error:
+                row.update(status=error.kind, exit_code=error.exit_code, message=error.message)
+            else:
+                row["status"] = "ok"
+                fetched = resolution.outcomes[reference.fetch_key]
+                row["version"] = fetched.meta.version
+                age = age_seconds(fetched.meta)
+                row["age_seconds"] = int(age) if age is not None else None
+            rows.append(row)
     return rows
 
 
@@ -130,6 +156,10 @@ def check_command(**raw):
         identity_errors.append(error)
         run.fallback = None
     try:
+        run.prepare_templates()
+    except ShimError as error:
+        identity_errors.append(error)
+    try:
         as_files = run.prepare_as_files()  # --as-files: which variables become files
     except ShimError as error:
         identity_errors.append(error)
@@ -137,7 +167,7 @@ def check_command(**raw):
     plan, resolution, errors = run.resolve()
     errors = identity_errors + errors
     rows = plan_rows(plan, resolution, max_age=run.options.max_age,
-                     enforce=run.options.enforce_max_age)
+                     enforce=run.options.enforce_max_age, templates=run.templates)
     if as_files:
         _mark_files(rows, as_files, resolution, errors)
     if run.options.as_json:

@@ -47,6 +47,8 @@ class Resolution:
         # --fallback-cache: fetch_key -> (age in seconds, the store's error) of what was
         # served from the cache because its store was unavailable
         self.stale: dict[tuple, tuple[float, ShimError]] = {}
+        self.outcomes: dict[tuple, Outcome] = {}   # every fetch key's Fetched or ShimError
+        self.rendered: dict[str, bytes] = {}         # --template: DEST -> content, not yet written
 
     def lease_metas(self):
         """(fetch_key, provider, meta, fetched) of every secret that came with a lease."""
@@ -122,12 +124,16 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
 
 def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
                  reuse: Mapping[tuple, Fetched] | None = None, binary_ok=None,
-                 fallback=None) -> Resolution:
+                 fallback=None, extra: tuple[Reference, ...] = ()) -> Resolution:
     """`binary_ok(name)`: the variable goes to a file (--as-files), so bytes are fine.
-    `fallback`: the --fallback-cache (shim.fallback), asked only about unavailable stores."""
+    `fallback`: the --fallback-cache (shim.fallback), asked only about unavailable stores.
+    `extra`: references no variable holds (--template's), read in the same pass; their
+    outcomes are in `Resolution.outcomes`."""
     resolution = Resolution()
-    references = plan.references() + list(plan.imports)   # one read per map, shared
+    # one read per map, shared
+    references = plan.references() + list(plan.imports) + list(extra)
     outcomes = fetch_references(references, pool, deadline, plan.env_file_entries, reuse)
+    resolution.outcomes = outcomes
     if fallback is not None:
         try:
             resolution.stale = fallback.cover(references, outcomes)
