@@ -126,6 +126,11 @@ OPTIONS: tuple[Option, ...] = (
        "Refuse to run CMD as uid 0.", {"exec", "check", "run"}),
     _o("no_new_privs", ["--no-new-privs"], "SHIM_NO_NEW_PRIVS", "flag", False,
        "Set PR_SET_NO_NEW_PRIVS before exec.", _RUNS_A_PROGRAM),
+    _o("redact", ["--redact"], "SHIM_REDACT", "flag", False,
+       "Pass the program's stdout and stderr through shim, every delivered value replaced by "
+       "[redacted:NAME] (implies the --init supervisor).", _SUPERVISES),
+    _o("no_redact", ["--no-redact"], "SHIM_NO_REDACT", "flag", False,
+       "Let the program's output through as it is (run redacts by default).", {"run"}),
     _o("init", ["--init"], "SHIM_INIT", "flag", False,
        "Stay as a minimal PID 1 supervising CMD.", _SUPERVISES, env_refused_by=_NEVER_DROPS),
     _o("watch", ["--watch"], "SHIM_WATCH", "duration", None,

@@ -86,6 +86,17 @@ def template_rows(templates, resolution) -> list[dict]:
     return rows
 
 
+def _say_what_redaction_skips(run, resolution) -> None:
+    """-v: the values --redact would leave in the output, being shorter than its minimum."""
+    from shim.redact import MIN_LENGTH  # lazy: only for check -v
+    for name in sorted(resolution.variables):
+        value = resolution.variables[name].value
+        if value is not None and len(value) < MIN_LENGTH:
+            run.log.event("redact.too_short", "info",
+                          f"{name}: shorter than {MIN_LENGTH} characters, --redact leaves it in "
+                          "the output", variable=name)
+
+
 def _mark_files(rows, as_files, resolution, errors) -> None:
     """--as-files: the file each variable would be delivered as (DELIVERY / "delivery")."""
     try:
@@ -170,6 +181,8 @@ def check_command(**raw):
                      enforce=run.options.enforce_max_age, templates=run.templates)
     if as_files:
         _mark_files(rows, as_files, resolution, errors)
+    if run.options.verbose:
+        _say_what_redaction_skips(run, resolution)
     if run.options.as_json:
         print_json(rows, errors)
     else:
