@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import subprocess
+import sys
 from typing import NamedTuple
 
 import click
@@ -37,7 +38,8 @@ from shim.compose import COMPOSE_FILE, text_lines
 from shim.errors import CommandNotExecutable, CommandNotFound, ConfigError, UsageError
 from shim.launch import execve_program
 from shim.options import parse_options
-from shim.pipeline import Pipeline
+from shim.execute import run_redacted
+from shim.pipeline import Pipeline, secret_values
 from shim.placeholders import PLACEHOLDER, find_placeholders, secrets_dir_candidates
 from shim.render import write_atomically
 from shim.safe_read import read_capped
@@ -86,6 +88,8 @@ def run_command(command, **raw):
     if options.no_new_privs:
         privileges.set_no_new_privs()
     run.log.event("exec", "debug", command=command[0])
+    if not options.no_redact:   # the default here: a laptop's terminal is where values show
+        sys.exit(run_redacted(run, command, env, secret_values(resolved)))
     execve_program(command, env)
 
 

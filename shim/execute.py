@@ -10,7 +10,7 @@ import sys
 
 from shim import privileges
 from shim.launch import execve_program, reset_reserved_signals
-from shim.pipeline import Pipeline
+from shim.pipeline import Pipeline, secret_values
 
 
 def run_exec(run: Pipeline, command) -> None:
@@ -25,6 +25,8 @@ def run_exec(run: Pipeline, command) -> None:
         import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
     identity = run.target_identity()
     run.prepare_as_files(identity)
+    run.prepare_fallback(identity)
+    run.prepare_templates()
     if options.watch is not None and not run.as_files:
         # The supervisor lives as long as the container: every resolution, the first
         # included, runs in a helper process, so no store SDK is ever loaded here.
@@ -32,16 +34,19 @@ def run_exec(run: Pipeline, command) -> None:
         if errors:
             run.fail(errors)
         run.warn_if_root(identity)
-        sys.exit(_supervise(run, command, _with_home(env, identity), identity, leases=leases))
+        sys.exit(_supervise(run, command, _with_home(env, identity), identity, leases=leases,
+                            redacted=_resolved_by_shim(env)))
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
     run.warn_if_root(identity)
     env = run.child_environment(resolved, identity)
+    run.write_templates(resolved, identity)   # --template: as root, owned by the program's user
     if run.as_files:  # --as-files: written now, as root, before any drop
         run.delivered(env)
-    if options.init or options.watch:
-        sys.exit(_supervise(run, command, env, identity, resolved=resolved))
+    if options.init or options.watch or options.redact:   # --redact: output passes through shim
+        sys.exit(_supervise(run, command, env, identity, resolved=resolved,
+                            redacted=secret_values(resolved)))
     if identity is not None:
         privileges.drop_privileges(identity)
         run.log_dropped(identity)
@@ -59,7 +64,35 @@ def _with_home(env: dict, identity) -> dict:
     return env
 
 
-def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=None) -> int:
+def _resolved_by_shim(env: dict) -> dict:
+    """The variables of a helper's environment that shim resolved (they differ from ours)."""
+    return {name: value for name, value in env.items()
+            if name != "HOME" and os.environ.get(name) != value}
+
+
+def redacted_output(options, values: dict):
+    """--redact: the program's output through a redactor holding `values`; else None."""
+    if not options.redact:
+        return None
+    from shim.redactor import RedactedOutput  # lazy: only with --redact
+    return RedactedOutput(dict(values), terminal=os.isatty(1))
+
+
+def run_redacted(run: Pipeline, command, env: dict, values: dict) -> int:
+    """`shim run`: CMD as the caller, its output through the redactor (the default there)."""
+    from shim.redactor import RedactedOutput  # lazy: only when output is redacted
+    from shim.supervise import Supervisor  # lazy: only for a supervised program
+
+    output = RedactedOutput(dict(values), terminal=os.isatty(1))
+    supervisor = Supervisor(command, log=run.log, output=output)
+    supervisor.install()
+    supervisor.start(env)
+    supervisor.hand_over()
+    return supervisor.run()
+
+
+def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=None,
+               redacted=None) -> int:
     """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change.
 
     With --watch, `leases` come from the first resolution made in a helper; with --watch and
@@ -81,9 +114,10 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
         if options.no_new_privs:
             privileges.set_no_new_privs()
 
+    output = redacted_output(options, redacted or {})
     supervisor = Supervisor(command, log=run.log, forward_to_group=options.forward_to == "group",
                             stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
-                            prepare_child=prepare_child)
+                            prepare_child=prepare_child, output=output)
     supervisor.install()
     supervisor.start(run.delivered(env))
     as_files = run.as_files
@@ -99,6 +133,8 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
     action, argument = options.on_change
 
     def apply(new_env, changed):
+        if output is not None:   # new values are redacted from now on, the old ones still
+            output.update({name: new_env[name] for name in changed if name in new_env})
         new_env = run.delivered(new_env)  # --as-files: rewrites the changed files
         if action == "restart":
             supervisor.restart(new_env)

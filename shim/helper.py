@@ -52,7 +52,8 @@ from shim.providers.base import Fetched, SecretMeta
 # The options a resolution depends on; everything else stays with the supervisor.
 RESOLUTION_OPTIONS = ("env_files", "secrets_dirs", "file_vars", "skip", "imports", "placeholder_source",
                       "allow_placeholders", "keep_file_vars", "passthrough", "deadline",
-                      "max_age", "enforce_max_age", "audit_file", "log_format", "log_level")
+                      "max_age", "enforce_max_age", "audit_file", "log_format", "log_level",
+                      "fallback_cache", "fallback_key_file", "fallback_max_age")
 # Time allowed on top of --deadline for the helper's interpreter and SDK imports.
 START_ALLOWANCE_SECONDS = 5.0
 ANSWER_FD = 3

@@ -7,7 +7,7 @@ keep click, the plan, the resolved values and any store SDK in memory for the co
 life, so the supervisor replaces itself (execve: same PID, same children, same blocked signal
 mask, pending signals kept, subreaper flag kept) with this file, run by the same interpreter as
 
-    python -I -S initloop.py CHILD_PID group|child [PATH...]
+    python -I -S initloop.py CHILD_PID group|child [wait:PID...] [PATH...]
 
 `-I -S` loads no site-packages and reads no environment variable, and the environment it is
 given is empty: the new image holds no secret at all. This file therefore imports nothing but
@@ -17,12 +17,14 @@ The rules are those of shim/supervise.py (read that first): every signal it wait
 SIGCHLD, goes to the program's process group (or the program alone); SIGCHLD reaps every
 zombie; the exit status is the program's, or 128+signal. Each PATH after the mode (absolute,
 given by Supervisor.hand_over) is removed once the program has exited: files shim wrote for
-the program alone; one already gone is fine.
+the program alone; one already gone is fine. Each `wait:PID` (the --redact redactor) is
+waited for after the program, at most two seconds, so the program's last lines are written.
 """
 
 import os
 import signal
 import sys
+import time
 
 _SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
                 signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT}
@@ -81,6 +83,28 @@ def supervise(child_pid: int, to_group: bool) -> int:
     return status
 
 
+def wait_for(pids, timeout: float = 2.0) -> None:
+    """After the program: let helpers that outlive it (the --redact redactor, which writes the
+    program's last lines) finish, at most `timeout` seconds, then kill them."""
+    deadline = time.monotonic() + timeout
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if left:
+            time.sleep(0.02)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def remove(paths) -> None:
     for path in paths:
         try:
@@ -105,15 +129,22 @@ def protect() -> None:
     make_non_dumpable()
 
 
+WAIT_PREFIX = "wait:"
+
+
 def main(argv) -> int:
+    waits = [item[len(WAIT_PREFIX):] for item in argv[2:] if item.startswith(WAIT_PREFIX)]
+    paths = [item for item in argv[2:] if not item.startswith(WAIT_PREFIX)]
     if (len(argv) < 2 or not argv[0].isdigit() or argv[1] not in ("group", "child")
-            or not all(os.path.isabs(path) for path in argv[2:])):
-        sys.stderr.write("shim: error: initloop takes CHILD_PID group|child [PATH...] "
-                         "(internal use)\n")
+            or not all(os.path.isabs(path) for path in paths)
+            or not all(pid.isdigit() for pid in waits)):
+        sys.stderr.write("shim: error: initloop takes CHILD_PID group|child [wait:PID...] "
+                         "[PATH...] (internal use)\n")
         return 70
     protect()
     status = supervise(int(argv[0]), argv[1] == "group")
-    remove(argv[2:])
+    wait_for([int(pid) for pid in waits])
+    remove(paths)
     return status
 
 

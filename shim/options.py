@@ -7,6 +7,9 @@ This module must not import click: a parser without click can be generated from 
 
 `parse_options()` turns the raw strings into `Options`: durations in seconds, signal numbers,
 the --on-change action, the file mode as an int. Nothing downstream sees the raw text.
+
+Longer than our other modules on purpose: the table is one row per option of every command,
+and splitting it would put the options of one command in two places.
 """
 
 from __future__ import annotations
@@ -126,6 +129,11 @@ OPTIONS: tuple[Option, ...] = (
        "Refuse to run CMD as uid 0.", {"exec", "check", "run"}),
     _o("no_new_privs", ["--no-new-privs"], "SHIM_NO_NEW_PRIVS", "flag", False,
        "Set PR_SET_NO_NEW_PRIVS before exec.", _RUNS_A_PROGRAM),
+    _o("redact", ["--redact"], "SHIM_REDACT", "flag", False,
+       "Pass the program's stdout and stderr through shim, every delivered value replaced by "
+       "[redacted:NAME] (implies the --init supervisor).", _SUPERVISES),
+    _o("no_redact", ["--no-redact"], "SHIM_NO_REDACT", "flag", False,
+       "Let the program's output through as it is (run redacts by default).", {"run"}),
     _o("init", ["--init"], "SHIM_INIT", "flag", False,
        "Stay as a minimal PID 1 supervising CMD.", _SUPERVISES, env_refused_by=_NEVER_DROPS),
     _o("watch", ["--watch"], "SHIM_WATCH", "duration", None,
@@ -172,6 +180,26 @@ OPTIONS: tuple[Option, ...] = (
        {"exec", "check"}, metavar="NAMES"),
     _o("as_files_allow_disk", ["--as-files-allow-disk"], "SHIM_AS_FILES_ALLOW_DISK", "flag", False,
        "Allow an --as-files DIR that is not on tmpfs or ramfs.", {"exec", "check"}),
+    # --fallback-cache (shim/fallback.py): last-known-good values of remote stores, encrypted
+    _o("fallback_cache", ["--fallback-cache"], "SHIM_FALLBACK_CACHE", "text", None,
+       "Keep the values read from remote stores, encrypted, in DIR; serve them when a store "
+       "is unreachable (69).", _RESOLVING, metavar="DIR"),
+    _o("fallback_key_file", ["--fallback-key-file"], "SHIM_FALLBACK_KEY_FILE", "path", None,
+       "The age identity (X25519) the fallback cache is encrypted to.", _RESOLVING),
+    _o("fallback_max_age", ["--fallback-max-age"], "SHIM_FALLBACK_MAX_AGE", "duration", 86400.0,
+       "Serve a cached value only when younger than this (default 24h; 0: never).",
+       _RESOLVING, metavar="DURATION"),
+    # --template (shim/templates.py): secrets into config files of the user's own shape
+    _o("templates", ["--template"], "SHIM_TEMPLATES", "list", (),
+       "Render the Jinja2 template SRC into DEST before the program starts (repeatable; the "
+       "variable takes a ',' list).", {"exec", "render", "check"}, metavar="SRC:DEST",
+       multiple=True),
+    _o("template_mode", ["--template-mode"], "SHIM_TEMPLATE_MODE", "mode", 0o400,
+       "Mode of the files --template writes, octal (default 0400).", {"exec", "render", "check"},
+       metavar="OCTAL"),
+    _o("template_allow_disk", ["--template-allow-disk"], "SHIM_TEMPLATE_ALLOW_DISK", "flag",
+       False, "Allow a --template DEST that is not on tmpfs or ramfs.",
+       {"exec", "render", "check"}),
     # check
     _o("as_json", ["--json"], None, "flag", False, "Print the plan as JSON.", {"check"}),
     # render
@@ -270,6 +298,9 @@ def parse_options(command: str, raw: Mapping[str, object],
         values[option.name] = _parse(option, text, command)
     if values.get("imports"):
         values["imports"] = parse_imports(values["imports"])
+    if values.get("templates"):
+        from shim.templates import parse_specs  # lazy: only with --template
+        values["templates"] = parse_specs(values["templates"])
     if "on_change" in values:
         values["on_change"] = parse_change_action(values["on_change"], command)
     values["log_level"] = _log_level(values)
@@ -294,6 +325,8 @@ def _parse(option: Option, text, command: str):
     if text is None or text == "":
         return option.default
     if kind == "duration":
+        if option.name == "fallback_max_age" and text.strip() == "0":
+            return 0.0     # documented: 0 turns serving from the cache off
         return parse_duration(text, option=flag)
     if kind == "signal":
         return parse_signal(text, flag)

@@ -16,12 +16,12 @@ from shim import privileges
 from shim.audit import Log, record_resolution
 from shim.deadline import Deadline
 from shim.environment import child_environment, starting_environment
-from shim.errors import ConfigError, PermissionDenied, ShimError
+from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
 from shim.options import Options
 from shim.plan import Plan, Settings, build_plan
 from shim.providers.base import ProviderContext
 from shim.records import record
-from shim.resolve import ProviderPool, Resolution, resolve_plan
+from shim.resolve import ProviderPool, Resolution, resolve_plan, select
 
 TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ class Pipeline:
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
         self.pool = ProviderPool(ProviderContext(self.environ, self.log))
         self._remote = None
+        self.fallback = None   # --fallback-cache, once prepare_fallback() ran
+        self._fallback_ready = False
+        self.templates = None  # --template, once prepare_templates() ran
+        self._templates_ready = False
 
     def target_identity(self) -> privileges.Identity | None:
         """The identity CMD will run as, checked before anything is resolved."""
@@ -86,9 +90,14 @@ class Pipeline:
                            f"(add the directory with --secrets-dir, or the name to --file-vars)",
                            variable=file_var)
         binary_ok = self.as_files.delivers if self.as_files else None  # files may hold bytes
+        fallback = self.prepare_fallback()
+        templates = self.prepare_templates()
+        extra = tuple(templates.references()) if templates else ()
         resolution = resolve_plan(plan, self.pool, Deadline(self.options.deadline), reuse,
-                                  binary_ok=binary_ok)
+                                  binary_ok=binary_ok, fallback=fallback, extra=extra)
         record_resolution(self.log, resolution)
+        if resolution.stale:
+            record_stale(self.log, resolution)
         rotation_errors = []
         if self.options.max_age or any(ref.option("max_age")
                                        for ref in plan.references() + list(plan.imports)):
@@ -96,7 +105,12 @@ class Pipeline:
             rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
                                              enforce=self.options.enforce_max_age, log=self.log)
         errors = plan.errors + resolution.errors + rotation_errors
+        if templates and not errors:
+            errors += self._render_templates(templates, resolved_plan=plan, resolution=resolution)
         errors.sort(key=lambda error: (error.variable or "", error.line()))
+        if fallback is not None and not errors and not resolution.stale \
+                and self.options.command != "check":   # check changes nothing, not even this
+            self._save_fallback(fallback, resolution)
         for entry in plan.entries.values():
             for token in entry.kept_placeholders:
                 self.log.warning(f"{entry.name}: placeholder {token} left in place (--allow-placeholders)",
@@ -112,6 +126,67 @@ class Pipeline:
         if self.as_files:  # --as-files: the values become stand-ins until delivered()
             env = self.as_files.stage(resolved.resolution, env)
         return env
+
+    def prepare_fallback(self, identity=None):
+        """--fallback-cache: DIR and the key checked (against `identity`, who the program or
+        the files will belong to) before anything is resolved; None when not asked for."""
+        if not self._fallback_ready:
+            self._fallback_ready = True
+            if self.options.fallback_cache:
+                from shim import fallback  # lazy: only with --fallback-cache
+                self.fallback = fallback.from_options(self.options, identity)
+        return self.fallback
+
+    def prepare_templates(self):
+        """--template: every SRC read and parsed, every DEST's directory checked, before
+        anything is resolved; None when not asked for."""
+        if not self._templates_ready:
+            self._templates_ready = True
+            if self.options.templates:
+                from shim import templates  # lazy: only with --template
+                self.templates = templates.from_options(self.options)
+        return self.templates
+
+    def _render_templates(self, templates, *, resolved_plan, resolution) -> list[ShimError]:
+        """Render every template in memory (resolution.rendered); the errors, if any."""
+        values, errors = {}, []
+        for template in templates.templates:
+            for text, reference in template.references.items():
+                try:
+                    values[text] = template_value(reference, resolution.outcomes)
+                except ShimError as error:
+                    errors.append(error.with_context(variable=f"template {template.spec.source}",
+                                                     reference=reference.canonical))
+        if errors:
+            return errors
+        environment = child_environment(resolved_plan, resolution,
+                                        keep_file_vars=self.options.keep_file_vars,
+                                        passthrough=self.options.passthrough)
+        try:
+            resolution.rendered = templates.render(values, environment)
+        except ShimError as error:
+            return [error]
+        return []
+
+    def write_templates(self, resolved: Resolved, identity=None) -> None:
+        """Write what resolve() rendered, owned by `identity` (the program's user)."""
+        if not self.templates or not resolved.resolution.rendered:
+            return
+        uid = identity.uid if identity is not None else None
+        gid = identity.gid if identity is not None else None
+        self.templates.write(resolved.resolution.rendered, uid, gid)
+        self.log.event("template.written", "info", "templates written",
+                       files=sorted(resolved.resolution.rendered))
+
+    def _save_fallback(self, fallback, resolution) -> None:
+        # A cache that cannot be written must not stop a start whose store answered: say so.
+        try:
+            fallback.save(resolution)
+        except ShimError as error:
+            self.log.warning(error.line(), event="fallback.not_written")
+        else:
+            self.log.event("fallback.written", "debug", "fallback cache written",
+                           directory=fallback.directory)
 
     def prepare_as_files(self, identity=None):
         """--as-files: check DIR before anything is resolved; None when not asked for."""
@@ -194,6 +269,31 @@ def open_log(options: Options) -> Log:
     except OSError as error:
         raise PermissionDenied(f"--audit-file {options.audit_file}: cannot open it ({error.strerror})",
                                hint="point it at a writable location") from None
+
+
+def record_stale(log: Log, resolution) -> None:
+    """One `secret.stale` per variable that got a value from the fallback cache."""
+    for name in sorted(resolution.variables):
+        result = resolution.variables[name]
+        for reference, _ in result.metas:
+            served = resolution.stale.get(reference.fetch_key)
+            if served is None:
+                continue
+            age, error = served
+            log.event("secret.stale", "warning",
+                      f"{name}: served from the fallback cache ({int(age)}s old); the store "
+                      f"failed: {error.message}", variable=name, reference=reference.canonical,
+                      age_seconds=int(age), error=error.message, exit_code=error.exit_code)
+
+
+def template_value(reference, outcomes) -> str:
+    """The text a template's secret("REF") stands for, or the ShimError of its read."""
+    outcome = outcomes.get(reference.fetch_key)
+    if outcome is None:
+        raise NotFound("nothing was fetched for this reference")
+    if isinstance(outcome, ShimError):
+        raise outcome
+    return select(reference, outcome)
 
 
 def secret_values(resolved: Resolved) -> dict[str, str]:

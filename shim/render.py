@@ -24,7 +24,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import time
 
 import click
@@ -35,6 +34,7 @@ from shim.dumpable import restore_for_exec
 from shim.errors import ShimError, UnusableValue, UsageError
 from shim.pipeline import Pipeline, secret_values
 from shim.safe_read import read_capped
+from shim.atomic import write_atomically
 
 FORMATS = ("dotenv", "shell", "json")
 # Names that sh and dotenv readers take as a variable name and nothing else.
@@ -95,36 +95,6 @@ def _dotenv_quote(value: str) -> str:
     return '"' + escaped + '"'
 
 
-def write_atomically(path: str, content: bytes, *, mode: int, uid: int | None = None,
-                     gid: int | None = None) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".shim-", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-            os.fchmod(stream.fileno(), mode)
-            if uid is not None or gid is not None:
-                os.fchown(stream.fileno(), -1 if uid is None else uid, -1 if gid is None else gid)
-        os.rename(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class Renderer:
     """Writes what changed since the last render; remembers what it wrote."""
 
@@ -179,16 +149,18 @@ def render_command(**raw):
         from shim import ciexport  # lazy: only with --ci-export
         ciexport.preflight(options.file_format, os.environ, directory=options.directory,
                            env_file=options.out_env_file, watching=options.watch is not None)
-    elif not options.directory and not options.out_env_file:
-        raise UsageError("render needs --dir DIR or --env-file PATH (or both)",
+    elif not options.directory and not options.out_env_file and not options.templates:
+        raise UsageError("render needs --dir DIR, --env-file PATH or --template SRC:DEST",
                          hint="e.g. shim render --dir /run/app-secrets")
     action = options.on_change
     if action and action[0] == "signal" and not options.pid_file:
         raise UsageError("--on-change signal:NAME needs --pid-file", hint="name the file holding the PID")
-    uid = gid = None
+    uid = gid = identity = None
     if options.owner:
         identity = privileges.resolve_identity(options.owner)
         uid, gid = identity.uid, identity.gid
+    run.prepare_fallback(identity)   # the files' owner may neither read nor write the cache
+    run.prepare_templates()
     if options.directory:
         _check_directory(options.directory)
     if options.out_env_file:
@@ -199,6 +171,7 @@ def render_command(**raw):
         resolved = run.resolve()
         if resolved.errors:
             run.fail(resolved.errors)
+        run.write_templates(resolved, identity)
         values, leases = secret_values(resolved), []
     else:
         # A sidecar lives as long as the pod: every resolution runs in a helper process, so

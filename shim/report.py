@@ -8,12 +8,14 @@ import sys
 import click
 
 from shim.cli import command_options, pipeline_for
+from shim.pipeline import template_value
 from shim.errors import ConfigError, ShimError
 from shim.resolve import age_seconds
 from shim.rotation import overdue
 
 
-def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False) -> list[dict]:
+def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False,
+              templates=None) -> list[dict]:
     """One row per variable; an overdue secret says so (with its limit) whether or not it is refused."""
     rows = []
     for name in sorted(plan.entries):
@@ -39,6 +41,12 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
         ages = [a for a in (age_seconds(m) for _, m in metas) if a is not None]
         row["version"] = ",".join(versions) or None
         row["age_seconds"] = int(max(ages)) if ages else None
+        stale = [resolution.stale[ref.fetch_key][0] for ref, _ in metas
+                 if ref.fetch_key in resolution.stale]
+        if stale and row["status"] == "ok":
+            # --fallback-cache: the store was unavailable; AGE is how old the cached copy is
+            row["status"] = "stale"
+            row["stale_seconds"] = row["age_seconds"] = int(max(stale))
         _mark_overdue(row, metas, max_age, enforce)
         rows.append(row)
     for error in plan.errors:
@@ -50,8 +58,43 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
         rows.append({"variable": file_var, "source": "file-var", "references": [], "origin": None,
                      "status": "left as is (outside every secrets dir)", "version": None,
                      "age_seconds": None})
+    if templates:
+        rows.extend(template_rows(templates, resolution))
     rows.sort(key=lambda row: row["variable"])
     return rows
+
+
+def template_rows(templates, resolution) -> list[dict]:
+    """--template: one row per reference of each template (SOURCE template, its file's name)."""
+    rows = []
+    for template in templates.templates:
+        for text, reference in sorted(template.references.items()):
+            row = {"variable": template.spec.name, "source": "template",
+                   "references": [reference.canonical], "origin": template.spec.source,
+                   "version": None, "age_seconds": None}
+            try:
+                template_value(reference, resolution.outcomes)
+            except ShimError as error:
+                row.update(status=error.kind, exit_code=error.exit_code, message=error.message)
+            else:
+                row["status"] = "ok"
+                fetched = resolution.outcomes[reference.fetch_key]
+                row["version"] = fetched.meta.version
+                age = age_seconds(fetched.meta)
+                row["age_seconds"] = int(age) if age is not None else None
+            rows.append(row)
+    return rows
+
+
+def _say_what_redaction_skips(run, resolution) -> None:
+    """-v: the values --redact would leave in the output, being shorter than its minimum."""
+    from shim.redact import MIN_LENGTH  # lazy: only for check -v
+    for name in sorted(resolution.variables):
+        value = resolution.variables[name].value
+        if value is not None and len(value) < MIN_LENGTH:
+            run.log.event("redact.too_short", "info",
+                          f"{name}: shorter than {MIN_LENGTH} characters, --redact leaves it in "
+                          "the output", variable=name)
 
 
 def _mark_files(rows, as_files, resolution, errors) -> None:
@@ -113,8 +156,18 @@ def check_command(**raw):
     """Resolve exactly as exec would and print the plan; never a value."""
     run = pipeline_for("check", raw)
     identity_errors = []
+    identity = None
     try:
-        run.target_identity()
+        identity = run.target_identity()
+    except ShimError as error:
+        identity_errors.append(error)
+    try:
+        run.prepare_fallback(identity)
+    except ShimError as error:
+        identity_errors.append(error)
+        run.fallback = None
+    try:
+        run.prepare_templates()
     except ShimError as error:
         identity_errors.append(error)
     try:
@@ -125,9 +178,11 @@ def check_command(**raw):
     plan, resolution, errors = run.resolve()
     errors = identity_errors + errors
     rows = plan_rows(plan, resolution, max_age=run.options.max_age,
-                     enforce=run.options.enforce_max_age)
+                     enforce=run.options.enforce_max_age, templates=run.templates)
     if as_files:
         _mark_files(rows, as_files, resolution, errors)
+    if run.options.verbose:
+        _say_what_redaction_skips(run, resolution)
     if run.options.as_json:
         print_json(rows, errors)
     else:

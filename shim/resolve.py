@@ -44,6 +44,11 @@ class Resolution:
         self.variables: dict[str, VariableResult] = {}
         self.errors: list[ShimError] = []
         self.fetched: dict[tuple, tuple[str, Fetched]] = {}  # fetch_key -> (provider, Fetched)
+        # --fallback-cache: fetch_key -> (age in seconds, the store's error) of what was
+        # served from the cache because its store was unavailable
+        self.stale: dict[tuple, tuple[float, ShimError]] = {}
+        self.outcomes: dict[tuple, Outcome] = {}   # every fetch key's Fetched or ShimError
+        self.rendered: dict[str, bytes] = {}         # --template: DEST -> content, not yet written
 
     def lease_metas(self):
         """(fetch_key, provider, meta, fetched) of every secret that came with a lease."""
@@ -118,11 +123,22 @@ def fetch_references(references: list[Reference], pool: ProviderPool,
 
 
 def resolve_plan(plan: Plan, pool: ProviderPool, deadline: Deadline,
-                 reuse: Mapping[tuple, Fetched] | None = None, binary_ok=None) -> Resolution:
-    """`binary_ok(name)`: the variable goes to a file (--as-files), so bytes are fine."""
+                 reuse: Mapping[tuple, Fetched] | None = None, binary_ok=None,
+                 fallback=None, extra: tuple[Reference, ...] = ()) -> Resolution:
+    """`binary_ok(name)`: the variable goes to a file (--as-files), so bytes are fine.
+    `fallback`: the --fallback-cache (shim.fallback), asked only about unavailable stores.
+    `extra`: references no variable holds (--template's), read in the same pass; their
+    outcomes are in `Resolution.outcomes`."""
     resolution = Resolution()
-    references = plan.references() + list(plan.imports)   # one read per map, shared
+    # one read per map, shared
+    references = plan.references() + list(plan.imports) + list(extra)
     outcomes = fetch_references(references, pool, deadline, plan.env_file_entries, reuse)
+    resolution.outcomes = outcomes
+    if fallback is not None:
+        try:
+            resolution.stale = fallback.cover(references, outcomes)
+        except ShimError as error:   # a damaged cache is never half-believed
+            resolution.errors.append(error)
     for reference in references:
         outcome = outcomes.get(reference.fetch_key)
         if isinstance(outcome, Fetched):

@@ -29,7 +29,7 @@ import sys
 import time
 
 # The signal sets and the reaping are the lean loop's (one definition for both loops).
-from shim.initloop import IGNORED_BY_SUPERVISOR, WAITED_SIGNALS, reap
+from shim.initloop import IGNORED_BY_SUPERVISOR, WAIT_PREFIX, WAITED_SIGNALS, reap
 from shim.launch import execve_program
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -39,13 +39,14 @@ class Supervisor:
     """Starts CMD, forwards signals, reaps zombies, restarts on request."""
 
     def __init__(self, argv, *, log, forward_to_group=True, stop_signal=signal.SIGTERM,
-                 stop_timeout=10.0, prepare_child=None):
+                 stop_timeout=10.0, prepare_child=None, output=None):
         self.argv = list(argv)
         self.log = log
         self.forward_to_group = forward_to_group
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.prepare_child = prepare_child     # runs in the child before exec (privilege drop)
+        self.output = output                   # --redact: shim.redactor.RedactedOutput
         self.child_pid: int | None = None
         self._pending_env: dict | None = None  # set while a restart is in progress
         self._kill_at: float | None = None     # when a stopping child gets SIGKILL
@@ -64,23 +65,33 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_BLOCK, WAITED_SIGNALS)
 
     def start(self, env) -> None:
+        if self.output is not None and self.output.pid is None:
+            self.output.open()   # --redact: the program's stdio and the redactor, once
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             self._become_command(env)  # never returns
         # Also from the parent: whichever runs first, the group exists before we signal it.
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child already exec'd or exited; it set its own group
+        # Not for a program on a pseudo-terminal: it makes a session of its own, which a
+        # process group leader could not.
+        if self.output is None or not self.output.terminal:
+            try:
+                os.setpgid(pid, pid)
+            except OSError:
+                pass  # the child already exec'd or exited; it set its own group
         self.child_pid = pid
         self.log.event("child.started", "debug", pid=pid, command=self.argv[0])
 
     def _become_command(self, env) -> None:
         try:
-            os.setpgid(0, 0)
-            if os.isatty(0):
+            if self.output is not None and self.output.terminal:
+                self.output.attach()   # its own session, the pseudo-terminal as its terminal
+            else:
+                os.setpgid(0, 0)
+                if self.output is not None:
+                    self.output.attach()
+            if self.output is None and os.isatty(0):
                 # Take the terminal's foreground so CMD can read it (tini does the same);
                 # SIGTTOU would stop us for asking from the background.
                 signal.signal(signal.SIGTTOU, signal.SIG_IGN)
@@ -118,6 +129,8 @@ class Supervisor:
                                            exited_with=status)
                             self.start(env)
                             continue
+                        if self.output is not None:
+                            self.output.finish()   # the redactor writes what it still holds
                         return status
                 else:
                     self.forward(info.si_signo)
@@ -195,6 +208,9 @@ class Supervisor:
             return
         mode = "group" if self.forward_to_group else "child"
         paths = [os.path.abspath(path) for path in remove_on_exit]
+        if self.output is not None and self.output.pid is not None:
+            # The lean loop waits for the redactor too, so the last lines reach the log.
+            paths.insert(0, f"{WAIT_PREFIX}{self.output.pid}")
         if getattr(sys, "frozen", False):
             # The bundle: its entry script runs the same loop when given this first argument.
             argv = [sys.executable, LEAN_LOOP_ARGUMENT, str(self.child_pid), mode, *paths]

@@ -33,7 +33,9 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
     "shim.compose", "shim.helper", "shim.imports", "select",
-    "shim.sops", "shim.providers.sops", "pyrage", "gnupg", "re2",
+    "shim.sops", "shim.providers.sops", "pyrage", "gnupg", "re2", "shim.fallback",
+    "shim.templates", "jinja2", "markupsafe", "shim.atomic", "shim.redact", "shim.redactor",
+    "termios", "tty", "ahocorasick_rs",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):

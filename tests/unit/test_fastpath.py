@@ -220,7 +220,7 @@ def test_these_go_to_click(args):
 
 
 SAMPLE = {"duration": "7s", "signal": "HUP", "action": "exit", "text": "file:/srv",
-          "path": MISSING, "user": "app", "paths": "/srv/a", "list": "A"}
+          "path": MISSING, "user": "app", "paths": "/srv/a", "list": "A", "mode": "0440"}
 
 
 @pytest.mark.parametrize("option", FLAGGED, ids=lambda option: option.name)
