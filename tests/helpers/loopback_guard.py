@@ -16,6 +16,10 @@ Unix sockets, netlink and every other family pass. A refusal raises `LoopbackOnl
 named by SHIM_TEST_LOOPBACK_GUARD, where tests/conftest.py finds it after the test and fails the
 test, even when the code under test swallowed the error.
 
+One answer needs no network: a name under `.invalid` (RFC 2606: reserved, it never resolves) is
+answered here as every resolver answers it, `socket.gaierror` EAI_NONAME, and not reported. The
+DNS-failure tests name such hosts; they get the real failure without a packet leaving.
+
 It runs in two places: the pytest process (tests/conftest.py calls `install()`), and every
 Python process started with the venv's interpreter while SHIM_TEST_LOOPBACK_GUARD is set (shim
 under run_shim/start_shim, the doubles run as servers): a `.pth` file that tests/conftest.py
@@ -122,9 +126,18 @@ def _report(line: str) -> None:
         os.close(descriptor)
 
 
+def never_resolves(host) -> bool:
+    """A name in the reserved `.invalid` domain (RFC 2606)."""
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    return isinstance(host, str) and host.lower().rstrip(".").endswith(".invalid")
+
+
 def _hook(event: str, args: tuple) -> None:
     if event not in _WATCHED:
         return
+    if event in _LOOKUPS and args and never_resolves(args[0]):
+        raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known")
     problem = violation(event, args)
     if problem is not None:
         _report(f"pid {os.getpid()} ({os.path.basename(sys.argv[0] or 'python')}): {problem}")

@@ -61,6 +61,17 @@ def test_udp_and_dns_beyond_loopback_are_refused_and_reported():
     assert "socket.getaddrinfo of 'example.com'" in report
 
 
+def test_a_reserved_invalid_name_fails_to_resolve_without_a_lookup():
+    """The DNS-failure tests name `.invalid` hosts: the guard answers as every resolver must."""
+    def lookup():
+        with pytest.raises(socket.gaierror) as raised:
+            socket.getaddrinfo("shim-no-such-host.invalid", 80)
+        assert raised.value.errno == socket.EAI_NONAME
+        assert not isinstance(raised.value, loopback_guard.LoopbackOnly)
+
+    assert _report_after(lookup) == ""
+
+
 def test_loopback_stays_allowed():
     def local():
         with socket.create_server(("127.0.0.1", 0)) as server:
