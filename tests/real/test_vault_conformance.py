@@ -21,18 +21,26 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pwd
 import re
 import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from tests.conftest import unavailable
 from tests.doubles.vault import VaultDouble
-from tests.real.conftest import OpenBao, unique_path
+from tests.real.conftest import OpenBao, free_port, unique_path
 
 # -- the wire, the same for both -------------------------------------------------------------
 
@@ -184,13 +192,16 @@ class Side:
     def kv1_mount(self, mount: str) -> None: raise NotImplementedError
     def kv2_put(self, path: str, data: dict, *, namespace: str = "") -> int: raise NotImplementedError
     def reader_token(self, paths: list[str], *, ttl: int = 3600, max_ttl: int = 0,
-                     renewable: bool = True, namespace: str = "") -> str: raise NotImplementedError
+                     renewable: bool = True, namespace: str = "",
+                     denied: list[str] = ()) -> str: raise NotImplementedError
     def revoke(self, token: str) -> None: raise NotImplementedError
     def wait(self, seconds: float) -> None: raise NotImplementedError
     def namespace(self, path: str) -> None: raise NotImplementedError
     def transit_key(self, name: str) -> None: raise NotImplementedError
     def approle(self, role: str, paths: list[str]) -> None: raise NotImplementedError
     def seal(self) -> None: raise NotImplementedError
+    def database_role(self, role: str, default_ttl: int, max_ttl: int) -> None:
+        raise NotImplementedError
 
     def clock(self) -> float:
         return time.time()
@@ -214,10 +225,12 @@ class OpenBaoSide(Side):
         return self.server.ok("POST", f"secret/data/{path}", {"data": data},
                               namespace=namespace or None)["data"]["version"]
 
-    def reader_token(self, paths, *, ttl=3600, max_ttl=0, renewable=True, namespace=""):
+    def reader_token(self, paths, *, ttl=3600, max_ttl=0, renewable=True, namespace="",
+                     denied=()):
         name = unique_path("policy")
-        rules = "\n".join(f'path "{p}" {{ capabilities = ["read", "update", "create", "list"] }}'
-                          for p in paths)
+        rules = "\n".join([*(f'path "{p}" {{ capabilities = ["read", "update", "create", "list"] }}'
+                             for p in paths),
+                           *(f'path "{p}" {{ capabilities = ["deny"] }}' for p in denied)])
         self.server.ok("PUT", f"sys/policy/{name}", {"policy": rules or "# none"},
                        namespace=namespace or None)
         body = {"policies": [name], "ttl": f"{ttl}s", "renewable": renewable}
@@ -257,6 +270,22 @@ class OpenBaoSide(Side):
     def seal(self):
         self.server.ok("PUT", "sys/seal", {})
 
+    def database_role(self, role, default_ttl, max_ttl):
+        # The real database engine, on a PostgreSQL of this module's own (`postgres` below).
+        database = self.postgres
+        status, _ = self.server.request("GET", "sys/mounts/database")
+        if status != 200:
+            self.server.ok("POST", "sys/mounts/database", {"type": "database"})
+            self.server.ok("POST", "database/config/pg", {
+                "plugin_name": "postgresql-database-plugin", "allowed_roles": "*",
+                "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:"
+                                  f"{database.port}/postgres?sslmode=disable",
+                "username": database.user, "password": database.password})
+        self.server.ok("POST", f"database/roles/{role}", {
+            "db_name": "pg", "default_ttl": default_ttl, "max_ttl": max_ttl,
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+                                    "VALID UNTIL '{{expiration}}';"]})
+
 
 class DoubleSide(Side):
     name = "double"
@@ -270,7 +299,9 @@ class DoubleSide(Side):
     def kv2_put(self, path, data, *, namespace=""):
         return self.double.kv2_put("secret", path, data, namespace=namespace)
 
-    def reader_token(self, paths, *, ttl=3600, max_ttl=0, renewable=True, namespace=""):
+    def reader_token(self, paths, *, ttl=3600, max_ttl=0, renewable=True, namespace="",
+                     denied=()):
+        # The double has no deny rules: the scenarios deny only what OpenBao ignores.
         return self.double.create_token(paths, ttl=ttl, max_ttl=max_ttl, renewable=renewable,
                                         namespace=namespace)
 
@@ -295,6 +326,9 @@ class DoubleSide(Side):
     def clock(self):
         return self.double._now()   # the real clock plus what wait() advanced it
 
+    def database_role(self, role, default_ttl, max_ttl):
+        self.double.add_database_role(role, default_ttl=default_ttl, max_ttl=max_ttl)
+
 
 # -- scenarios ---------------------------------------------------------------------------------
 
@@ -309,15 +343,15 @@ def scenario(function):
 @scenario
 def kv2_versions(side, names):
     path = names["path"]
-    side.kv2_put(path, {"password": "one"})
-    side.kv2_put(path, {"password": "two"})
+    side.kv2_put(path, {"password": names["values"][0]})
+    side.kv2_put(path, {"password": names["values"][1]})
     return [
         Step("latest", side.call("GET", f"secret/data/{path}"), ("data.metadata.version",)),
         Step("version 1", side.call("GET", f"secret/data/{path}?version=1"),
              ("data.metadata.version",)),
         Step("no such version", side.call("GET", f"secret/data/{path}?version=9")),
         Step("metadata", side.call("GET", f"secret/metadata/{path}"), ("data.current_version",)),
-        Step("write", side.call("POST", f"secret/data/{path}", {"data": {"password": "three"}}),
+        Step("write", side.call("POST", f"secret/data/{path}", {"data": {"password": names["values"][2]}}),
              ("data.version",)),
     ]
 
@@ -325,7 +359,7 @@ def kv2_versions(side, names):
 @scenario
 def kv2_deleted_and_destroyed(side, names):
     path = names["path"]
-    for value in ("one", "two", "three"):
+    for value in names["values"]:
         side.kv2_put(path, {"password": value})
     return [
         Step("delete v1", side.call("POST", f"secret/delete/{path}", {"versions": [1]})),
@@ -356,7 +390,7 @@ def kv1_read(side, names):
     path, mount = names["path"], names["mount"]
     side.kv1_mount(mount)
     return [
-        Step("write", side.call("POST", f"{mount}/{path}", {"password": "one"})),
+        Step("write", side.call("POST", f"{mount}/{path}", {"password": names["values"][0]})),
         Step("read", side.call("GET", f"{mount}/{path}"), ("lease_duration", "data")),
         Step("mount lookup", side.call("GET", f"sys/internal/ui/mounts/{mount}/{path}"),
              ("data.path", "data.type", "data.options")),
@@ -366,7 +400,7 @@ def kv1_read(side, names):
 @scenario
 def denied_policy(side, names):
     path = names["path"]
-    side.kv2_put(path, {"password": "one"})
+    side.kv2_put(path, {"password": names["values"][0]})
     token = side.reader_token([f"secret/data/{path}"])
     return [
         Step("allowed", side.call("GET", f"secret/data/{path}", token=token)),
@@ -381,9 +415,15 @@ def mount_lookup(side, names):
     side.kv1_mount(mount)
     reader = side.reader_token([f"secret/data/{path}"])
     elsewhere = side.reader_token([f"{mount}/{path}"])
+    # OpenBao has no policy-denied mount lookup: a deny on sys/internal/ui/mounts is ignored.
+    deny_lookup = side.reader_token([f"secret/data/{path}"], denied=["sys/internal/ui/mounts/*",
+                                                                    "sys/internal/ui/mounts"])
     return [
         Step("allowed", side.call("GET", f"sys/internal/ui/mounts/secret/data/{path}", token=reader),
              ("data.path", "data.type", "data.options")),
+        Step("a policy denying the lookup",
+             side.call("GET", f"sys/internal/ui/mounts/secret/data/{path}", token=deny_lookup),
+             ("data.path",)),
         Step("allowed, another path of the mount",
              side.call("GET", f"sys/internal/ui/mounts/secret/data/{path}-x", token=reader),
              ("data.path",)),
@@ -400,7 +440,7 @@ def child_namespace_mount_lookup(side, names):
     parent, child = names["namespace"], f"{names['namespace']}/inner"
     side.namespace(parent)
     side.namespace(child)
-    side.kv2_put("app", {"password": "one"}, namespace=child)
+    side.kv2_put("app", {"password": names["values"][0]}, namespace=child)
     return [
         Step("from the parent", side.call("GET", "sys/internal/ui/mounts/inner/secret/data/app",
                                           namespace=parent), ("data.path", "data.type")),
@@ -545,12 +585,96 @@ def sealed(side, names):
     ]
 
 
+@scenario
+def database_lease(side, names):
+    side.database_role(names["role"], default_ttl=60, max_ttl=120)
+    creds = side.call("GET", f"database/creds/{names['role']}")
+    lease = creds.body["lease_id"]
+    assert lease.startswith(f"database/creds/{names['role']}/"), side.name
+    return [
+        Step("creds", creds, ("lease_duration", "renewable")),
+        Step("renew", side.call("PUT", "sys/leases/renew", {"lease_id": lease, "increment": 60}),
+             ("lease_duration", "renewable")),
+        Step("renew past max_ttl", side.call("PUT", "sys/leases/renew",
+                                             {"lease_id": lease, "increment": 3600}),
+             ("renewable", "lease_duration", "warnings")),
+        Step("revoke", side.call("PUT", "sys/leases/revoke", {"lease_id": lease})),
+        Step("renew revoked", side.call("PUT", "sys/leases/renew", {"lease_id": lease})),
+    ]
+
+
 # Scenarios that change the whole server run on servers of their own.
 OWN_SERVER = {"sealed"}
 
 
-def _names() -> dict[str, str]:
-    return {"path": unique_path("conf"), "mount": unique_path("kv1"),
+class Postgres:
+    """Debian's PostgreSQL 15 on 127.0.0.1, in a directory of its own, for the database engine."""
+
+    BIN = Path("/usr/lib/postgresql/15/bin")
+
+    def __init__(self, directory: Path):
+        if not (self.BIN / "initdb").exists():
+            unavailable("PostgreSQL 15 is missing (make packages)")
+        self.directory, self.port = directory, free_port()
+        self.user = "conformance"
+        self.password = secrets.token_hex(16)   # pragma: allowlist secret
+        self.process: subprocess.Popen | None = None
+
+    def _as_postgres(self):
+        account = pwd.getpwnam("postgres")   # initdb and postgres refuse to run as root
+        os.setgid(account.pw_gid)
+        os.setuid(account.pw_uid)
+
+    def start(self) -> "Postgres":
+        data, secret = self.directory / "data", self.directory / "password"
+        secret.write_text(self.password)
+        shutil.chown(self.directory, "postgres")
+        shutil.chown(secret, "postgres")
+        made = subprocess.run([self.BIN / "initdb", "-D", data, "-U", self.user, "--pwfile",
+                               secret, "-A", "scram-sha-256"], preexec_fn=self._as_postgres,
+                              capture_output=True, text=True, timeout=120)
+        if made.returncode != 0:
+            pytest.fail(f"initdb failed: {made.stderr[-1000:]}", pytrace=False)
+        self.process = subprocess.Popen(
+            [self.BIN / "postgres", "-D", data, "-h", "127.0.0.1", "-p", str(self.port),
+             "-k", self.directory], preexec_fn=self._as_postgres, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready = subprocess.run([self.BIN / "pg_isready", "-h", "127.0.0.1", "-p",
+                                    str(self.port)], capture_output=True, timeout=10)
+            if ready.returncode == 0:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail("PostgreSQL did not start within 60 s", pytrace=False)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)   # fast shutdown
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    # Not under pytest's tmp_path: its parent is root's alone, and postgres runs as `postgres`.
+    directory = Path(tempfile.mkdtemp(prefix="shim-conformance-pg-"))
+    database = Postgres(directory)
+    try:
+        yield database.start()
+    finally:
+        database.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _names() -> dict[str, Any]:
+    # The same names and values for both servers; values are canaries, like every test secret.
+    return {"values": [f"canary-conformance-{secrets.token_hex(8)}" for _ in range(3)],
+            "path": unique_path("conf"), "mount": unique_path("kv1"),
             "namespace": unique_path("ns"), "key": unique_path("key"),
             "role": unique_path("role"),
             "bad_token": "s." + "".join(secrets.choice("abcdefghijkLMNOPQRSTUVWXYZ0123456789")
@@ -566,10 +690,13 @@ def conformance_openbao(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_the_double_answers_as_openbao_does(name, conformance_openbao, fresh_openbao):
+def test_the_double_answers_as_openbao_does(name, conformance_openbao, fresh_openbao, request):
     names = _names()
     server = fresh_openbao() if name in OWN_SERVER else conformance_openbao
-    real = SCENARIOS[name](OpenBaoSide(server), names)
+    side = OpenBaoSide(server)
+    if name == "database_lease":
+        side.postgres = request.getfixturevalue("postgres")
+    real = SCENARIOS[name](side, names)
     with VaultDouble(root_token=server.root_token) as double:
         ours = SCENARIOS[name](DoubleSide(double), names)
     problems = compare(ours, real)

@@ -82,7 +82,10 @@ class LeasesMixin:
         if lease is None or not lease.alive(now):
             raise VaultFailure(400, ["lease not found"])
         asked = self._increment(body, lease.ttl)
-        ttl, warnings = self._capped(asked, lease.max_expires, now)
+        # As for tokens, OpenBao counts what is left of the max TTL in whole seconds of the
+        # clock from the issue second (a lease renewed at once has all of its 2m left, not 1m59s).
+        max_expires = int(lease.issued) + round(lease.max_expires - lease.issued)
+        ttl, warnings = self._capped(asked, max_expires, int(now))
         lease.ttl, lease.expires = ttl, now + ttl
         lease.renewals += 1
         return _ok(envelope(lease_id=lease.lease_id, renewable=True, lease_duration=ttl,
