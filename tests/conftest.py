@@ -6,6 +6,7 @@ canary made so far appears in shim's stdout or stderr.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
@@ -50,6 +51,7 @@ def unavailable(reason: str) -> None:
 # SHIM_TEST_LOOPBACK_GUARD set through the .pth file written below. `stays_on_loopback` fails
 # the test that caused a report.
 _GUARD_DIRECTORY = Path(tempfile.mkdtemp(prefix="shim-loopback-"))
+atexit.register(shutil.rmtree, _GUARD_DIRECTORY, True)
 os.chmod(_GUARD_DIRECTORY, 0o755)
 LOOPBACK_REPORT = _GUARD_DIRECTORY / "report"
 LOOPBACK_REPORT.touch()

@@ -7,9 +7,10 @@ CPython audit hook (PEP 578) that refuses, before anything is sent:
 
 - `socket.connect` / `connect_ex` / `sendto` / `sendmsg` to an internet address that is not
   loopback (127.0.0.0/8, ::1, ::ffff:127.x) and not the name `localhost`;
-- `socket.getaddrinfo` / `gethostbyname` / `gethostbyname_ex` / `gethostbyaddr` of a host name
-  other than `localhost` (the lookup itself goes to the DNS server). Numeric addresses are
-  looked up without traffic, so they pass here and are judged at connect time.
+- `socket.getaddrinfo` / `gethostbyname` / `gethostbyname_ex` of a host name other than
+  `localhost` (the lookup itself goes to the DNS server), and `gethostbyaddr` of an address
+  that is not loopback (a PTR query). Numeric addresses are looked up without traffic, so they
+  pass here and are judged at connect time.
 
 Unix sockets, netlink and every other family pass. A refusal raises `LoopbackOnly` (an
 `OSError`, which clients treat like any network failure) and appends one line to the report file
@@ -90,23 +91,19 @@ def lookup_stays_local(host) -> bool:
     return isinstance(host, str) and (host.lower() in LOCAL_NAMES or _packed(host) is not None)
 
 
-def _destination(event: str, args: tuple):
-    """(family, address) of a connect/sendto/sendmsg event; None when it names no address."""
-    sock = args[0]
-    family = getattr(sock, "family", None)
-    address = args[1] if len(args) > 1 else None
-    return family, address
-
-
 def violation(event: str, args: tuple) -> str | None:
     """What is wrong with this event, or None when it stays on loopback."""
     if event in _CONNECTS:
-        family, address = _destination(event, args)
+        # (socket, address); a connected socket's sendmsg names no address.
+        family = getattr(args[0], "family", None)
+        address = args[1] if len(args) > 1 else None
         if family not in _INTERNET or not isinstance(address, tuple) or not address:
             return None
         if is_loopback(address[0]):
             return None
         return f"{event} to {address[0]!r} port {address[1] if len(address) > 1 else '?'}"
+    if event == "socket.gethostbyaddr" and args and not is_loopback(args[0]):
+        return f"{event} of {args[0]!r} (a reverse DNS query)"
     if event in _LOOKUPS and args and not lookup_stays_local(args[0]):
         return f"{event} of {args[0]!r} (a DNS query)"
     return None

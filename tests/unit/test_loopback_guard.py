@@ -51,6 +51,8 @@ def test_udp_and_dns_beyond_loopback_are_refused_and_reported():
                 sock.sendto(b"x", ("169.254.169.254", 53))
         with pytest.raises(loopback_guard.LoopbackOnly):
             socket.getaddrinfo("metadata.google.internal", 80)
+        with pytest.raises(loopback_guard.LoopbackOnly):
+            socket.gethostbyaddr("93.184.215.14")
         with pytest.raises(OSError) as raised:   # urllib wraps it in URLError
             urllib.request.urlopen("http://example.com/", timeout=2)
         assert isinstance(raised.value.reason, loopback_guard.LoopbackOnly)
@@ -59,6 +61,7 @@ def test_udp_and_dns_beyond_loopback_are_refused_and_reported():
     assert "socket.sendto to '169.254.169.254' port 53" in report
     assert "socket.getaddrinfo of 'metadata.google.internal'" in report
     assert "socket.getaddrinfo of 'example.com'" in report
+    assert "socket.gethostbyaddr of '93.184.215.14' (a reverse DNS query)" in report
 
 
 def test_a_reserved_invalid_name_fails_to_resolve_without_a_lookup():
