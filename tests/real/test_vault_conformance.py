@@ -20,6 +20,7 @@ malformed answers); everything both can play is here, and must agree.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import pwd
@@ -202,6 +203,8 @@ class Side:
     def seal(self) -> None: raise NotImplementedError
     def database_role(self, role: str, default_ttl: int, max_ttl: int) -> None:
         raise NotImplementedError
+    def jwt_role(self, role: str, jwt: str, public_pem: str, paths: list[str]) -> None:
+        raise NotImplementedError
 
     def clock(self) -> float:
         return time.time()
@@ -270,6 +273,18 @@ class OpenBaoSide(Side):
     def seal(self):
         self.server.ok("PUT", "sys/seal", {})
 
+    def jwt_role(self, role, jwt, public_pem, paths):
+        status, _ = self.server.request("GET", "sys/auth/jwt")
+        if status != 200:
+            self.server.ok("POST", "sys/auth/jwt", {"type": "jwt"})
+        self.server.ok("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [public_pem]})
+        name = unique_path("policy")
+        self.server.ok("PUT", f"sys/policy/{name}", {"policy": "\n".join(
+            f'path "{p}" {{ capabilities = ["read"] }}' for p in paths)})
+        self.server.ok("POST", f"auth/jwt/role/{role}", {
+            "role_type": "jwt", "user_claim": "sub", "bound_audiences": ["shim"],
+            "token_policies": [name], "token_ttl": "1h"})
+
     def database_role(self, role, default_ttl, max_ttl):
         # The real database engine, on a PostgreSQL of this module's own (`postgres` below).
         database = self.postgres
@@ -328,6 +343,9 @@ class DoubleSide(Side):
 
     def database_role(self, role, default_ttl, max_ttl):
         self.double.add_database_role(role, default_ttl=default_ttl, max_ttl=max_ttl)
+
+    def jwt_role(self, role, jwt, public_pem, paths):
+        self.double.add_jwt_role(role, jwt, paths)   # the double knows the one token it accepts
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -585,6 +603,42 @@ def sealed(side, names):
     ]
 
 
+def _signed_jwt(key, claims: dict) -> str:
+    """An RS256 JWT, as an identity provider signs it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def part(value) -> str:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    signed = f"{part({'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}"
+    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signed}.{part(signature)}"
+
+
+@scenario
+def jwt_login(side, names):
+    from cryptography.hazmat.primitives import serialization
+    key, stranger = names["jwt_keys"]
+    now = int(time.time())
+    claims = {"sub": "app", "aud": "shim", "iat": now, "nbf": now - 5, "exp": now + 600}
+    token = _signed_jwt(key, claims)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    side.jwt_role(names["role"], token, public.decode(), [f"secret/data/{names['path']}"])
+    return [
+        Step("login", side.call("POST", "auth/jwt/login", {"role": names["role"], "jwt": token},
+                                token=None), ("auth.metadata", "auth.orphan", "auth.lease_duration")),
+        Step("unknown role", side.call("POST", "auth/jwt/login",
+                                       {"role": f"{names['role']}-none", "jwt": token}, token=None)),
+        Step("signed by another key", side.call("POST", "auth/jwt/login",
+                                                {"role": names["role"],
+                                                 "jwt": _signed_jwt(stranger, claims)},
+                                                token=None)),
+    ]
+
+
 @scenario
 def database_lease(side, names):
     side.database_role(names["role"], default_ttl=60, max_ttl=120)
@@ -677,8 +731,16 @@ def _names() -> dict[str, Any]:
             "path": unique_path("conf"), "mount": unique_path("kv1"),
             "namespace": unique_path("ns"), "key": unique_path("key"),
             "role": unique_path("role"),
+            "jwt_keys": _jwt_keys(),
             "bad_token": "s." + "".join(secrets.choice("abcdefghijkLMNOPQRSTUVWXYZ0123456789")
                                          for _ in range(24))}
+
+
+@functools.cache
+def _jwt_keys():
+    """The identity provider's RSA key, and a stranger's (made once, when a scenario asks)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    return tuple(rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
 
 
 @pytest.fixture(scope="module")

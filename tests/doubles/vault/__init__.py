@@ -116,7 +116,8 @@ mfa_requirement, num_uses)
   optionally with wrap_ttl, calls) are served too.
 - Kubernetes `auth/<mount>/login` {role, jwt}: unknown role 400 `invalid role name "<r>"`,
   rejected JWT 403. JWT: unknown role 400 `role "<r>" could not be found`, rejected JWT 400
-  "error validating token: ...".
+  "error validating token: error verifying token signature: no known key successfully validated
+  the token signature" (OpenBao 2.7's text for a JWT signed by a key it does not know).
 
 Wrapping
 - `X-Vault-Wrap-TTL` on a request whose answer has data or auth: 200 envelope with data null and

@@ -198,7 +198,8 @@ class AuthMixin:
         if role is None:
             raise VaultFailure(400, [f'role "{body["role"]}" could not be found'])
         if not body.get("jwt") or body["jwt"] != role.jwt:
-            raise VaultFailure(400, ["error validating token: invalid signature"])
+            raise VaultFailure(400, ["error validating token: error verifying token signature: "
+                                     "no known key successfully validated the token signature"])
         return self._issue_login(call, mount, role, mount.path.rstrip("/"), dict(role.metadata))
 
     def _issue_login(self, call: _Call, mount: AuthMount, role: LoginRole, display: str,
