@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -93,17 +94,18 @@ def _write_guard_pth() -> str | None:
 
 
 _GUARD_PTH_PROBLEM = _write_guard_pth()
-
-
-def loopback_reports() -> str:
-    return LOOPBACK_REPORT.read_text(errors="replace")
+if _GUARD_PTH_PROBLEM and not IN_CI:
+    # The hook still guards this process; only shim's processes go unguarded. Under CI every
+    # test fails instead (stays_on_loopback).
+    warnings.warn(f"NOT GUARDED: shim's processes may leave loopback: {_GUARD_PTH_PROBLEM}")
 
 
 @pytest.fixture(autouse=True)
 def stays_on_loopback():
     """Fail the test if it, or a Python process it started, reached beyond loopback."""
-    if _GUARD_PTH_PROBLEM:
-        unavailable(f"the loopback guard cannot reach child processes: {_GUARD_PTH_PROBLEM}")
+    if _GUARD_PTH_PROBLEM and IN_CI:
+        pytest.fail(f"the loopback guard cannot reach child processes: {_GUARD_PTH_PROBLEM}",
+                    pytrace=False)
     before = LOOPBACK_REPORT.stat().st_size
     yield
     with open(LOOPBACK_REPORT, "rb") as report:
