@@ -6,17 +6,22 @@ canary made so far appears in shim's stdout or stderr.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+
+from tests.helpers import loopback_guard
 
 # Fuzzing budgets: `ci` keeps `make test` fast; `long` is for a soak run (docs/security.md).
 hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
@@ -41,7 +46,74 @@ def unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
-BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+# -- tests stay on loopback (docs/testing.md "Tests stay on this machine") ---------------------
+# The audit hook of tests/helpers/loopback_guard.py refuses and reports any connection or DNS
+# lookup beyond loopback: in this process at once, in every venv Python started with
+# SHIM_TEST_LOOPBACK_GUARD set through the .pth file written below. `stays_on_loopback` fails
+# the test that caused a report.
+_GUARD_DIRECTORY = Path(tempfile.mkdtemp(prefix="shim-loopback-"))
+atexit.register(shutil.rmtree, _GUARD_DIRECTORY, True)
+os.chmod(_GUARD_DIRECTORY, 0o755)
+LOOPBACK_REPORT = _GUARD_DIRECTORY / "report"
+LOOPBACK_REPORT.touch()
+os.chmod(LOOPBACK_REPORT, 0o666)   # shim may append to it after dropping root
+loopback_guard.install(str(LOOPBACK_REPORT))
+GUARD_PTH = Path(sysconfig.get_paths()["purelib"]) / "shim_test_loopback_guard.pth"
+
+# Where each cloud SDK looks for credentials when it finds none: its metadata service, which is
+# the network. Every run of shim gets these: the AWS instance metadata off (and its endpoint on a
+# closed loopback port), Google's metadata server and Azure's IMDS on a closed loopback port.
+# IDENTITY_ENDPOINT and MSI_ENDPOINT are not set: azure-identity chooses its credential by
+# them (App Service, Azure Arc, Cloud Shell), so setting them would change what a test exercises;
+# AZURE_POD_IDENTITY_AUTHORITY_HOST moves IMDS, the one it probes by default.
+CLOSED_LOOPBACK = "127.0.0.1:9"
+METADATA_ON_LOOPBACK = {
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT": f"http://{CLOSED_LOOPBACK}/",
+    "GCE_METADATA_HOST": CLOSED_LOOPBACK,
+    "GCE_METADATA_IP": CLOSED_LOOPBACK,
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://{CLOSED_LOOPBACK}",
+}
+
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+            **METADATA_ON_LOOPBACK, loopback_guard.REPORT_VARIABLE: str(LOOPBACK_REPORT)}
+
+
+def _write_guard_pth() -> str | None:
+    """The .pth line that loads the guard into the venv's interpreters; an error text, or None."""
+    line = loopback_guard.pth_line(str(Path(loopback_guard.__file__).resolve()))
+    try:
+        if GUARD_PTH.exists() and GUARD_PTH.read_text() == line:
+            return None
+        staging = GUARD_PTH.with_name(f".{GUARD_PTH.name}.{os.getpid()}")
+        staging.write_text(line)
+        os.replace(staging, GUARD_PTH)   # atomic: a Python starting now reads all or nothing
+    except OSError as error:
+        return f"cannot write {GUARD_PTH} ({error.strerror})"
+    return None
+
+
+_GUARD_PTH_PROBLEM = _write_guard_pth()
+if _GUARD_PTH_PROBLEM and not IN_CI:
+    # The hook still guards this process; only shim's processes go unguarded. Under CI every
+    # test fails instead (stays_on_loopback).
+    warnings.warn(f"NOT GUARDED: shim's processes may leave loopback: {_GUARD_PTH_PROBLEM}")
+
+
+@pytest.fixture(autouse=True)
+def stays_on_loopback():
+    """Fail the test if it, or a Python process it started, reached beyond loopback."""
+    if _GUARD_PTH_PROBLEM and IN_CI:
+        pytest.fail(f"the loopback guard cannot reach child processes: {_GUARD_PTH_PROBLEM}",
+                    pytrace=False)
+    before = LOOPBACK_REPORT.stat().st_size
+    yield
+    with open(LOOPBACK_REPORT, "rb") as report:
+        report.seek(before)
+        new = report.read().decode(errors="replace").strip()
+    if new:
+        pytest.fail(f"the test left loopback (tests/helpers/loopback_guard.py refused it):\n{new}",
+                    pytrace=False)
 
 
 # A leak is any copy of a canary's random part long enough to matter: 12 characters of it,
@@ -137,7 +209,9 @@ def run_shim(canaries):
 
     def run(args, env=None, *, input=None, timeout=60, cwd=None, check_leaks=True,
             base_env=True, preexec_fn=None, python=None):
-        environment = dict(BASE_ENV) if base_env else {}
+        # Without the base, shim still gets the guard's variable (it scrubs SHIM_* from its child).
+        environment = dict(BASE_ENV) if base_env else {
+            loopback_guard.REPORT_VARIABLE: BASE_ENV[loopback_guard.REPORT_VARIABLE]}
         environment.update(env or {})
         result = subprocess.run([python or sys.executable, "-m", "shim", *args], env=environment,
                                 capture_output=True, text=True, input=input, timeout=timeout,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +17,11 @@ import requests
 from tests.doubles.tls import make_test_pki
 from tests.doubles.vault import VaultDouble, go_duration, parse_duration
 
+# OpenBao 2.7's envelope and auth block (tests/real/test_vault_conformance.py checks them).
 ENVELOPE_KEYS = {"request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info",
-                 "warnings", "auth", "mount_type"}
-AUTH_KEYS = {"client_token", "accessor", "policies", "token_policies", "identity_policies",
-             "metadata", "lease_duration", "renewable", "entity_id", "token_type", "orphan",
+                 "warnings", "auth"}
+AUTH_KEYS = {"client_token", "accessor", "policies", "token_policies", "metadata",
+             "lease_duration", "renewable", "entity_id", "token_type", "orphan",
              "mfa_requirement", "num_uses"}
 
 
@@ -230,15 +233,39 @@ def test_preflight_reports_mount_path_type_and_version(vault):
 
 def test_preflight_follows_the_token_policy(vault):
     reader = vault.create_token(allowed=["secret/data/app"])
-    denied = vault.create_token(allowed=["secret/data/app"], preflight=False)
+    proxied = vault.create_token(allowed=["secret/data/app"], preflight=False)
 
     assert preflight(vault.client(reader), "secret/app")["data"]["path"] == "secret/"
-    with pytest.raises(hvac.exceptions.Forbidden):
+    assert preflight(vault.client(reader), "secret/other")["data"]["path"] == "secret/"
+    with pytest.raises(hvac.exceptions.Forbidden) as no_access:
         preflight(vault.client(reader), "kv1/app")
-    with pytest.raises(hvac.exceptions.Forbidden):
-        preflight(vault.client(denied), "secret/app")
-    with pytest.raises(hvac.exceptions.Forbidden):
+    assert no_access.value.errors == [
+        "preflight capability check returned 403, please ensure client's policies grant "
+        'access to path "kv1/app/"']
+    with pytest.raises(hvac.exceptions.Forbidden) as no_mount:
         preflight(vault.client(), "nomount/app")  # unknown mounts are hidden, even from root
+    assert no_mount.value.errors == [
+        "preflight capability check returned 403, please ensure client's policies grant "
+        'access to path "nomount/app/"']
+    # Not a policy: a proxy (or a server without the endpoint) refusing the lookup.
+    with pytest.raises(hvac.exceptions.Forbidden) as refused:
+        preflight(vault.client(proxied), "secret/app")
+    assert refused.value.errors == ["permission denied"]
+
+
+def test_preflight_into_a_child_namespace_names_the_mount_from_the_root(vault):
+    """OpenBao: 200 with the full path (ns1/ns2/secret/), never a 403."""
+    vault.add_namespace("ns1/ns2")
+    client = vault.client(namespace="ns1")
+    assert preflight(client, "ns2/secret/app")["data"]["path"] == "ns1/ns2/secret/"
+    assert preflight(vault.client(), "ns1/ns2/secret/app")["data"]["path"] == "ns1/ns2/secret/"
+    assert preflight(vault.client(namespace="ns1/ns2"), "secret/app")["data"]["path"] == "secret/"
+
+
+def test_a_namespace_that_does_not_exist_is_404_namespace_not_found(vault):
+    answer = requests.get(f"{vault.url}/v1/secret/data/app", timeout=10,
+                          headers={"X-Vault-Token": vault.root_token, "X-Vault-Namespace": "none"})
+    assert (answer.status_code, answer.json()) == (404, {"errors": ["namespace not found"]})
 
 
 # -- tokens and policies ---------------------------------------------------------------------
@@ -252,7 +279,32 @@ def test_token_lookup_self_describes_the_token(vault):
     assert data["renewable"] is True and data["expire_time"].endswith("Z")
     assert "default" in data["policies"] and data["meta"] == {"team": "a"}
     assert {"accessor", "creation_time", "display_name", "entity_id", "explicit_max_ttl",
-            "identity_policies", "issue_time", "num_uses", "orphan", "path"} <= set(data)
+            "issue_time", "num_uses", "orphan", "path"} <= set(data)
+    assert "identity_policies" not in data   # OpenBao leaves it out
+
+
+def test_tokens_look_like_openbao_tokens(vault):
+    """OpenBao issues s. + 24 characters, with .<namespace id> in a child namespace."""
+    assert re.fullmatch(r"s\.[A-Za-z0-9]{24}", vault.root_token)
+    assert re.fullmatch(r"s\.[A-Za-z0-9]{24}", vault.create_token())
+    child = vault.create_token(namespace="ns1")
+    assert re.fullmatch(r"s\.[A-Za-z0-9]{24}\.[A-Za-z0-9]{6}", child)
+    with VaultDouble(token_style="vault") as hashicorp:
+        assert hashicorp.create_token().startswith("hvs.")
+
+
+def test_renewal_in_a_tokens_last_fraction_of_a_second_is_500_past_the_max_ttl(vault):
+    """OpenBao counts the max TTL from the creation second: renewal is refused (500, not a
+    transient error) once the clock passes it, though the token is still alive."""
+    while time.time() % 1 < 0.5:          # created at x.5 or later: floor(x) + 3 < x.5 + 3
+        time.sleep(0.01)
+    token = vault.create_token(ttl=3, max_ttl=3)
+    client = vault.client(token)
+    vault.advance_clock(2.6)
+    assert client.auth.token.lookup_self()["data"]["ttl"] == 0   # alive, under a second left
+    with pytest.raises(hvac.exceptions.InternalServerError) as caught:
+        client.auth.token.renew_self(increment="1h")
+    assert caught.value.errors == ["1 error occurred:\n\t* past the max TTL, cannot renew\n\n"]
 
 
 def test_token_renew_self_is_capped_at_max_ttl_with_a_warning(vault):
@@ -298,7 +350,7 @@ def test_policy_allows_only_its_paths(vault):
     assert read_v2(client, "app")["data"]["data"] == {"password": value}
     with pytest.raises(hvac.exceptions.Forbidden) as caught:
         read_v2(client, "other")
-    assert caught.value.errors == ["permission denied"]
+    assert caught.value.errors == ["1 error occurred:\n\t* permission denied\n\n"]   # OpenBao
 
 
 def test_glob_patterns_and_named_policies(vault):
@@ -320,7 +372,7 @@ def test_policy_edits_apply_to_existing_tokens(vault):
     assert read_v2(client, "app")
 
 
-@pytest.mark.parametrize("token", ["", "hvs.not-a-real-token"])
+@pytest.mark.parametrize("token", ["", "hvs.not-a-real-token", "s.aaaaaaaaaaaaaaaaaaaaaaaa"])
 def test_missing_or_unknown_token_is_forbidden(vault, token):
     vault.kv2_put("secret", "app", {"password": canary()})
     with pytest.raises(hvac.exceptions.Forbidden) as caught:
@@ -397,9 +449,25 @@ def test_generate_secret_id_with_wrap_ttl(vault):
     assert wrapped["data"] is None
     assert info["ttl"] == 60 and info["creation_path"] == "auth/approle/role/app/secret-id"
     assert {"token", "accessor", "creation_time"} <= set(info)
+    assert wrapped["request_id"] == ""   # OpenBao's wrapped answer has none
     # Unwrap with the token in the body, authenticated by another token.
-    secret_id = vault.client().sys.unwrap(info["token"])["data"]["secret_id"]
-    assert vault.client("").auth.approle.login(role_id=role_id, secret_id=secret_id)
+    unwrapped = vault.client().sys.unwrap(info["token"])["data"]
+    assert unwrapped["secret_id_accessor"] == info["wrapped_accessor"]   # as OpenBao names it
+    assert vault.client("").auth.approle.login(role_id=role_id, secret_id=unwrapped["secret_id"])
+
+
+def test_transit_takes_base64_once_and_refuses_other_text_as_openbao_does(vault):
+    """sops sends base64(data key): transit decodes it once, and decrypt gives it back."""
+    vault.add_transit_key("sops")
+    client = vault.client()
+    data_key = secrets.token_bytes(32)
+    sent = base64.b64encode(data_key).decode()
+    ciphertext = client.write("transit/encrypt/sops", plaintext=sent)["data"]["ciphertext"]
+    answer = client.write("transit/decrypt/sops", ciphertext=ciphertext)["data"]["plaintext"]
+    assert base64.b64decode(answer) == data_key
+    with pytest.raises(hvac.exceptions.InvalidRequest) as caught:
+        client.write("transit/encrypt/sops", plaintext="not base64!")
+    assert caught.value.errors == ["illegal base64 data at input byte 3"]
 
 
 def test_wrap_ttl_header_wraps_any_read(vault):
@@ -689,7 +757,9 @@ def test_seal_status_and_health_need_no_token(vault):
 
 def test_duration_helpers_match_go():
     assert parse_duration("1h30m") == 5400 and parse_duration("90") == 90 and parse_duration(5) == 5
-    assert go_duration(3600) == "1h0m0s" and go_duration(90) == "1m30s" and go_duration(0) == "0s"
+    # As OpenBao's capped-TTL warnings write durations: zero units left out.
+    assert go_duration(3600) == "1h" and go_duration(5400) == "1h30m" and go_duration(90) == "1m30s"
+    assert go_duration(0) == "0s" and go_duration(3601) == "1h1s"
     with pytest.raises(ValueError):
         parse_duration("soon")
 

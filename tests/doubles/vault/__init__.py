@@ -28,12 +28,20 @@ makes every error body quote what the client sent (its token header and request 
 careless plugin or proxy may: the client's redaction of error text is then exercised.
 Request bodies are never logged, and token headers are logged as "<redacted>".
 
-Facts this double is built from (wire-facts.md "HashiCorp Vault", plus what was looked up):
+The server it plays is OpenBao 2.7 (the open-source fork of Vault, same HTTP API), and
+tests/real/test_vault_conformance.py plays the same requests against a real OpenBao and this
+double and compares status, JSON shape and error texts: what both can do, they do alike. Where
+HashiCorp Vault differs, an option gives Vault's behaviour (forbidden_style="multierror",
+token_style="vault").
+
+Facts this double is built from (wire-facts.md "HashiCorp Vault", what was looked up, and what
+OpenBao 2.7.2 answered to the conformance test):
 
 Envelope and errors
 - Every JSON body is the envelope `request_id, lease_id, renewable, lease_duration, data,
-  wrap_info, warnings, auth, mount_type`, written with a trailing newline as Go's json.Encoder
-  does, with `Content-Type: application/json` exactly and `Cache-Control: no-store`.
+  wrap_info, warnings, auth` (OpenBao has no `mount_type`), written with a trailing newline as
+  Go's json.Encoder does, with `Content-Type: application/json` exactly and
+  `Cache-Control: no-store`.
   hvac (adapters.RawAdapter._raise_for_error) parses an error body only when the Content-Type
   header equals "application/json"; otherwise the exception message is the raw text.
 - JSON is written the way Go's encoder writes it: compact, UTF-8, with `<`, `>`, `&`, U+2028 and
@@ -41,12 +49,13 @@ Envelope and errors
 - Errors are `{"errors": [...]}`. hvac maps 400 InvalidRequest, 401 Unauthorized, 403 Forbidden,
   404 InvalidPath, 429 RateLimitExceeded, 500 InternalServerError, 501 VaultNotInitialized,
   502 BadGateway, 503 VaultDown, anything else UnexpectedError (hvac/exceptions.py).
-- 403: policy denial and a missing token answer `["permission denied"]`. Vault 1.x joins errors
-  with go-multierror, so a current server says `"1 error occurred:\\n\\t* permission denied\\n\\n"`
-  for a policy denial and `"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid token\\n\\n"`
-  for an unknown, expired or revoked token (Vault docs concepts/tokens "Error Responses",
-  hashicorp/vault#26687; many client test suites quote these bodies). `forbidden_style=
-  "multierror"` produces those; the default "plain" gives `["permission denied"]` everywhere.
+- 403: a missing, unknown, expired or revoked token answers `["permission denied"]`; a policy
+  denial is joined by go-multierror: `"1 error occurred:\\n\\t* permission denied\\n\\n"`
+  (OpenBao 2.7, the default forbidden_style="openbao"; "invalid token" never appears).
+  HashiCorp Vault 1.x says `"2 errors occurred:\\n\\t* permission denied\\n\\t* invalid
+  token\\n\\n"` for a bad token (Vault docs concepts/tokens "Error Responses",
+  hashicorp/vault#26687): forbidden_style="multierror". "plain" gives `["permission denied"]`
+  everywhere.
   A Kubernetes login with a JWT that fails review is also 403 `["permission denied"]`
   (hashicorp/vault-plugin-auth-kubernetes#84, Content-Length 33).
 - 404: an unknown secret or version inside a mount is `{"errors":[]}`; a path no mount serves is
@@ -72,8 +81,9 @@ KV
 - Times are RFC 3339 with nanoseconds and "Z", as Go writes them.
 
 Tokens and policies
-- Token in `X-Vault-Token` or `Authorization: Bearer`. Service tokens look like `hvs.` + ~90
-  characters; the dev-mode root token is short. hvac's `Client(token=None)` falls back to
+- Token in `X-Vault-Token` or `Authorization: Bearer`. OpenBao's service tokens are `s.` + 24
+  alphanumerics, `s.<24>.<namespace id>` in a child namespace (accessors carry the same suffix);
+  token_style="vault" issues HashiCorp Vault's `hvs.` + ~90 characters. hvac's `Client(token=None)` falls back to
   VAULT_TOKEN / ~/.vault-token, so `client(token="")` is how a test sends no token at all.
 - A policy here is a list of path patterns relative to the token's namespace: "a/b" allows "a/b"
   and everything under "a/b/"; a trailing "*" is a plain prefix glob (Vault's policy syntax).
@@ -82,11 +92,19 @@ Tokens and policies
   The built-in default policy grants lookup-self, renew-self, revoke-self, sys/leases/renew and
   sys/wrapping/unwrap. Revoking a lease needs `sys/leases/revoke` in a policy, as in Vault.
 - `sys/internal/ui/mounts/<path>` is answered when the token can reach anything in that mount
-  (Vault's hasMountAccess); an unknown mount is 403, not 404, so mounts cannot be enumerated.
-  `create_token(preflight=False)` models a policy that denies the preflight explicitly.
+  (hasMountAccess); no policy can deny it otherwise (OpenBao ignores a `deny` on it). No access,
+  or no mount (403, not 404, so mounts cannot be enumerated): `preflight capability check
+  returned 403, please ensure client's policies grant access to path "<path>/"`. The path may go
+  on into child namespaces ("ns2/secret/..." from ns1): 200, and `path` is the mount's path from
+  the root namespace ("ns1/ns2/secret/"). `create_token(preflight=False)` is not a policy but a
+  proxy (or a server without the endpoint) refusing the lookup: 403 "permission denied".
 - renew-self / lease renew past max_ttl are capped with the warning
   `TTL of "<asked>" exceeded the effective max_ttl of "<left>"; TTL value is capped accordingly`
-  (durations in Go's format, e.g. "1h0m0s"). A non-renewable token: 400 "lease is not renewable".
+  (durations with zero units left out, e.g. "1h", "1h30m"). A token's max TTL counts from its
+  creation second (a Unix time): what is left is whole seconds of the clock, and once the clock
+  passes it, in the token's last fraction of a second, renew-self is 500
+  `"1 error occurred:\\n\\t* past the max TTL, cannot renew\\n\\n"`. A non-renewable token: 400
+  "lease is not renewable".
   An unknown, expired or revoked lease: 400 "lease not found". Revoke is 204 even when unknown.
 - Revoking a token revokes the leases it created.
 
@@ -98,13 +116,16 @@ mfa_requirement, num_uses)
   optionally with wrap_ttl, calls) are served too.
 - Kubernetes `auth/<mount>/login` {role, jwt}: unknown role 400 `invalid role name "<r>"`,
   rejected JWT 403. JWT: unknown role 400 `role "<r>" could not be found`, rejected JWT 400
-  "error validating token: ...".
+  "error validating token: error verifying token signature: no known key successfully validated
+  the token signature" (OpenBao 2.7's text for a JWT signed by a key it does not know).
 
 Wrapping
 - `X-Vault-Wrap-TTL` on a request whose answer has data or auth: 200 envelope with data null and
   wrap_info {token, accessor, ttl, creation_time, creation_path[, wrapped_accessor]}.
   `POST sys/wrapping/unwrap` with {"token"} or with the wrapping token as X-Vault-Token returns
   the original body once; again (or expired): 400 "wrapping token is not valid or does not exist".
+  The wrapped answer's request_id is ""; a wrapped secret id's wrapped_accessor is its
+  secret_id_accessor.
 
 Dynamic database secrets
 - `GET <mount>/creds/<role>`: lease_id `<mount>/creds/<role>/<id>`, renewable, username and
@@ -115,7 +136,7 @@ Namespaces, health
 - `X-Vault-Namespace: ns1/` (with or without slashes) makes the path relative to ns1; a path may
   continue into a child namespace ("ns2/secret/..."). Each namespace has its own mounts, roles and
   leases; a token works in its own namespace and below it; the root token works everywhere.
-  A namespace that does not exist answers 404 "no handler for route".
+  A namespace that does not exist answers 404 "namespace not found".
 - `sys/health` (GET and HEAD; 200 active, 503 sealed; `activecode`/`sealedcode` override) and
   `sys/seal-status` (always 200) need no token. hvac's `read_health_status` uses HEAD by default
   and never raises (raise_exception=False).

@@ -9,7 +9,7 @@ import secrets
 import uuid
 
 from tests.doubles.vault.records import AuthMount, LoginRole
-from tests.doubles.vault.values import _clean_namespace, _rfc3339, _service_token
+from tests.doubles.vault.values import PAST_MAX_TTL, _clean_namespace, _rfc3339, multierror
 from tests.doubles.vault.wire import (Response, VaultFailure, _Call, _methods, _no_content, _ok,
                                       envelope)
 
@@ -42,7 +42,7 @@ class AuthMixin:
         orchestrator hand-off). Returns the wrapping token."""
         with self._lock:
             secret_id = self.new_secret_id(role, mount=mount, namespace=namespace)
-            body = envelope(self._secret_id_data(secret_id), mount_type="approle")
+            body = envelope(self._secret_id_data(secret_id))
             return self._store_wrapped(body, ttl, f"auth/{mount.strip('/')}/role/{role}/secret-id",
                                        _clean_namespace(namespace))["token"]
 
@@ -115,7 +115,6 @@ class AuthMixin:
             "expire_time": _rfc3339(token.expires) if token.expires else None,
             "explicit_max_ttl": token.max_ttl,
             "id": token.id,
-            "identity_policies": [],
             "issue_time": _rfc3339(token.issued),
             "meta": copy.deepcopy(token.meta),
             "num_uses": 0,
@@ -128,7 +127,7 @@ class AuthMixin:
         }
         if token.namespace:
             data["namespace_path"] = token.namespace + "/"
-        return _ok(envelope(data, mount_type="token"))
+        return _ok(envelope(data))
 
     def _renew_self(self, call: _Call) -> Response:
         token, now = call.token, self._now()
@@ -136,12 +135,18 @@ class AuthMixin:
         if not token.renewable or token.expires is None:
             raise VaultFailure(400, ["lease is not renewable"])
         asked = self._increment(call.request.json(), token.ttl)
-        max_expires = token.issued + token.max_ttl if token.max_ttl else None
-        ttl, warnings = self._capped(asked, max_expires, now)
+        # OpenBao measures the max TTL from the token's creation_time, a Unix time in whole
+        # seconds: once the clock is past it (in the last fraction of a second of the token's
+        # real life) renewal is refused with 500, which is no transient error; before that, what
+        # is left counts whole seconds of the clock (seen on OpenBao 2.7).
+        max_expires = int(token.issued) + token.max_ttl if token.max_ttl else None
+        if max_expires is not None and now > max_expires:
+            raise VaultFailure(500, [multierror(PAST_MAX_TTL)])
+        ttl, warnings = self._capped(asked, max_expires, int(now))
         token.expires = now + ttl
         auth = token.auth_block()
         auth["lease_duration"] = ttl
-        return _ok(envelope(auth=auth, warnings=warnings, mount_type="token"))
+        return _ok(envelope(auth=auth, warnings=warnings))
 
     def _revoke_self(self, call: _Call) -> Response:
         assert call.token is not None
@@ -193,17 +198,18 @@ class AuthMixin:
         if role is None:
             raise VaultFailure(400, [f'role "{body["role"]}" could not be found'])
         if not body.get("jwt") or body["jwt"] != role.jwt:
-            raise VaultFailure(400, ["error validating token: invalid signature"])
+            raise VaultFailure(400, ["error validating token: error verifying token signature: "
+                                     "no known key successfully validated the token signature"])
         return self._issue_login(call, mount, role, mount.path.rstrip("/"), dict(role.metadata))
 
     def _issue_login(self, call: _Call, mount: AuthMount, role: LoginRole, display: str,
                      metadata: dict[str, str]) -> Response:
         token = self._add_token(
-            _service_token(), policies=list(role.policies),
+            self._new_token_value(call.namespace.path), policies=list(role.policies),
             namespace=call.namespace.path, ttl=role.ttl, max_ttl=role.max_ttl,
             renewable=role.renewable, display_name=display, path=f"auth/{mount.path}login",
-            orphan=True, meta=metadata, preflight=role.preflight)
-        return _ok(envelope(auth=token.auth_block(), mount_type=mount.type))
+            orphan=True, meta=metadata, preflight=role.preflight, entity_id=str(uuid.uuid4()))
+        return _ok(envelope(auth=token.auth_block()))
 
     def _auth_admin_route(self, call: _Call) -> Response:
         """AppRole role-id and secret-id endpoints (policy-checked like any other path)."""
@@ -216,12 +222,12 @@ class AuthMixin:
             raise VaultFailure(400, [f'role "{match.group(2)}" does not exist'])
         if match.group(3) == "role-id":
             return _methods(call.request, {
-                "GET": lambda: _ok(envelope({"role_id": role.role_id}, mount_type="approle"))})
+                "GET": lambda: _ok(envelope({"role_id": role.role_id}))})
 
         def generate() -> Response:
             secret_id = str(uuid.uuid4())
             role.secret_ids.add(secret_id)
-            return _ok(envelope(self._secret_id_data(secret_id), mount_type="approle"))
+            return _ok(envelope(self._secret_id_data(secret_id)))
         return _methods(call.request, {"POST": generate})
 
     @staticmethod

@@ -83,7 +83,7 @@ class KvMixin:
             if "ttl" in data:
                 with contextlib.suppress(ValueError):
                     ttl = parse_duration(data["ttl"])
-            return _ok(envelope(copy.deepcopy(data), lease_duration=ttl, mount_type="kv"))
+            return _ok(envelope(copy.deepcopy(data), lease_duration=ttl))
 
         def write() -> Response:
             mount.kv1[key] = call.request.json()
@@ -103,7 +103,7 @@ class KvMixin:
                        for name in store if name.startswith(base)})
         if not keys:
             raise VaultFailure(404, [])
-        return _ok(envelope({"keys": keys}, mount_type="kv"))
+        return _ok(envelope({"keys": keys}))
 
     # -- KV version 2 -----------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class KvMixin:
                 raise VaultFailure(400, ["no data provided"])
             cas = (body.get("options") or {}).get("cas")
             secret = self._kv2_write(mount, key, body["data"], cas=cas)
-            return _ok(envelope(secret.version_metadata(secret.current_version), mount_type="kv"))
+            return _ok(envelope(secret.version_metadata(secret.current_version)))
 
         def delete_latest() -> Response:
             secret = mount.kv2.get(key)
@@ -156,10 +156,9 @@ class KvMixin:
             raise VaultFailure(404, [])
         metadata = secret.version_metadata(number)
         if version.hidden(self._now()):
-            body = envelope({"data": None, "metadata": metadata}, mount_type="kv")
+            body = envelope({"data": None, "metadata": metadata})
             raise VaultFailure(404, response=_json_response(404, body))
-        return _ok(envelope({"data": copy.deepcopy(version.data), "metadata": metadata},
-                            mount_type="kv"))
+        return _ok(envelope({"data": copy.deepcopy(version.data), "metadata": metadata}))
 
     def _kv2_write(self, mount: Mount, key: str, data: dict, cas: int | None) -> KvSecret:
         now = _rfc3339(self._now())
@@ -242,15 +241,17 @@ class KvMixin:
             data = {
                 "cas_required": secret.cas_required,
                 "created_time": secret.created_time,
+                "current_metadata_version": 0,
                 "current_version": secret.current_version,
                 "custom_metadata": copy.deepcopy(secret.custom_metadata),
                 "delete_version_after": "0s",
                 "max_versions": secret.max_versions,
+                "metadata_cas_required": False,
                 "oldest_version": secret.oldest_version,
                 "updated_time": secret.updated_time,
                 "versions": versions,
             }
-            return _ok(envelope(data, mount_type="kv"))
+            return _ok(envelope(data))
 
         def update() -> Response:
             body = call.request.json()

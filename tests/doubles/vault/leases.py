@@ -57,9 +57,11 @@ class LeasesMixin:
 
     @staticmethod
     def _capped(asked: int, max_expires: float | None, now: float) -> tuple[int, list[str] | None]:
-        if max_expires is None or now + asked <= max_expires:
+        if max_expires is None:
             return asked, None
         left = max(0, int(max_expires - now))
+        if asked <= left:
+            return asked, None
         return left, [_ttl_capped_warning(asked, left)]
 
     # -- leases and database credentials ----------------------------------------------------
@@ -80,11 +82,14 @@ class LeasesMixin:
         if lease is None or not lease.alive(now):
             raise VaultFailure(400, ["lease not found"])
         asked = self._increment(body, lease.ttl)
-        ttl, warnings = self._capped(asked, lease.max_expires, now)
+        # As for tokens, OpenBao counts what is left of the max TTL in whole seconds of the
+        # clock from the issue second (a lease renewed at once has all of its 2m left, not 1m59s).
+        max_expires = int(lease.issued) + round(lease.max_expires - lease.issued)
+        ttl, warnings = self._capped(asked, max_expires, int(now))
         lease.ttl, lease.expires = ttl, now + ttl
         lease.renewals += 1
         return _ok(envelope(lease_id=lease.lease_id, renewable=True, lease_duration=ttl,
-                            warnings=warnings, mount_type="system"))
+                            warnings=warnings))
 
     def _revoke_lease(self, call: _Call, lease_id: str | None) -> Response:
         lease_id = lease_id or call.request.json().get("lease_id") or ""
@@ -118,5 +123,4 @@ class LeasesMixin:
         self._issued.append(IssuedCredential(lease_id, role_name, username, password,
                                              call.namespace.path))
         return _ok(envelope({"username": username, "password": password}, lease_id=lease_id,
-                            renewable=True, lease_duration=role.default_ttl,
-                            mount_type="database"))
+                            renewable=True, lease_duration=role.default_ttl))

@@ -41,7 +41,6 @@ class Token:
             "accessor": self.accessor,
             "policies": list(self.policies),
             "token_policies": list(self.policies),
-            "identity_policies": [],
             "metadata": copy.deepcopy(self.meta),
             "lease_duration": self.ttl,
             "renewable": self.renewable,

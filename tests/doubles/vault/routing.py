@@ -4,7 +4,8 @@ through, and which handler (of the other mixins) answers it."""
 from __future__ import annotations
 
 from tests.doubles.vault.records import Namespace, Token
-from tests.doubles.vault.values import DEFAULT_POLICY_PATHS, _clean_namespace, _pattern_allows
+from tests.doubles.vault.values import (DEFAULT_POLICY_PATHS, NAMESPACE_NOT_FOUND,
+                                        _clean_namespace, _pattern_allows, multierror)
 from tests.doubles.vault.wire import Request, Response, VaultFailure, _Call, _methods
 
 
@@ -17,15 +18,19 @@ class RoutingMixin:
         """Split the path into a namespace and the path relative to it."""
         current = _clean_namespace(request.headers.get("x-vault-namespace", ""))
         if current not in self._namespaces:
-            raise self._no_handler(request.path)
-        rest = request.path
-        while True:  # the path may continue into a child namespace: "ns2/secret/data/x"
-            head, _, tail = rest.partition("/")
-            child = f"{current}/{head}" if current else head
+            raise VaultFailure(404, [NAMESPACE_NOT_FOUND])
+        namespace, rest = self._descend(self._namespaces[current], request.path)
+        return _Call(request, namespace, rest)
+
+    def _descend(self, namespace: Namespace, path: str) -> tuple[Namespace, str]:
+        """A path may continue into child namespaces ("ns2/secret/data/x" from ns1): the
+        innermost namespace it names, and the rest of the path."""
+        while True:
+            head, _, tail = path.partition("/")
+            child = f"{namespace.path}/{head}" if namespace.path else head
             if not tail or child not in self._namespaces:
-                break
-            current, rest = child, tail
-        return _Call(request, self._namespaces[current], rest)
+                return namespace, path
+            namespace, path = self._namespaces[child], tail
 
     @staticmethod
     def _no_handler(path: str) -> VaultFailure:
@@ -40,12 +45,20 @@ class RoutingMixin:
         return value
 
     def _forbidden(self, kind: str = "policy") -> VaultFailure:
+        """403 in the wording of the server the double plays (forbidden_style).
+
+        openbao (OpenBao 2.x): a missing, unknown, expired or revoked token is a plain
+        "permission denied"; a policy denial is go-multierror's "1 error occurred: ...".
+        multierror (HashiCorp Vault 1.x): the same, but a bad token adds "invalid token".
+        plain: "permission denied" for everything.
+        """
         if self.forbidden_style == "plain" or kind == "missing":
             return VaultFailure(403, ["permission denied"])
         if kind == "invalid":
-            return VaultFailure(
-                403, ["2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"])
-        return VaultFailure(403, ["1 error occurred:\n\t* permission denied\n\n"])
+            if self.forbidden_style == "openbao":
+                return VaultFailure(403, ["permission denied"])
+            return VaultFailure(403, [multierror("permission denied", "invalid token")])
+        return VaultFailure(403, [multierror("permission denied")])
 
     def _authenticate(self, call: _Call) -> Token:
         value = self._presented_token(call.request)

@@ -21,11 +21,15 @@ class VaultState:
 
     def __init__(self, *, kv_mounts: dict[str, int | None] | None = None,
                  root_token: str | None = None, default_lease_ttl: int = 3600,
-                 max_lease_ttl: int = 86400, forbidden_style: str = "plain",
-                 ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"):
-        if forbidden_style not in ("plain", "multierror"):
-            raise ValueError("forbidden_style must be 'plain' or 'multierror'")
-        self.root_token = root_token or "hvs." + _random(24)
+                 max_lease_ttl: int = 86400, forbidden_style: str = "openbao",
+                 token_style: str = "openbao", ssl_context: ssl.SSLContext | None = None,
+                 host: str = "127.0.0.1"):
+        if forbidden_style not in ("openbao", "multierror", "plain"):
+            raise ValueError("forbidden_style must be 'openbao', 'multierror' or 'plain'")
+        if token_style not in ("openbao", "vault"):
+            raise ValueError("token_style must be 'openbao' or 'vault'")
+        self.token_style = token_style
+        self.root_token = root_token or _service_token(style=token_style)
         self.default_lease_ttl = default_lease_ttl
         self.max_lease_ttl = max_lease_ttl
         self.forbidden_style = forbidden_style
@@ -83,7 +87,7 @@ class VaultState:
                 return self._namespaces[path]
             if path:
                 self.add_namespace(path.rpartition("/")[0])
-            namespace = Namespace(path=path, id=_random(5) if path else "root")
+            namespace = Namespace(path=path, id=_random(6) if path else "root")
             self._namespaces[path] = namespace
             if path:
                 for mount in list(self._namespaces[""].mounts.values()):
@@ -115,7 +119,7 @@ class VaultState:
         """A token allowed exactly the given path patterns (plus named policies and default)."""
         with self._lock:
             names = self._policy_names(allowed, policies, namespace)
-            value = _service_token()
+            value = self._new_token_value(namespace)
             self._add_token(value, policies=names, namespace=_clean_namespace(namespace),
                             ttl=ttl, max_ttl=max_ttl,
                             renewable=renewable, display_name=display_name,
@@ -143,15 +147,27 @@ class VaultState:
         table = self._ns(token.namespace).policies
         return tuple(p for name in token.policies for p in table.get(name, ()))
 
+    def _namespace_suffix(self, namespace: str) -> str:
+        path = _clean_namespace(namespace)
+        return f".{self._ns(path).id}" if path else ""
+
+    def _new_token_value(self, namespace: str) -> str:
+        """A token as OpenBao issues it ("s." + 24, ".<namespace id>" in a child namespace), or
+        as HashiCorp Vault does with token_style="vault"."""
+        if self.token_style == "vault":
+            return _service_token(style="vault")
+        return _service_token() + self._namespace_suffix(namespace)
+
     def _add_token(self, value: str, *, policies: list[str], namespace: str, ttl: int,
                    max_ttl: int, renewable: bool, display_name: str, path: str, orphan: bool,
-                   meta: dict[str, str] | None, preflight: bool) -> Token:
+                   meta: dict[str, str] | None, preflight: bool, entity_id: str = "") -> Token:
+        # A token made with auth/token/create has no entity (entity_id ""); a login's has one.
         now = self._now()
-        token = Token(id=value, accessor=_random(24), policies=policies, namespace=namespace,
-                      ttl=ttl, max_ttl=max_ttl, renewable=renewable, issued=now,
-                      expires=now + ttl if ttl else None, display_name=display_name, path=path,
-                      orphan=orphan, meta=meta, preflight=preflight,
-                      entity_id="" if "root" in policies else str(uuid.uuid4()))
+        token = Token(id=value, accessor=_random(24) + self._namespace_suffix(namespace),
+                      policies=policies, namespace=namespace, ttl=ttl, max_ttl=max_ttl,
+                      renewable=renewable, issued=now, expires=now + ttl if ttl else None,
+                      display_name=display_name, path=path, orphan=orphan, meta=meta,
+                      preflight=preflight, entity_id=entity_id)
         self._tokens[value] = token
         return token
 

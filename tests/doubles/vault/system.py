@@ -9,7 +9,7 @@ import json
 from tests.doubles.vault.records import Wrapped
 from tests.doubles.vault.values import (BUILD_DATE, VAULT_VERSION, WRAPPING_TOKEN_INVALID,
                                         _clean_namespace, _pattern_reaches_mount, _random,
-                                        _rfc3339, _service_token, parse_duration)
+                                        _rfc3339, parse_duration, preflight_denied)
 from tests.doubles.vault.wire import (Request, Response, VaultFailure, _Call, _json_response,
                                       _methods, _ok, envelope)
 
@@ -25,18 +25,15 @@ class SystemMixin:
 
     def _health(self, request: Request) -> Response:
         def read() -> Response:
+            replication = "unknown" if self._sealed else "disabled"
             body = {
                 "initialized": True,
                 "sealed": self._sealed,
                 "standby": self._sealed,
-                "performance_standby": False,
-                "replication_performance_mode": "disabled",
-                "replication_dr_mode": "disabled",
+                "replication_performance_mode": replication,
+                "replication_dr_mode": replication,
                 "server_time_utc": int(self._now()),
                 "version": VAULT_VERSION,
-                "enterprise": False,
-                "echo_duration_ms": 0,
-                "clock_skew_ms": 0,
             }
             if not self._sealed:
                 body.update(cluster_name="vault-cluster-double", cluster_id=self._cluster_id)
@@ -48,9 +45,8 @@ class SystemMixin:
     def _seal_status(self) -> Response:
         body = {
             "type": "shamir", "initialized": True, "sealed": self._sealed, "t": 1, "n": 1,
-            "progress": 0, "nonce": "", "version": VAULT_VERSION, "build_date": BUILD_DATE,
-            "migration": False, "recovery_seal": False, "storage_type": "inmem",
-            "removed_from_cluster": False,
+            "progress": 0, "nonce": "", "recovery_seal": False, "version": VAULT_VERSION,
+            "commit_date": BUILD_DATE, "migration": False, "storage_type": "inmem",
         }
         if not self._sealed:
             body.update(cluster_name="vault-cluster-double", cluster_id=self._cluster_id)
@@ -70,10 +66,10 @@ class SystemMixin:
         except ValueError:
             raise VaultFailure(400, ["error parsing X-Vault-Wrap-TTL"]) from None
         wrap_info = self._store_wrapped(body, ttl, call.path, call.namespace.path)
-        return _ok(envelope(wrap_info=wrap_info))
+        return _ok(envelope(wrap_info=wrap_info, request_id=""))
 
     def _store_wrapped(self, body: dict, ttl: int, creation_path: str, namespace: str) -> dict:
-        token, now = _service_token(), self._now()
+        token, now = self._new_token_value(namespace), self._now()
         wrapped = Wrapped(token=token, accessor=_random(24), ttl=ttl, creation_time=_rfc3339(now),
                           creation_path=creation_path, namespace=namespace, expires=now + ttl,
                           body=body)
@@ -82,6 +78,8 @@ class SystemMixin:
                 "creation_time": wrapped.creation_time, "creation_path": creation_path}
         if body.get("auth"):
             info["wrapped_accessor"] = body["auth"]["accessor"]
+        elif (body.get("data") or {}).get("secret_id_accessor"):
+            info["wrapped_accessor"] = body["data"]["secret_id_accessor"]
         return info
 
     def _unwrap(self, call: _Call) -> Response:
@@ -99,31 +97,42 @@ class SystemMixin:
         return _ok(wrapped.body)
 
     def _preflight(self, call: _Call) -> Response:
+        """sys/internal/ui/mounts/PATH as OpenBao answers it.
+
+        Any token that can do anything in the mount gets it (hasMountAccess); no policy can
+        deny it otherwise. No access, or no mount, is 403 with the preflight text (the same for
+        both, so mounts cannot be enumerated). The path may go on into child namespaces; the
+        answer's `path` is then the mount's path from the root namespace ("ns1/ns2/secret/").
+        """
         token = self._authenticate(call)
         target = call.path[len("sys/internal/ui/mounts/"):]
-        mount, _ = call.namespace.mount_for(target)
+        namespace, inner = self._descend(call.namespace, target)
+        mount, _ = namespace.mount_for(inner)
         if mount is None:
-            raise self._forbidden("policy")  # hides which mounts exist
+            raise VaultFailure(403, [preflight_denied(target)])
         if not token.is_root:
-            mount_relative = self._token_relative(token, call.namespace, mount.path)
-            if not token.preflight or not any(_pattern_reaches_mount(p, mount_relative)
-                                              for p in self._patterns(token)):
-                raise self._forbidden("policy")
+            if not token.preflight:
+                # Not a policy (OpenBao has none that denies this): a proxy in front of the
+                # server, or a server without the endpoint, refusing the lookup.
+                raise VaultFailure(403, ["permission denied"])
+            mount_relative = self._token_relative(token, namespace, mount.path)
+            if not any(_pattern_reaches_mount(p, mount_relative) for p in self._patterns(token)):
+                raise VaultFailure(403, [preflight_denied(target)])
         options = None if mount.version is None else {"version": str(mount.version)}
         data = {
             "accessor": mount.accessor,
             "config": {"default_lease_ttl": 0, "force_no_cache": False, "max_lease_ttl": 0},
+            "deprecation_status": "supported",
             "description": "",
             "external_entropy_access": False,
             "local": False,
             "options": options,
-            "path": mount.path,
+            "path": mount.path if namespace is call.namespace else f"{namespace.path}/{mount.path}",
             "plugin_version": "",
-            "running_plugin_version": (
-                "v0.19.0+builtin" if mount.type == "kv" else f"v{VAULT_VERSION}+builtin.vault"),
+            "running_plugin_version": f"v{VAULT_VERSION}+builtin.bao",
             "running_sha256": "",
             "seal_wrap": False,
             "type": mount.type,
             "uuid": mount.uuid,
         }
-        return _ok(envelope(data, mount_type="system"))
+        return _ok(envelope(data))

@@ -10,6 +10,19 @@ from tests.doubles.vault.records import Mount
 from tests.doubles.vault.wire import Response, VaultFailure, _Call, _methods, _ok, envelope
 
 
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _go_base64_error(text: str) -> str:
+    """Go's base64.CorruptInputError text, as OpenBao returns it: the offset of the first byte
+    that cannot be decoded (a character outside the alphabet, or where padding goes wrong)."""
+    body = text.rstrip("=")
+    offset = next((i for i, char in enumerate(body) if char not in _BASE64_ALPHABET), None)
+    if offset is None:
+        offset = len(body) if len(text) % 4 or len(body) % 4 == 1 else len(text)
+    return f"illegal base64 data at input byte {offset}"
+
+
 class TransitMixin:
     """Transit keys and the encrypt/decrypt endpoints."""
 
@@ -34,10 +47,12 @@ class TransitMixin:
         key = mount.transit_keys.get(name)
         if key is None:
             key = mount.transit_keys.setdefault(name, secrets.token_bytes(32))   # upsert, as Vault does
+        # The plaintext is base64 on the wire, decoded once here; sops sends base64(data key).
+        text = str(call.request.json().get("plaintext") or "")
         try:
-            plaintext = base64.b64decode(call.request.json().get("plaintext") or "", validate=True)
-        except (ValueError, TypeError):
-            raise VaultFailure(400, ["failed to base64-decode plaintext"]) from None
+            plaintext = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise VaultFailure(400, [_go_base64_error(text)]) from None
         nonce = secrets.token_bytes(12)
         sealed = AESGCM(key).encrypt(nonce, plaintext, None)
         return _ok(envelope({"ciphertext": "vault:v1:" + base64.b64encode(nonce + sealed).decode(),

@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 
-VAULT_VERSION = "1.17.6"
-BUILD_DATE = "2024-09-24T19:48:40Z"
+# The server the double plays, and checks itself against (tests/real/test_vault_conformance.py).
+VAULT_VERSION = "2.7.2"
+BUILD_DATE = "2026-10-26T20:32:27Z"
 KV1_DEFAULT_TTL = 2764800  # 768h, Vault's system default lease TTL
 KV2_DEFAULT_MAX_VERSIONS = 10
 JSON = "application/json"
@@ -28,9 +29,24 @@ DEFAULT_POLICY_PATHS = frozenset({
 
 KV2_WRONG_PATH_WARNING = (
     "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API "
-    "endpoints to use. If using the Vault CLI, use 'vault kv {verb}' for this operation."
+    "endpoints to use. If using the OpenBao CLI, use 'bao kv {verb}' for this operation."
 )
 WRAPPING_TOKEN_INVALID = "wrapping token is not valid or does not exist"
+NAMESPACE_NOT_FOUND = "namespace not found"
+PAST_MAX_TTL = "past the max TTL, cannot renew"
+
+
+def multierror(*errors: str) -> str:
+    """One error text as go-multierror writes it (OpenBao wraps policy denials and some
+    internal errors this way)."""
+    count = f"{len(errors)} error occurred" if len(errors) == 1 else f"{len(errors)} errors occurred"
+    return count + ":\n" + "".join(f"\t* {error}\n" for error in errors) + "\n"
+
+
+def preflight_denied(path: str) -> str:
+    """OpenBao's answer to a mount lookup the token has no access to (or no mount serves)."""
+    return ("preflight capability check returned 403, please ensure client's policies grant "
+            f'access to path "{path.strip("/")}/"')
 
 _ALNUM = string.ascii_letters + string.digits
 
@@ -39,9 +55,15 @@ def _random(length: int, alphabet: str = _ALNUM) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def _service_token() -> str:
-    # Vault >= 1.10 service tokens: "hvs." + a base64url protobuf, about 95 characters in all.
-    return "hvs.CAESI" + _random(86, _ALNUM + "-_")
+def _service_token(namespace_id: str = "", style: str = "openbao") -> str:
+    """A service token as the server issues it.
+
+    OpenBao: "s." + 24 alphanumerics, with ".<namespace id>" for a token of a child namespace.
+    HashiCorp Vault >= 1.10 (style "vault"): "hvs." + a base64url protobuf, about 95 characters.
+    """
+    if style == "vault":
+        return "hvs.CAESI" + _random(86, _ALNUM + "-_")
+    return "s." + _random(24) + (f".{namespace_id}" if namespace_id else "")
 
 
 def _rfc3339(epoch: float | None = None) -> str:
@@ -71,14 +93,12 @@ def parse_duration(value: Any) -> int:
 
 
 def go_duration(seconds: int) -> str:
-    """time.Duration.String() for whole seconds: 3600 -> "1h0m0s", 90 -> "1m30s"."""
+    """A duration as OpenBao's warnings write it: whole seconds, zero units left out
+    (3600 -> "1h", 5400 -> "1h30m", 90 -> "1m30s", 0 -> "0s")."""
     hours, rest = divmod(int(seconds), 3600)
     minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
+    text = "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+    return text or "0s"
 
 
 def _ttl_capped_warning(asked: int, left: int) -> str:

@@ -81,9 +81,10 @@ def _echoing(request: Request, response: Response) -> Response:
 
 def envelope(data: Any = None, *, lease_id: str = "", renewable: bool = False,
              lease_duration: int = 0, auth: dict | None = None, warnings: list[str] | None = None,
-             wrap_info: dict | None = None, mount_type: str = "") -> dict:
+             wrap_info: dict | None = None, request_id: str | None = None) -> dict:
+    # OpenBao's envelope has no mount_type (Vault >= 1.13 adds one; no client needs it).
     return {
-        "request_id": str(uuid.uuid4()),
+        "request_id": str(uuid.uuid4()) if request_id is None else request_id,
         "lease_id": lease_id,
         "renewable": renewable,
         "lease_duration": lease_duration,
@@ -91,7 +92,6 @@ def envelope(data: Any = None, *, lease_id: str = "", renewable: bool = False,
         "wrap_info": wrap_info,
         "warnings": warnings,
         "auth": auth,
-        "mount_type": mount_type,
     }
 
 
