@@ -697,14 +697,17 @@ def test_token_method_ttl_from_lookup_and_non_renewable_token(vault):
 
 def test_a_sops_files_transit_address_wins_over_bao_addr(vault, run_shim, probe, canaries, home,
                                                           tmp_path):
-    # BAO_ADDR wins over VAULT_ADDR for references, but a sops file names its own Vault: the
-    # transit decryption goes there, whatever BAO_ADDR says (here: nothing listens).
+    # BAO_ADDR wins over VAULT_ADDR for references, but a sops file names its own Vault, and
+    # once the operator lists that Vault (SHIM_SOPS_KEY_SERVICES: a file alone may never choose
+    # where the token goes) the transit decryption goes there, whatever BAO_ADDR says (here:
+    # nothing listens).
     from tests.helpers.sops_files import VaultTransitKey, sops_file
 
     value = canaries.new()
     path = sops_file(tmp_path / "app.enc.yaml", {"password": value}, [VaultTransitKey(vault)])
     env = {"PW": f"ref+sops://{path}#/password", "HOME": str(home),
-           "VAULT_TOKEN": credential(canaries, vault.root_token), "BAO_ADDR": "http://127.0.0.1:9"}
+           "VAULT_TOKEN": credential(canaries, vault.root_token), "BAO_ADDR": "http://127.0.0.1:9",
+           "SHIM_SOPS_KEY_SERVICES": vault.url}
     result = exec_probe(run_shim, probe, env)
     assert result.returncode == 0, result.stderr
     child = probe.read()["env"]
