@@ -336,6 +336,11 @@ class RemoteProvider:
     def renew_token(self, deadline) -> int | None:
         return self.pool.job("renew_token", provider=self.name)["result"]
 
+    def token_generation(self):
+        """Which login the carried token is from (the helper that logged in said so)."""
+        with self.pool._lock:
+            return (self.pool._sessions.get(self.name) or {}).get("generation")
+
     def revoke_token(self, deadline) -> None:
         self.pool.job("revoke_token", provider=self.name)
 

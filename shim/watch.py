@@ -105,6 +105,8 @@ class Watcher:
                 return
             self._thread = None
             self._handle(self._result)
+            # The resolution may have logged in again (the old token was about to expire).
+            self._replace_leases_of_old_tokens(time.monotonic())
             return
         if now >= self._next:
             self._start_resolution()

@@ -7,16 +7,20 @@ its own (removed by stop()), listening on 127.0.0.1 only; its superuser password
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import unavailable
-from tests.real.conftest import free_port
+from tests.real.conftest import free_port, unique_path
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OWNER = "postgres"
@@ -89,3 +93,70 @@ class PostgreSQL:
         result = self.psql(f"select rolname from pg_roles where rolname like '{prefix}%'")
         assert result.returncode == 0, result.stderr
         return set(result.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """One cluster per test module (import this fixture into the module)."""
+    cluster = PostgreSQL().start()
+    yield cluster
+    cluster.stop()
+
+
+class DatabaseRole:
+    """A database engine mounted for one test, with one role minting PostgreSQL users."""
+
+    def __init__(self, openbao, postgres, *, default_ttl: str = "1h", max_ttl: str = "24h"):
+        self.mount = unique_path("db")
+        self.prefix = self.mount.replace("-", "")      # every user this role mints starts so
+        openbao.ok("POST", f"sys/mounts/{self.mount}", {"type": "database"})
+        openbao.ok("POST", f"{self.mount}/config/pg", {
+            "plugin_name": "postgresql-database-plugin", "connection_url": postgres.connection_url,
+            "username": "postgres", "password": postgres.password, "allowed_roles": "*",
+            "username_template": self.prefix + "-{{random 12}}"})
+        openbao.ok("POST", f"{self.mount}/roles/app", {
+            "db_name": "pg", "default_ttl": default_ttl, "max_ttl": max_ttl,
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+                                    "VALID UNTIL '{{expiration}}';"]})
+        self.path = f"{self.mount}/creds/app"
+
+    def environment(self) -> dict[str, str]:
+        return {"DB_USER": f"vault:{self.path}#username", "DB_PASS": f"vault:{self.path}#password"}
+
+
+def credentials_seen(seen, canaries) -> list[tuple[str, str]]:
+    """(user, password) per start of the program, in order; each password becomes a canary."""
+    lines = [line.split() for line in seen.read_text().splitlines()] if seen.exists() else []
+    pairs = [(line[0], line[1]) for line in lines if len(line) == 2]
+    for _, password in pairs:
+        if password not in canaries.values:
+            canaries.values.append(password)
+    return pairs
+
+
+def credentials_keep_working(postgres: PostgreSQL, seen, canaries, process, *,
+                             until_starts: int, within: float) -> None:
+    """Until the program has been started `until_starts` times, the credentials it was last
+    started with log in to PostgreSQL at every moment (a restart in progress excepted)."""
+    started = time.monotonic()
+    while len(credentials_seen(seen, canaries)) < until_starts:
+        assert time.monotonic() < started + within, (
+            f"the program was not started {until_starts} times within {within}s")
+        assert process.poll() is None, "shim exited"
+        user, password = credentials_seen(seen, canaries)[-1]
+        if not postgres.can_log_in(user, password):
+            time.sleep(0.5)     # the program may be restarting right now
+            assert credentials_seen(seen, canaries)[-1] != (user, password), (
+                f"the program's credentials stopped working {time.monotonic() - started:.1f}s "
+                f"into the check, and shim had not replaced them")
+        time.sleep(0.2)
+
+
+def events(stderr: str, name: str) -> list[dict]:
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [record for record in records if record.get("event") == name]
+
+
+# The program of the --watch tests: appends the credentials it was started with, then waits
+# (its output closed, so that only shim holds the test's pipes).
+RECORD_CREDENTIALS = 'echo "$DB_USER $DB_PASS" >> {seen}; exec sleep 600 </dev/null >/dev/null 2>&1'

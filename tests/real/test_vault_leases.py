@@ -9,61 +9,14 @@ registered as canaries once the program has them, so shim's output is checked fo
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
-import pytest
-
 from tests.integration.test_supervise import finish, wait_for
-from tests.real.conftest import unique_path
-from tests.real.postgres import PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    cluster = PostgreSQL().start()
-    yield cluster
-    cluster.stop()
-
-
-class DatabaseRole:
-    """A database engine mounted for one test, with one role minting PostgreSQL users."""
-
-    def __init__(self, openbao, postgres, *, default_ttl: str = "1h", max_ttl: str = "24h"):
-        self.mount = unique_path("db")
-        self.prefix = self.mount.replace("-", "")      # every user this role mints starts so
-        openbao.ok("POST", f"sys/mounts/{self.mount}", {"type": "database"})
-        openbao.ok("POST", f"{self.mount}/config/pg", {
-            "plugin_name": "postgresql-database-plugin", "connection_url": postgres.connection_url,
-            "username": "postgres", "password": postgres.password, "allowed_roles": "*",
-            "username_template": self.prefix + "-{{random 12}}"})
-        openbao.ok("POST", f"{self.mount}/roles/app", {
-            "db_name": "pg", "default_ttl": default_ttl, "max_ttl": max_ttl,
-            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
-                                    "VALID UNTIL '{{expiration}}';"]})
-        self.path = f"{self.mount}/creds/app"
-
-    def environment(self) -> dict[str, str]:
-        return {"DB_USER": f"vault:{self.path}#username", "DB_PASS": f"vault:{self.path}#password"}
-
-
-def credentials_seen(seen, canaries) -> list[tuple[str, str]]:
-    """(user, password) per start of the program, in order; each password becomes a canary."""
-    lines = [line.split() for line in seen.read_text().splitlines()] if seen.exists() else []
-    pairs = [(line[0], line[1]) for line in lines if len(line) == 2]
-    for _, password in pairs:
-        if password not in canaries.values:
-            canaries.values.append(password)
-    return pairs
-
-
-def events(stderr: str, name: str) -> list[dict]:
-    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    return [record for record in records if record.get("event") == name]
-
-
-RECORD_CREDENTIALS = 'echo "$DB_USER $DB_PASS" >> {seen}; exec sleep 600 </dev/null >/dev/null 2>&1'
+from tests.real.postgres import (
+    RECORD_CREDENTIALS, DatabaseRole, credentials_keep_working, credentials_seen, events,
+    postgres,  # noqa: F401 - the fixture
+)
 
 
 def test_a_dynamic_credential_reaches_the_program_and_postgresql_accepts_it(
@@ -95,16 +48,7 @@ def test_watch_renews_the_lease_then_replaces_it_before_its_max_ttl(
     # past the lease's first 9 s (only a renewal keeps OpenBao from revoking the lease and
     # PostgreSQL's VALID UNTIL from shutting the user out) and up to its max TTL of 24 s,
     # which no renewal passes: shim must have read new ones and restarted the program by then.
-    while len(credentials_seen(seen, canaries)) < 2:
-        assert time.monotonic() < started + 40, "no new credentials after the max TTL"
-        assert process.poll() is None
-        user, password = credentials_seen(seen, canaries)[-1]
-        if not postgres.can_log_in(user, password):
-            time.sleep(0.5)     # the program may be restarting right now
-            assert credentials_seen(seen, canaries)[-1] != (user, password), (
-                f"the program's credentials stopped working {time.monotonic() - started:.1f}s "
-                f"after it started, and shim had not replaced them")
-        time.sleep(0.2)
+    credentials_keep_working(postgres, seen, canaries, process, until_starts=2, within=40)
     assert time.monotonic() > started + 12, "replaced before a single renewal was needed"
     second_user, second_password = credentials_seen(seen, canaries)[1]
     assert second_user != first_user

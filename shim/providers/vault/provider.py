@@ -9,7 +9,7 @@ from shim.errors import NotFound, PermissionDenied, ShimError, Unavailable
 from shim.providers.base import Fetched
 from shim.providers.mechanism import by_fetch_key, run_concurrently
 from shim.providers.vault import leases, transit
-from shim.providers.vault.auth import Authenticator
+from shim.providers.vault.auth import FRESH_TOKEN_HINT, Authenticator
 from shim.providers.vault.http import Answer, Connection, VaultHttp
 from shim.providers.vault.paths import (
     DeletedVersion, MountFinder, ReadPlan, Run, combine, deleted_version, fetched_from, plans_for,
@@ -73,6 +73,10 @@ class VaultProvider:
 
     def token_ttl(self) -> int | None:
         return self.auth.token_ttl()
+
+    def token_generation(self) -> int:
+        """Which login the token is from: a lease dies with the token that read it."""
+        return self.auth.token_generation()
 
     def renew_token(self, deadline: Deadline) -> int | None:
         return self.auth.renew_token(deadline)
@@ -139,6 +143,10 @@ class VaultProvider:
         where = plan.api_path + (f" version {plan.version}" if plan.version else "")
         if answer.status in (401, 403):
             self.auth.note_invalid_token(answer)
+            if self.auth.token_expired():
+                return PermissionDenied(
+                    f"Vault denied reading {plan.api_path} ({status}): shim's Vault token "
+                    f"expired", hint=FRESH_TOKEN_HINT)
             return PermissionDenied(
                 f"Vault denied reading {plan.api_path} ({status})",
                 hint=f"the token's policies must allow read on {plan.api_path}")
