@@ -11,7 +11,7 @@ import time
 from typing import Mapping
 
 from shim.deadline import Deadline
-from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
+from shim.errors import ConfigError, NotRead, PermissionDenied, ShimError, Unavailable
 from shim.providers.vault.http import Answer, VaultHttp, parse_bool, past_max_ttl
 from shim.safe_read import read_capped
 
@@ -28,10 +28,11 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 class Authenticator:
     """One login per provider (kept for --watch), the token's TTL, renewal and revocation."""
 
-    def __init__(self, environ: Mapping[str, str], http: VaultHttp, log):
+    def __init__(self, environ: Mapping[str, str], http: VaultHttp, log, read_only: bool = False):
         self.environ = environ
         self.http = http
         self.log = log
+        self.read_only = read_only       # shim check: never unwrap (a wrapping token works once)
         self._token_expires: float | None = None     # monotonic; None = never / unknown
         self._token_ttl_known = False
         self._auth_lock = threading.Lock()
@@ -119,6 +120,8 @@ class Authenticator:
             value = secret_id[0]
             self.http.redact.add(value)
             if self._secret_id_is_wrapped(value):
+                if self.read_only:
+                    self._check_wrapping_token(value, deadline)
                 # A wrapping token works once: keep what it held for a later login.
                 if self._unwrapped_secret_id is None:
                     self._unwrapped_secret_id = self._unwrap_secret_id(value, deadline)
@@ -132,6 +135,23 @@ class Authenticator:
             return parse_bool(self.environ, "VAULT_SECRET_ID_WRAPPED")
         # Unset: a Vault token (hvs.…, s.…) is a wrapping token; secret ids are UUIDs.
         return bool(_VAULT_TOKEN.match(value)) and not _UUID.match(value)
+
+    def _check_wrapping_token(self, wrapping_token: str, deadline: Deadline) -> None:
+        """check: look the wrapping token up (which does not use it), then stop: logging in
+        would need it unwrapped, and the exec that follows would find it used."""
+        answer = self.http.request("POST", "sys/wrapping/lookup", deadline,
+                                   "the secret id wrapping lookup", json={"token": wrapping_token})
+        if answer.status != 200:
+            message = (f"the response-wrapped VAULT_SECRET_ID is not valid "
+                       f"({self.http.status_text(answer)})")
+            self.log.event("auth.failed", "error", message, method="approle",
+                           status=answer.status)
+            raise PermissionDenied(message, hint="a wrapping token works once and expires: give "
+                                                 "shim a fresh one")
+        raise NotRead("the AppRole login needs the response-wrapped VAULT_SECRET_ID unwrapped, "
+                      "which works once (it is valid: shim exec will unwrap it)",
+                      hint="check never unwraps it",
+                      effect="logging in would use up the wrapped secret id")
 
     def _unwrap_secret_id(self, wrapping_token: str, deadline: Deadline) -> str:
         answer = self.http.request("POST", "sys/wrapping/unwrap", deadline, "the secret id unwrap",
@@ -311,6 +331,16 @@ class Authenticator:
         if answer.status == 200 and self._login_ttl and _capped(answer, ttl, self._login_ttl):
             return f"reaches its max TTL in {ttl}s"
         return None
+
+    def discard_login(self, deadline: Deadline) -> None:
+        if self.http.token is None or self._auth_method() == "token":
+            return
+        try:
+            self.revoke_token(deadline)
+        except ShimError as error:
+            self.log.event("token.revoke_failed", "warning", error.line(), provider="vault")
+            return
+        self.log.event("token.revoked", "info", provider="vault")
 
     def revoke_token(self, deadline: Deadline) -> None:
         self.ensure(deadline)

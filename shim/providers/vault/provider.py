@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from shim.deadline import Deadline
-from shim.errors import NotFound, PermissionDenied, ShimError, Unavailable
+from shim.errors import NotFound, NotRead, PermissionDenied, ShimError, Unavailable
 from shim.providers.base import Fetched
 from shim.providers.mechanism import by_fetch_key, run_concurrently
 from shim.providers.vault import leases, transit
@@ -24,8 +24,9 @@ class VaultProvider:
     def __init__(self, context):
         self.environ: Mapping[str, str] = context.environ
         self.log = context.log
+        self.read_only = getattr(context, "read_only", False)    # shim check
         self.http = VaultHttp(Connection.from_environ(self.environ), self.log)
-        self.auth = Authenticator(self.environ, self.http, self.log)
+        self.auth = Authenticator(self.environ, self.http, self.log, read_only=self.read_only)
         self.mounts = MountFinder(self.http, self.log)
 
     # -- the Provider interface -------------------------------------------------------------
@@ -40,9 +41,13 @@ class VaultProvider:
 
         def plan(reference) -> tuple | ShimError:
             try:
-                return plans_for(reference, self.mounts.mount_for(reference.locator, deadline, run))
+                mount = self.mounts.mount_for(reference.locator, deadline, run)
+                plans = plans_for(reference, mount)
             except ShimError as error:
                 return error
+            if self.read_only:
+                plans = leases.reads_minting_nothing(plans, mount, reference.locator)
+            return plans
 
         def read(plans: tuple) -> Fetched | ShimError:
             try:
@@ -84,6 +89,11 @@ class VaultProvider:
     def revoke_token(self, deadline: Deadline) -> None:
         self.auth.revoke_token(deadline)
 
+    def discard_login(self, deadline: Deadline) -> None:
+        """shim check: revoke the token a login made, so that check leaves no token behind
+        (one the environment gives is never touched)."""
+        self.auth.discard_login(deadline)
+
     # -- handing over between --watch helpers (shim.helper) -----------------------------------
 
     def export_session(self) -> dict:
@@ -110,6 +120,8 @@ class VaultProvider:
     def _read_first(self, plans: tuple, deadline: Deadline, run: "Run") -> Fetched:
         outcomes: list[Fetched | ShimError] = []
         for plan in plans:
+            if isinstance(plan, NotRead):
+                raise plan      # check: the reads left could mint a credential
             outcome = run.once((plan.api_path, plan.version),
                                lambda plan=plan: self._read(plan, deadline))
             if isinstance(outcome, Fetched):
