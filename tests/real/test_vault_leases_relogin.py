@@ -1,6 +1,6 @@
 """`--watch` past the max TTL of shim's own Vault token, on the real OpenBao.
 
-A token obtained by login (AppRole here) cannot be renewed past its max TTL, and OpenBao
+A token obtained by login (AppRole and JWT here) cannot be renewed past its max TTL, and OpenBao
 revokes every lease the token read when it expires: the database user the program logs in
 with is dropped with it. shim must log in again before then, say so (`vault.relogin`), and
 replace the credentials the old token read. A token the environment gives cannot be replaced
@@ -9,9 +9,12 @@ by shim: when it expires, the failure names it as expired, not as a policy probl
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import time
+
+import pytest
 
 from shim.audit import Log
 from shim.deadline import Deadline
@@ -46,13 +49,46 @@ def approle_login(openbao, policy: str, canaries, *, token_ttl: str, token_max_t
             "VAULT_PATH": mount}
 
 
+def jwt_login(openbao, policy: str, canaries, *, token_ttl: str, token_max_ttl: str) -> dict:
+    """OpenBao's jwt method on a mount of the test's own, trusting a key made here; a JWT
+    signed with it (RS256) in VAULT_JWT_FILE."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    mount = unique_path("jwt")
+    openbao.ok("POST", f"sys/auth/{mount}", {"type": "jwt"})
+    openbao.ok("POST", f"auth/{mount}/config", {"jwt_validation_pubkeys": [public.decode()]})
+    openbao.ok("POST", f"auth/{mount}/role/app", {
+        "role_type": "jwt", "user_claim": "sub", "bound_audiences": ["shim-test"],
+        "token_policies": [policy], "token_ttl": token_ttl, "token_max_ttl": token_max_ttl})
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    signed = (part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()) + "." +
+              part(json.dumps({"sub": "app", "aud": "shim-test", "iat": now, "nbf": now - 5,
+                               "exp": now + 3600}).encode()))
+    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    token_file = openbao.directory / f"{mount}.jwt"
+    token_file.write_text(f"{signed}.{part(signature)}\n")
+    canaries.values.append(part(signature))
+    return {"VAULT_ADDR": openbao.address, "VAULT_AUTH_METHOD": "jwt", "VAULT_ROLE": "app",
+            "VAULT_JWT_FILE": str(token_file), "VAULT_PATH": mount}
+
+
+@pytest.mark.parametrize("method", ["approle", "jwt"])
 def test_watch_logs_in_again_at_the_tokens_max_ttl_and_replaces_its_leases(
-        openbao, postgres, start_shim, canaries, tmp_path):
+        method, openbao, postgres, start_shim, canaries, tmp_path):
     role = DatabaseRole(openbao, postgres)        # the lease itself may live for a day
     kv_path = unique_path("relogin")
     openbao.put_kv2(kv_path, {"key": canaries.new("kv")})
     policy = policy_for(openbao, role.path, f"secret/data/{kv_path}")
-    login = approle_login(openbao, policy, canaries, token_ttl="6s", token_max_ttl="15s")
+    logins = {"approle": approle_login, "jwt": jwt_login}
+    login = logins[method](openbao, policy, canaries, token_ttl="6s", token_max_ttl="15s")
     seen = tmp_path / "seen"
     home = tmp_path / "home"
     home.mkdir()
@@ -73,7 +109,7 @@ def test_watch_logs_in_again_at_the_tokens_max_ttl_and_replaces_its_leases(
     assert returncode == 143
     assert not events(stderr, "watch.failed"), events(stderr, "watch.failed")
     relogins = events(stderr, "vault.relogin")
-    assert relogins and all(event["method"] == "approle" for event in relogins)
+    assert relogins and all(event["method"] == method for event in relogins)
     assert "max TTL" in relogins[0]["message"] or "expire" in relogins[0]["message"]
 
 
