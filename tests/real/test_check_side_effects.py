@@ -15,7 +15,7 @@ from tests.real.postgres import (
     DatabaseRole, credentials_seen,
     postgres,  # noqa: F401 - the fixture
 )
-from tests.real.test_vault_leases_relogin import approle_login, policy_for
+from tests.real.test_vault_leases_relogin import approle_login, policy_for, wrapped_approle_login
 
 
 def rows_of(result) -> dict[str, dict]:
@@ -83,12 +83,9 @@ def test_check_leaves_a_wrapped_secret_id_for_exec(openbao, run_shim, canaries, 
     kv_path = unique_path("wrapped")
     value = canaries.new("kv")
     openbao.put_kv2(kv_path, {"key": value})
-    login = approle_login(openbao, policy_for(openbao, f"secret/data/{kv_path}"), canaries,
-                          token_ttl="5m", token_max_ttl="10m")
-    wrapping = openbao.cli("write", "-wrap-ttl=120s", "-field=wrapping_token", "-f",
-                           f"auth/{login['VAULT_PATH']}/role/app/secret-id").stdout.strip()
-    canaries.values.append(wrapping)
-    env = {**login, "VAULT_SECRET_ID": wrapping, "HOME": str(tmp_path),
+    login = wrapped_approle_login(openbao, policy_for(openbao, f"secret/data/{kv_path}"),
+                                  canaries, token_ttl="5m", token_max_ttl="10m")
+    env = {**login, "HOME": str(tmp_path),
            "APP_KEY": f"vault:secret/data/{kv_path}#key"}
     result = run_shim(["check", "--json"], env=env)
     assert result.returncode == 0, result.stderr

@@ -201,11 +201,12 @@ class Authenticator:
         self._use_token(auth["client_token"])
         self._login_ttl = int(auth.get("lease_duration") or 0)
         self._set_token_ttl(self._login_ttl)
-        if self.generation and self._relogin_reason:
+        if self.generation:
+            reason = self._relogin_reason or "the previous token was given up"
             self.log.event("vault.relogin", "info",
-                           f"logged in to Vault again with {method} at {path}: "
-                           f"{self._relogin_reason}", method=method, mount=mount,
-                           reason=self._relogin_reason, ttl=auth.get("lease_duration"))
+                           f"logged in to Vault again with {method} at {path}: {reason}",
+                           method=method, mount=mount, reason=reason,
+                           ttl=auth.get("lease_duration"))
         self.generation += 1
         self._relogin_reason = None
         self.log.event("vault.auth", "info", f"logged in to Vault with {method} at {path}",
@@ -218,19 +219,23 @@ class Authenticator:
     def export_session(self) -> dict:
         """The token's TTL (unrounded: rounding at every hand-over would eat it away), and the
         token itself only when a login obtained it."""
+        logins = {}
+        if self.generation:
+            logins["generation"] = self.generation
+        if self._unwrapped_secret_id is not None:
+            # The wrapping token worked once: a later login needs what it held.
+            logins["secret_id"] = self._unwrapped_secret_id
         if self.http.token is None:
-            return {}
+            # No token (a new login failed): the next helper logs in, and counts on from here
+            # (the watcher replaces the leases of every earlier token).
+            return logins
         if not self._token_ttl_known:
             self.token_ttl()       # a token from the environment: one lookup, then carried
         state = {"ttl_known": self._token_ttl_known,
                  "ttl": (max(0.0, self._token_expires - time.monotonic())
                          if self._token_expires is not None else None)}
         if self._auth_method() != "token":
-            state.update(token=self.http.token, login_ttl=self._login_ttl,
-                         generation=self.generation)
-            if self._unwrapped_secret_id is not None:
-                # The wrapping token worked once: a later login needs what it held.
-                state["secret_id"] = self._unwrapped_secret_id
+            state.update(logins, token=self.http.token, login_ttl=self._login_ttl)
         return state
 
     def resume_session(self, state) -> None:
