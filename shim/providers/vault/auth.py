@@ -137,8 +137,8 @@ class Authenticator:
         return bool(_VAULT_TOKEN.match(value)) and not _UUID.match(value)
 
     def _check_wrapping_token(self, wrapping_token: str, deadline: Deadline) -> None:
-        """check: look the wrapping token up (which does not use it), then stop: logging in
-        would need it unwrapped, and the exec that follows would find it used."""
+        """check: look the wrapping token up (it stays usable), then stop: a login would need
+        it unwrapped, and the exec after check would find it used."""
         answer = self.http.request("POST", "sys/wrapping/lookup", deadline,
                                    "the secret id wrapping lookup", json={"token": wrapping_token})
         if answer.status != 200:
@@ -225,9 +225,7 @@ class Authenticator:
         if self._unwrapped_secret_id is not None:
             # The wrapping token worked once: a later login needs what it held.
             logins["secret_id"] = self._unwrapped_secret_id
-        if self.http.token is None:
-            # No token (a new login failed): the next helper logs in, and counts on from here
-            # (the watcher replaces the leases of every earlier token).
+        if self.http.token is None:   # a new login failed: the next helper logs in, counting on
             return logins
         if not self._token_ttl_known:
             self.token_ttl()       # a token from the environment: one lookup, then carried
@@ -357,10 +355,8 @@ class Authenticator:
 
 
 def _capped(answer: "Answer", ttl: int, login_ttl: int) -> bool:
-    """The renewal granted less than the login did, because the max TTL is near. Vault and
-    OpenBao say so in a warning ("... exceeded the effective max_ttl ...; TTL value is capped
-    accordingly"); without one, a TTL more than a second short of the login's (durations are
-    whole seconds) tells the same."""
+    """Less than the login granted, the max TTL being near: Vault and OpenBao warn "... exceeded
+    the effective max_ttl ...; TTL value is capped"; else a TTL over 1 s (rounding) short."""
     warnings = (answer.body or {}).get("warnings") or []
     if isinstance(warnings, list) and any("max_ttl" in str(w) and "capped" in str(w)
                                           for w in warnings):
