@@ -274,7 +274,9 @@ class RemotePool:
     def job(self, job: str, **fields) -> dict:
         options = encode_options(self.options)
         with self._lock:
-            sessions = {name: dict(state, ttl=self._ttl_left(name))
+            # ttl_at: when the TTL was measured (CLOCK_MONOTONIC is the machine's, shared by
+            # every process), so the helper can count its own start-up against it.
+            sessions = {name: dict(state, ttl=self._ttl_left(name), ttl_at=time.monotonic())
                         for name, state in self._sessions.items()}
         request = {"job": job, "command": self.options.command, "options": options,
                    "sessions": sessions, **fields}

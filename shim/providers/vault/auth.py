@@ -243,10 +243,11 @@ class Authenticator:
             self._unwrapped_secret_id = state["secret_id"]
             self.http.redact.add(state["secret_id"])
         ttl = state.get("ttl")
+        if ttl is not None and "ttl_at" in state:   # less the time since it was measured
+            ttl = max(0.0, ttl - (time.monotonic() - state["ttl_at"]))
         if state.get("token"):
             if state.get("ttl_known") and ttl is not None and ttl <= RELOGIN_MARGIN_SECONDS:
-                # Left unused: the next request logs in again (ensure()).
-                self.http.redact.add(state["token"])
+                self.http.redact.add(state["token"])     # unused: ensure() logs in again
                 self._relogin_reason = ("the token expired" if ttl <= 0 else
                                         f"the token expires in {ttl:.1f}s")
                 return
