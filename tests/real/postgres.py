@@ -28,10 +28,7 @@ OWNER = "postgres"
 
 class PostgreSQL:
     def __init__(self):
-        # Not under pytest's temporary directory: that is root's alone (0700), and the
-        # cluster's files belong to the postgres account.
-        self.directory = Path(tempfile.mkdtemp(prefix="shim-postgres-"))
-        self.data = self.directory / "data"
+        self.directory: Path | None = None     # made by start()
         self.port = free_port()
         self.password = secrets.token_hex(12)
 
@@ -41,9 +38,21 @@ class PostgreSQL:
         if os.getuid() != 0:
             unavailable("starting a PostgreSQL cluster as the postgres account needs root")
         try:
-            account = pwd.getpwnam(OWNER)
+            pwd.getpwnam(OWNER)
         except KeyError:
             unavailable("the postgres account is missing (apt-get install postgresql)")
+        # Not under pytest's temporary directory: that is root's alone (0700), and the
+        # cluster's files belong to the postgres account.
+        self.directory = Path(tempfile.mkdtemp(prefix="shim-postgres-"))
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        account = pwd.getpwnam(OWNER)
         password_file = self.directory / "superuser-password"
         password_file.write_text(self.password + "\n")
         for path in (self.directory, password_file):
@@ -54,9 +63,14 @@ class PostgreSQL:
         self._as_owner(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.directory / "log", "-w",
                        "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1",
                        "start")
-        return self
+
+    @property
+    def data(self) -> Path:
+        return self.directory / "data"
 
     def stop(self) -> None:
+        if self.directory is None:
+            return
         if self.data.exists():
             self._as_owner(PG_BIN / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop",
                            check=False)
