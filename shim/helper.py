@@ -15,9 +15,10 @@ helper's stdin; the answer comes back as one JSON document on fd 3. Both are pip
 is written to disk. The helper then exits, and the memory it used goes with it.
 
 What travels between helpers through the supervisor:
-- the Vault session: a token obtained by login (AppRole, Kubernetes, JWT) with its TTL and
-  the mounts already detected, so the next helper neither logs in again nor looks the mounts
-  up again; renewals return the new TTL the same way. A token the environment gives
+- the Vault session: a token obtained by login (AppRole, Kubernetes, JWT) with its TTL, which
+  login it came from, and the mounts already detected, so the next helper neither logs in
+  again nor looks the mounts up again; renewals return the new TTL the same way (or a new
+  token, when the old one reached its max TTL: shim.providers.vault.auth). A token the environment gives
   (VAULT_TOKEN, VAULT_TOKEN_FILE) is read again by each helper, so a rotated file is seen.
 - leased secrets (Vault dynamic credentials) kept across ticks: sent to each resolution so
   they are not read (and minted) again, with their metadata (dates, bytes) intact.
