@@ -82,6 +82,24 @@ class ConfigError(ShimError):
     kind = "config"
 
 
+class NotRead(ShimError):
+    """`shim check` left a reference unread: reading it would change the store's state (mint
+    a credential, use up a single-use secret id). Not a failure of check, which lists it;
+    the code is EX_SOFTWARE because any other command receiving one would be a bug."""
+    exit_code = 70
+    kind = "not_read"
+
+    def __init__(self, message: str, *, effect: str = "would change the store", **context):
+        super().__init__(message, **context)
+        self.effect = effect        # what reading would have done, for check's STATUS column
+
+    def with_context(self, *, variable: str | None = None,
+                     reference: str | None = None) -> "ShimError":
+        copy = super().with_context(variable=variable, reference=reference)
+        copy.effect = self.effect
+        return copy
+
+
 class CommandNotExecutable(ShimError):
     exit_code = 126
     kind = "not_executable"

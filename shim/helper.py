@@ -15,9 +15,10 @@ helper's stdin; the answer comes back as one JSON document on fd 3. Both are pip
 is written to disk. The helper then exits, and the memory it used goes with it.
 
 What travels between helpers through the supervisor:
-- the Vault session: a token obtained by login (AppRole, Kubernetes, JWT) with its TTL and
-  the mounts already detected, so the next helper neither logs in again nor looks the mounts
-  up again; renewals return the new TTL the same way. A token the environment gives
+- the Vault session: a token obtained by login (AppRole, Kubernetes, JWT) with its TTL, which
+  login it came from, and the mounts already detected, so the next helper neither logs in
+  again nor looks the mounts up again; renewals return the new TTL the same way (or a new
+  token, when the old one reached its max TTL: shim.providers.vault.auth). A token the environment gives
   (VAULT_TOKEN, VAULT_TOKEN_FILE) is read again by each helper, so a rotated file is seen.
 - leased secrets (Vault dynamic credentials) kept across ticks: sent to each resolution so
   they are not read (and minted) again, with their metadata (dates, bytes) intact.
@@ -275,7 +276,9 @@ class RemotePool:
     def job(self, job: str, **fields) -> dict:
         options = encode_options(self.options)
         with self._lock:
-            sessions = {name: dict(state, ttl=self._ttl_left(name))
+            # ttl_at: when the TTL was measured (CLOCK_MONOTONIC is the machine's, shared by
+            # every process), so the helper can count its own start-up against it.
+            sessions = {name: dict(state, ttl=self._ttl_left(name), ttl_at=time.monotonic())
                         for name, state in self._sessions.items()}
         request = {"job": job, "command": self.options.command, "options": options,
                    "sessions": sessions, **fields}
@@ -336,6 +339,11 @@ class RemoteProvider:
 
     def renew_token(self, deadline) -> int | None:
         return self.pool.job("renew_token", provider=self.name)["result"]
+
+    def token_generation(self):
+        """Which login the carried token is from (the helper that logged in said so)."""
+        with self.pool._lock:
+            return (self.pool._sessions.get(self.name) or {}).get("generation")
 
     def revoke_token(self, deadline) -> None:
         self.pool.job("revoke_token", provider=self.name)

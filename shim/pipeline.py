@@ -48,7 +48,9 @@ class Pipeline:
                                  imports=options.imports)
         self.environ = starting_environment()
         self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
-        self.pool = ProviderPool(ProviderContext(self.environ, self.log))
+        # check reads without changing any store (no lease minted, no single-use id spent).
+        self.pool = ProviderPool(ProviderContext(self.environ, self.log,
+                                                 read_only=options.command == "check"))
         self._remote = None
         self.fallback = None   # --fallback-cache, once prepare_fallback() ran
         self._fallback_ready = False

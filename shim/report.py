@@ -8,8 +8,9 @@ import sys
 import click
 
 from shim.cli import command_options, pipeline_for
+from shim.deadline import Deadline
+from shim.errors import ConfigError, NotRead, ShimError
 from shim.pipeline import template_value
-from shim.errors import ConfigError, ShimError
 from shim.resolve import age_seconds
 from shim.rotation import overdue
 
@@ -26,6 +27,8 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
                "references": references, "origin": entry.origin}
         if result is None:
             row["status"] = "error"
+        elif isinstance(result.error, NotRead):
+            row.update(status="not read", effect=result.error.effect, reason=result.error.line())
         elif result.error is not None:
             row["status"] = result.error.kind
             row["exit_code"] = result.error.exit_code
@@ -49,6 +52,11 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
             row["stale_seconds"] = row["age_seconds"] = int(max(stale))
         _mark_overdue(row, metas, max_age, enforce)
         rows.append(row)
+    for error in resolution.errors:
+        if isinstance(error, NotRead) and error.variable is None:    # an --import
+            rows.append({"variable": "-", "source": "import", "references": [error.reference],
+                         "origin": None, "status": "not read", "effect": error.effect,
+                         "reason": error.line(), "version": None, "age_seconds": None})
     for error in plan.errors:
         if error.variable and error.variable not in plan.entries:
             rows.append({"variable": error.variable, "source": "-", "references": [],
@@ -133,8 +141,9 @@ def print_table(rows) -> None:
     files = any("delivery" in row for row in rows)
     table = [header + ("DELIVERY",) if files else header]
     for row in rows:
+        status = row["status"] + (f" ({row['effect']})" if "effect" in row else "")
         line = (row["variable"], row["source"], " ".join(row["references"]) or "-",
-                row["status"], row["version"] or "-", _age(row["age_seconds"]))
+                status, row["version"] or "-", _age(row["age_seconds"]))
         table.append(line + (row.get("delivery", "env"),) if files else line)
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
@@ -176,7 +185,8 @@ def check_command(**raw):
         identity_errors.append(error)
         as_files = None
     plan, resolution, errors = run.resolve()
-    errors = identity_errors + errors
+    # Not read on purpose (a dynamic secret, a single-use secret id): listed, not failures.
+    errors = identity_errors + [error for error in errors if not isinstance(error, NotRead)]
     rows = plan_rows(plan, resolution, max_age=run.options.max_age,
                      enforce=run.options.enforce_max_age, templates=run.templates)
     if as_files:
@@ -187,5 +197,14 @@ def check_command(**raw):
         print_json(rows, errors)
     else:
         print_table(rows)
+    _discard_logins(run)
     if errors:
         run.fail(errors)
+
+
+def _discard_logins(run) -> None:
+    """A login made for check is revoked: check leaves no token behind in any store."""
+    for provider in run.pool.loaded().values():
+        discard = getattr(provider, "discard_login", None)
+        if discard is not None:
+            discard(Deadline(run.options.deadline))

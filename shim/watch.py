@@ -15,7 +15,11 @@
 - Secrets with a lease (Vault dynamic credentials) are not re-read on every
   tick — each read would mint new credentials. They are renewed at about 2/3
   of their TTL; when renewal is refused or capped by max_ttl, they are read
-  again before they expire, and that change is acted on like any other.
+  again at once, and the new credentials are applied without the debounce
+  (they are new by design, and the old ones are about to die).
+- A lease dies with the store token that read it. When the token is replaced
+  (a new login once the old token reached its max TTL), the leases it read
+  are read again with the new one, the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from shim.providers.mechanism import call_within
 
 RENEW_FRACTION = 2 / 3
 POLL_SECONDS = 0.2
+# A failed read of replacement credentials is tried again this soon (the old ones are dying),
+# not after a whole --watch interval.
+REPLACEMENT_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -41,7 +48,8 @@ class TrackedLease:
     fetch_key: tuple
     duration: int
     due: float                 # monotonic time of the next renewal (or re-read)
-    expiring: bool = False     # renewal was capped: re-read at `due` instead of renewing
+    expiring: bool = False     # not renewable: re-read at `due` instead of renewing
+    generation: object = None  # which login of the provider's token read it (None: no logins)
 
 
 class Watcher:
@@ -66,6 +74,10 @@ class Watcher:
         self._next = time.monotonic() + self._jittered(interval)
         self._token_due: float | None = None
         self._token_provider: str | None = None
+        self._replacing = False   # a lease was dropped: its new credentials are being read
+        # Leases dropped for good: a resolution started before the drop still hands them back.
+        self._dropped: set[str] = set()
+        self._resolution_drops = 0    # len(_dropped) when the running resolution started
         self.resolutions = 0
 
     # The supervisor (or render's loop) asks when to call tick().
@@ -86,12 +98,15 @@ class Watcher:
         # them expire (each renewal is bounded by --deadline on its own).
         self._keep_leases(now)
         self._keep_token(now)
+        self._replace_leases_of_old_tokens(now)
         if self._thread is not None:
             if self._thread.is_alive():
                 self._next = now + POLL_SECONDS
                 return
             self._thread = None
             self._handle(self._result)
+            # The resolution may have logged in again (the old token was about to expire).
+            self._replace_leases_of_old_tokens(time.monotonic())
             return
         if now >= self._next:
             self._start_resolution()
@@ -100,13 +115,14 @@ class Watcher:
         """Remember the leases of a resolution (fetch_key, provider, SecretMeta, Fetched)."""
         now = time.monotonic()
         for fetch_key, provider, meta, fetched in metas:
-            if not meta.lease_id or meta.lease_id in self.leases:
+            if not meta.lease_id or meta.lease_id in self.leases or meta.lease_id in self._dropped:
                 continue
             self.reuse[fetch_key] = fetched
             duration = int(meta.lease_duration or 0)
             self.leases[meta.lease_id] = TrackedLease(
                 meta.lease_id, provider, fetch_key, duration,
-                due=now + max(1.0, duration * RENEW_FRACTION), expiring=not meta.renewable)
+                due=now + max(1.0, duration * RENEW_FRACTION), expiring=not meta.renewable,
+                generation=self._token_generation(provider))
         self._schedule_token(now)
 
     # -- resolution ---------------------------------------------------------
@@ -123,6 +139,7 @@ class Watcher:
                 self._result = (None, [ShimError(f"internal error ({type(error).__name__})")], [])
 
         self._result = None
+        self._resolution_drops = len(self._dropped)
         self._thread = threading.Thread(target=work, name="shim-watch", daemon=True)
         self._thread.start()
         self._next = time.monotonic() + POLL_SECONDS
@@ -131,6 +148,12 @@ class Watcher:
         env, errors, metas = result
         self.resolutions += 1
         now = time.monotonic()
+        if self._resolution_drops != len(self._dropped):
+            # Started before a lease was dropped: it still holds the dropped credentials.
+            # Keep the leases it minted, and read again at once.
+            self.track(metas)
+            self._next = now
+            return
         if errors or env is None:
             for error in errors:
                 self.log.event("watch.failed", "warning",
@@ -139,13 +162,16 @@ class Watcher:
                                exit_code=error.exit_code)
             self._pending = None
             self._next = now + self._jittered(self.interval)
+            if self._replacing:
+                self._next = now + min(self.interval, REPLACEMENT_RETRY_SECONDS)
             return
         self.track(metas)
+        replacing, self._replacing = self._replacing, False
         if env == self.current:
             self._pending = None
             self._next = now + self._jittered(self.interval)
             return
-        if self._pending != env:
+        if self._pending != env and not replacing:
             # First sight of a change: confirm it a moment later before acting.
             self._pending = env
             self._next = now + self.settle
@@ -168,8 +194,7 @@ class Watcher:
                 continue
             if lease.expiring:
                 # Out of renewals: read fresh credentials on this tick.
-                self._forget(lease, "lease cannot be renewed any more; fetching new credentials")
-                self._next = now
+                self._forget(lease, "lease cannot be renewed; fetching new credentials", now)
                 continue
             provider = self.pool.get(lease.provider)
             try:
@@ -179,18 +204,36 @@ class Watcher:
             except ShimError as error:
                 self.log.event("lease.renew_failed", "warning",
                                f"lease renewal failed: {error.line()}", lease_id=lease.lease_id)
-                self._forget(lease, "fetching new credentials")
-                self._next = now
+                self._forget(lease, "fetching new credentials", now)
                 continue
             self.log.event("lease.renewed", "debug", lease_id=lease.lease_id, duration=granted)
             if granted < lease.duration or granted <= 0:
-                lease.expiring = True
+                # Capped by the lease's max TTL: it dies in `granted` seconds whatever shim
+                # does. Replace it now, while the program's credentials still work.
+                self._forget(lease, f"lease reaches its max TTL in {granted}s; fetching new "
+                                    f"credentials", now)
+                continue
             lease.due = now + max(1.0, granted * RENEW_FRACTION)
 
-    def _forget(self, lease: TrackedLease, why: str) -> None:
+    def _forget(self, lease: TrackedLease, why: str, now: float) -> None:
+        """Drop a lease and read its secret again at once (on this tick)."""
         self.log.event("lease.expiring", "info", why, lease_id=lease.lease_id)
         self.reuse.pop(lease.fetch_key, None)
         del self.leases[lease.lease_id]
+        self._dropped.add(lease.lease_id)
+        self._replacing = True
+        self._next = now
+
+    def _token_generation(self, name: str):
+        generation_of = getattr(self.pool.get(name), "token_generation", None)
+        return generation_of() if generation_of else None
+
+    def _replace_leases_of_old_tokens(self, now: float) -> None:
+        """A lease dies with the token that read it: after a new login, read them again."""
+        for lease in list(self.leases.values()):
+            if lease.generation != self._token_generation(lease.provider):
+                self._forget(lease, "the store token that read this lease was replaced (a new "
+                                    "login); fetching new credentials", now)
 
     def _schedule_token(self, now: float) -> None:
         # Never later than already planned: every resolution calls this, and a token whose

@@ -50,11 +50,15 @@ if TYPE_CHECKING:
 
 
 class ProviderContext:
-    """What a provider may use: the starting environment and the logger (shim.audit.Log)."""
+    """What a provider may use: the starting environment and the logger (shim.audit.Log).
 
-    def __init__(self, environ: Mapping[str, str], log: Any):
+    `read_only` (shim check): change nothing in the store; a reference that cannot be read
+    without doing so (a dynamic secret, a single-use credential) is answered with NotRead."""
+
+    def __init__(self, environ: Mapping[str, str], log: Any, read_only: bool = False):
         self.environ = environ
         self.log = log
+        self.read_only = read_only
 
 
 # The interfaces, for readers and type checkers only: building Protocol classes costs

@@ -11,8 +11,8 @@ import time
 from typing import Mapping
 
 from shim.deadline import Deadline
-from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable
-from shim.providers.vault.http import Answer, VaultHttp, parse_bool
+from shim.errors import ConfigError, NotRead, PermissionDenied, ShimError, Unavailable
+from shim.providers.vault.http import Answer, VaultHttp, parse_bool, past_max_ttl
 from shim.providers.vault.settings import VaultSettings
 from shim.safe_read import read_capped
 
@@ -20,6 +20,8 @@ SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")
 DEFAULT_AUTH_MOUNTS = {"approle": "approle", "kubernetes": "kubernetes", "jwt": "jwt"}
 MAX_CREDENTIAL_FILE = 64 * 1024
+# A token obtained by login with no more than this left is not used: shim logs in again.
+RELOGIN_MARGIN_SECONDS = 2.0
 _VAULT_TOKEN = re.compile(r"^(hvs|s)\.")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -27,16 +29,20 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 class Authenticator:
     """One login per provider (kept for --watch), the token's TTL, renewal and revocation."""
 
-    def __init__(self, environ: Mapping[str, str], http: VaultHttp, log):
+    def __init__(self, environ: Mapping[str, str], http: VaultHttp, log, read_only: bool = False):
         self.environ = VaultSettings(environ)
         self.http = http
         self.log = log
+        self.read_only = read_only       # shim check: never unwrap (a wrapping token works once)
         self._token_expires: float | None = None     # monotonic; None = never / unknown
         self._token_ttl_known = False
         self._auth_lock = threading.Lock()
         self._invalid_token_logged = False
         self._unwrapped_secret_id: str | None = None
         self._resumed = False      # a --watch helper going on from an earlier run's session
+        self._login_ttl = 0            # the TTL a login granted: a renewal giving less is capped
+        self.generation = 0            # logins so far (carried across --watch helpers)
+        self._relogin_reason: str | None = None
 
     def ensure(self, deadline: Deadline) -> None:
         # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
@@ -124,6 +130,8 @@ class Authenticator:
             value = secret_id[0]
             self.http.redact.add(value)
             if self._secret_id_is_wrapped(value):
+                if self.read_only:
+                    self._check_wrapping_token(value, deadline)
                 # A wrapping token works once: keep what it held for a later login.
                 if self._unwrapped_secret_id is None:
                     self._unwrapped_secret_id = self._unwrap_secret_id(value, deadline)
@@ -137,6 +145,23 @@ class Authenticator:
             return parse_bool(self.environ, "VAULT_SECRET_ID_WRAPPED")
         # Unset: a Vault token (hvs.…, s.…) is a wrapping token; secret ids are UUIDs.
         return bool(_VAULT_TOKEN.match(value)) and not _UUID.match(value)
+
+    def _check_wrapping_token(self, wrapping_token: str, deadline: Deadline) -> None:
+        """check: look the wrapping token up (it stays usable), then stop: a login would need
+        it unwrapped, and the exec after check would find it used."""
+        answer = self.http.request("POST", "sys/wrapping/lookup", deadline,
+                                   "the secret id wrapping lookup", json={"token": wrapping_token})
+        if answer.status != 200:
+            message = (f"the response-wrapped VAULT_SECRET_ID is not valid "
+                       f"({self.http.status_text(answer)})")
+            self.log.event("auth.failed", "error", message, method="approle",
+                           status=answer.status)
+            raise PermissionDenied(message, hint="a wrapping token works once and expires: give "
+                                                 "shim a fresh one")
+        raise NotRead("the AppRole login needs the response-wrapped VAULT_SECRET_ID unwrapped, "
+                      "which works once (it is valid: shim exec will unwrap it)",
+                      hint="check never unwraps it",
+                      effect="logging in would use up the wrapped secret id")
 
     def _unwrap_secret_id(self, wrapping_token: str, deadline: Deadline) -> str:
         answer = self.http.request("POST", "sys/wrapping/unwrap", deadline, "the secret id unwrap",
@@ -184,7 +209,16 @@ class Authenticator:
             }
             raise PermissionDenied(message, hint=hints[method])
         self._use_token(auth["client_token"])
-        self._set_token_ttl(int(auth.get("lease_duration") or 0))
+        self._login_ttl = int(auth.get("lease_duration") or 0)
+        self._set_token_ttl(self._login_ttl)
+        if self.generation:
+            reason = self._relogin_reason or "the previous token was given up"
+            self.log.event("vault.relogin", "info",
+                           f"logged in to Vault again with {method} at {path}: {reason}",
+                           method=method, mount=mount, reason=reason,
+                           ttl=auth.get("lease_duration"))
+        self.generation += 1
+        self._relogin_reason = None
         self.log.event("vault.auth", "info", f"logged in to Vault with {method} at {path}",
                        method=method, mount=mount, policies=auth.get("policies"),
                        ttl=auth.get("lease_duration"))
@@ -195,30 +229,59 @@ class Authenticator:
     def export_session(self) -> dict:
         """The token's TTL (unrounded: rounding at every hand-over would eat it away), and the
         token itself only when a login obtained it."""
-        if self.http.token is None:
-            return {}
+        logins = {}
+        if self.generation:
+            logins["generation"] = self.generation
+        if self._unwrapped_secret_id is not None:
+            # The wrapping token worked once: a later login needs what it held.
+            logins["secret_id"] = self._unwrapped_secret_id
+        if self.http.token is None:   # a new login failed: the next helper logs in, counting on
+            return logins
         if not self._token_ttl_known:
             self.token_ttl()       # a token from the environment: one lookup, then carried
         state = {"ttl_known": self._token_ttl_known,
                  "ttl": (max(0.0, self._token_expires - time.monotonic())
                          if self._token_expires is not None else None)}
         if self._auth_method() != "token":
-            state["token"] = self.http.token
+            state.update(logins, token=self.http.token, login_ttl=self._login_ttl)
         return state
 
     def resume_session(self, state) -> None:
         self._resumed = True
+        self.generation = int(state.get("generation") or 0)
+        self._login_ttl = int(state.get("login_ttl") or 0)
+        if state.get("secret_id"):
+            self._unwrapped_secret_id = state["secret_id"]
+            self.http.redact.add(state["secret_id"])
+        ttl = state.get("ttl")
+        if ttl is not None and "ttl_at" in state:   # less the time since it was measured
+            ttl = max(0.0, ttl - (time.monotonic() - state["ttl_at"]))
         if state.get("token"):
+            if state.get("ttl_known") and ttl is not None and ttl <= RELOGIN_MARGIN_SECONDS:
+                self.http.redact.add(state["token"])     # unused: ensure() logs in again
+                self._relogin_reason = ("the token expired" if ttl <= 0 else
+                                        f"the token expires in {ttl:.1f}s")
+                return
             self.http.open()
             self._use_token(state["token"])
         elif "ttl_known" in state:
             self.ensure(Deadline(self.http.connection.timeout))   # local: the token method
         if state.get("ttl_known"):
-            self._set_token_ttl(state.get("ttl") or 0)
+            # Carried, not from Vault: 0 is "expired" here (a token that never expires is None).
+            self._token_ttl_known = True
+            self._token_expires = None if ttl is None else time.monotonic() + ttl
 
     def _set_token_ttl(self, ttl: float) -> None:
         self._token_ttl_known = True
         self._token_expires = time.monotonic() + ttl if ttl else None
+
+    def token_expired(self) -> bool:
+        """By shim's clock, the token's TTL has run out (what a 403 then means)."""
+        return (self._token_ttl_known and self._token_expires is not None
+                and time.monotonic() >= self._token_expires)
+
+    def token_generation(self) -> int:
+        return self.generation
 
     def note_invalid_token(self, answer: "Answer") -> None:
         if self._invalid_token_logged or not any("invalid token" in e for e in answer.errors):
@@ -247,17 +310,52 @@ class Authenticator:
         return max(0, int(self._token_expires - time.monotonic()))
 
     def renew_token(self, deadline: Deadline) -> int | None:
-        """The token's new TTL; None when Vault says it is not renewable (log in again)."""
+        """The token's new TTL; None when Vault says it is not renewable.
+
+        A token obtained by login that cannot live on (its renewal capped by its max TTL,
+        refused in its last second, or refused because it expired) is replaced by a new login:
+        the TTL returned is the new token's, and `generation` tells the watcher that the leases
+        the old token read die with it."""
         self.ensure(deadline)
         answer = self.http.request("POST", "auth/token/renew-self", deadline, "token renewal",
                                json={})
         if answer.status == 400 and any("not renewable" in e for e in answer.errors):
             return None
-        if answer.status != 200:
-            raise self.http.refusal(answer, "renewing the token")
         ttl = int(((answer.body or {}).get("auth") or {}).get("lease_duration") or 0)
+        ending = self._ending(answer, ttl)
+        if ending is not None and self._auth_method() != "token":
+            self._relogin_reason = ending
+            self.http.use_token(None)
+            self.ensure(deadline)
+            return self.token_ttl()
+        if answer.status != 200:
+            if ending is not None:
+                raise PermissionDenied(f"shim's Vault token {ending} "
+                                       f"({self.http.status_text(answer)})",
+                                       hint=FRESH_TOKEN_HINT)
+            raise self.http.refusal(answer, "renewing the token")
         self._set_token_ttl(ttl)
         return ttl
+
+    def _ending(self, answer: "Answer", ttl: int) -> str | None:
+        """Why the token cannot live on after this renewal; None when it can."""
+        if past_max_ttl(answer):
+            return "reached its max TTL and cannot be renewed"
+        if answer.status in (401, 403) and self.token_expired():
+            return "expired"
+        if answer.status == 200 and self._login_ttl and _capped(answer, ttl, self._login_ttl):
+            return f"reaches its max TTL in {ttl}s"
+        return None
+
+    def discard_login(self, deadline: Deadline) -> None:
+        if self.http.token is None or self._auth_method() == "token":
+            return
+        try:
+            self.revoke_token(deadline)
+        except ShimError as error:
+            self.log.event("token.revoke_failed", "warning", error.line(), provider="vault")
+            return
+        self.log.event("token.revoked", "info", provider="vault")
 
     def revoke_token(self, deadline: Deadline) -> None:
         self.ensure(deadline)
@@ -266,6 +364,21 @@ class Authenticator:
         if answer.status not in (200, 204):
             raise self.http.refusal(answer, "revoking the token")
         self.http.use_token(None)
+
+
+def _capped(answer: "Answer", ttl: int, login_ttl: int) -> bool:
+    """Less than the login granted, the max TTL being near: Vault and OpenBao warn "... exceeded
+    the effective max_ttl ...; TTL value is capped"; else a TTL over 1 s (rounding) short."""
+    warnings = (answer.body or {}).get("warnings") or []
+    if isinstance(warnings, list) and any("max_ttl" in str(w) and "capped" in str(w)
+                                          for w in warnings):
+        return True
+    return ttl < login_ttl - 1
+
+
+FRESH_TOKEN_HINT = ("give shim a token that lives as long as the container (a periodic token, "
+                     "or one Vault Agent renews in VAULT_TOKEN_FILE), or let shim log in "
+                     "itself (AppRole, Kubernetes, JWT), which it does again at the max TTL")
 
 
 def value_or_file(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:

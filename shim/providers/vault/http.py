@@ -115,7 +115,7 @@ class VaultHttp:
             except RecursionError:
                 raise nested_too_deeply(f"Vault's answer to {what}") from None
         answer = Answer(result.status_code, body if isinstance(body, dict) else None)
-        if answer.status in (412, 429) or answer.status >= 500:
+        if (answer.status in (412, 429) or answer.status >= 500) and not past_max_ttl(answer):
             raise Transient(self.status_text(answer))
         return answer
 
@@ -342,6 +342,13 @@ def _connection_reason(error: Exception) -> str:
         if needle in text:
             return reason
     return "connection failed"
+
+
+def past_max_ttl(answer: "Answer") -> bool:
+    """A 5xx that asking again cannot change: OpenBao and Vault answer a renewal in a token's
+    or lease's last second with HTTP 500 "past the max TTL, cannot renew"; by the next attempt
+    the token is gone. The caller logs in again or reads new credentials instead."""
+    return answer.status == 500 and any("past the max TTL" in error for error in answer.errors)
 
 
 @dataclass

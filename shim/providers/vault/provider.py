@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Mapping
 
 from shim.deadline import Deadline
-from shim.errors import NotFound, PermissionDenied, ShimError, Unavailable
+from shim.errors import NotFound, NotRead, PermissionDenied, ShimError, Unavailable
 from shim.providers.base import Fetched
 from shim.providers.mechanism import by_fetch_key, run_concurrently
 from shim.providers.vault import leases, transit
-from shim.providers.vault.auth import Authenticator
+from shim.providers.vault.auth import FRESH_TOKEN_HINT, Authenticator
 from shim.providers.vault.http import Answer, Connection, VaultHttp
 from shim.providers.vault.settings import VaultSettings
 from shim.providers.vault.paths import (
@@ -25,8 +25,9 @@ class VaultProvider:
     def __init__(self, context):
         self.environ: Mapping[str, str] = VaultSettings(context.environ)
         self.log = context.log
+        self.read_only = getattr(context, "read_only", False)    # shim check
         self.http = VaultHttp(Connection.from_environ(self.environ), self.log)
-        self.auth = Authenticator(self.environ, self.http, self.log)
+        self.auth = Authenticator(self.environ, self.http, self.log, read_only=self.read_only)
         self.mounts = MountFinder(self.http, self.log)
 
     # -- the Provider interface -------------------------------------------------------------
@@ -41,9 +42,13 @@ class VaultProvider:
 
         def plan(reference) -> tuple | ShimError:
             try:
-                return plans_for(reference, self.mounts.mount_for(reference.locator, deadline, run))
+                mount = self.mounts.mount_for(reference.locator, deadline, run)
+                plans = plans_for(reference, mount)
             except ShimError as error:
                 return error
+            if self.read_only:
+                plans = leases.reads_minting_nothing(plans, mount, reference.locator)
+            return plans
 
         def read(plans: tuple) -> Fetched | ShimError:
             try:
@@ -75,11 +80,20 @@ class VaultProvider:
     def token_ttl(self) -> int | None:
         return self.auth.token_ttl()
 
+    def token_generation(self) -> int:
+        """Which login the token is from: a lease dies with the token that read it."""
+        return self.auth.token_generation()
+
     def renew_token(self, deadline: Deadline) -> int | None:
         return self.auth.renew_token(deadline)
 
     def revoke_token(self, deadline: Deadline) -> None:
         self.auth.revoke_token(deadline)
+
+    def discard_login(self, deadline: Deadline) -> None:
+        """shim check: revoke the token a login made, so that check leaves no token behind
+        (one the environment gives is never touched)."""
+        self.auth.discard_login(deadline)
 
     # -- handing over between --watch helpers (shim.helper) -----------------------------------
 
@@ -108,6 +122,8 @@ class VaultProvider:
     def _read_first(self, plans: tuple, deadline: Deadline, run: "Run") -> Fetched:
         outcomes: list[Fetched | ShimError] = []
         for plan in plans:
+            if isinstance(plan, NotRead):
+                raise plan      # check: the reads left could mint a credential
             outcome = run.once((plan.api_path, plan.version),
                                lambda plan=plan: self._read(plan, deadline))
             if isinstance(outcome, Fetched):
@@ -146,6 +162,10 @@ class VaultProvider:
         where = plan.api_path + (f" version {plan.version}" if plan.version else "")
         if answer.status in (401, 403):
             self.auth.note_invalid_token(answer)
+            if self.auth.token_expired():
+                return PermissionDenied(
+                    f"Vault denied reading {plan.api_path} ({status}): shim's Vault token "
+                    f"expired", hint=FRESH_TOKEN_HINT)
             return PermissionDenied(f"Vault denied reading {plan.api_path} ({status})",
                                     hint=denied_hint([plan.api_path]))
         if answer.status == 404 and plan.kv_version == 2:
