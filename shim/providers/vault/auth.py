@@ -1,5 +1,9 @@
 """Logging in to Vault, and the token's life: token, AppRole (wrapped secret ids too),
 Kubernetes and JWT (docs/vault.md has the order in which credentials are chosen).
+
+Longer than our other modules on purpose: the logins, the token's renewal, the new login at its
+max TTL and the state carried between --watch helpers share one lock and one token; split, each
+half would need the other's private state.
 """
 
 from __future__ import annotations
