@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
+from shim.controlling_names import controls_programs
 from shim.errors import NotFound, ShimError, UnusableValue
 from shim.placeholders import has_placeholder
 from shim.plan import SHIM_PREFIX, Entry, Plan, SecretPart
@@ -117,6 +118,14 @@ def import_map(reference: Reference, outcome) -> tuple[dict[str, str], Mapping]:
                                 variable=name, hint="rename one of the keys in the store, or import them "
                                      "with different ?prefix= from separate secrets")
         names[name] = key
+    allowed = set((reference.option("allow_names") or "").split(":"))
+    for name in sorted(names):
+        if controls_programs(name) and name not in allowed:
+            raise UnusableValue(
+                f"the secret has a key that would set {name}, which changes how programs run; "
+                f"an import never sets it", variable=name,
+                hint=f"rename the key in the store, or let this import set it with "
+                     f"?allow_names={name} on its ref+ reference (docs/import.md)")
     return names, data
 
 

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
 # Options only an import (--import, shim/imports.py) understands: how the keys become names.
 # Not COMMON: on a variable's reference `prefix` would mean nothing, so it is refused there.
-IMPORT_OPTIONS = frozenset({"prefix"})
+# `allow_names`: names of docs/import.md's "never set" list this import may set after all.
+IMPORT_OPTIONS = frozenset({"prefix", "allow_names"})
 
 
 # The data carriers on the start-up path are records (shim.records: named tuples without the
@@ -544,6 +545,10 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None,
         if key == "prefix" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise _malformed(text, "the prefix is not the start of a variable name",
                              "write letters, digits and _, not starting with a digit, e.g. prefix=APP_")
+        if key == "allow_names" and not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)
+                                            for name in value.split(":")):
+            raise _malformed(text, "allow_names is not a :-separated list of variable names",
+                             "write e.g. allow_names=PATH:HOME")
         if key in ("optional", "allow_expired") and value.lower() not in ("true", "false", "1", "0"):
             raise _malformed(text, "optional and allow_expired take true or false",
                              "write e.g. optional=true")
