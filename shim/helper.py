@@ -329,8 +329,10 @@ def _be_helper(request: dict, answer_read: int, answer_write: int) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         # Fresh stdio objects: another thread of the supervisor may have held their locks at
         # the moment of the fork, and a held lock is never released in the child.
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the helper
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+        for name, fd in (("stdout", 1), ("stderr", 2)):
+            old = getattr(sys, name)
+            setattr(sys, name, open(fd, "w", buffering=1, closefd=False,  # noqa: SIM115
+                                    encoding=old.encoding, errors=old.errors))
         try:
             answer = serve(request)
         except ShimError as error:
@@ -342,8 +344,12 @@ def _be_helper(request: dict, answer_read: int, answer_write: int) -> None:
         with open(answer_write, "wb", closefd=False) as stream:
             stream.write(data)
         sys.stderr.flush()
-    except BaseException:  # noqa: BLE001 - the helper must never return into the supervisor
-        pass
+    except BaseException as error:  # noqa: BLE001 - never return into the supervisor's code
+        try:    # the type only: a message or a traceback may hold a value
+            os.write(2, f"shim: internal error in the resolution helper "
+                        f"({type(error).__name__})\n".encode())
+        except OSError:
+            pass
     finally:
         os._exit(0)     # no interpreter teardown: nothing is left to flush, and it takes time
 
