@@ -58,7 +58,7 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             if not (reference.optional and isinstance(error, NotFound)):
                 imported.errors.append(type(error)(
                     f"--import: {error.message}", variable=error.variable,
-                    reference=reference.canonical, hint=error.hint))
+                    reference=reference.shown, hint=error.hint))
             continue
         filled, kept = [], []
         # The map itself, so a dotenv file or JSON text is parsed once, not once per key.
@@ -73,7 +73,7 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             imported.maps[name] = fetched
             filled.append(name)
         log.event("import.applied", "info", provider=reference.provider,
-                  reference=reference.canonical, count=len(filled), names=sorted(filled),
+                  reference=reference.shown, count=len(filled), names=sorted(filled),
                   kept=sorted(kept))
     return imported
 

@@ -79,6 +79,11 @@ class Reference:
         return (self.provider, self.syntax if self.provider == "vault" else "",
                 self.locator, self.version, fetch_options)
 
+    @property
+    def shown(self) -> str:
+        """What an error, a log line or the audit file may quote of this reference."""
+        return shown_reference(self.canonical)
+
     def without_selector(self) -> "Reference":
         return Reference(self.provider, self.locator, (), self.version, self.options,
                          self.syntax, _render(self.provider, self.syntax, self.locator,
@@ -88,6 +93,24 @@ class Reference:
         return Reference(self.provider, self.locator, selector, self.version, self.options,
                          self.syntax, _render(self.provider, self.syntax, self.locator,
                                               selector, self.version, self.options))
+
+
+def shown_reference(canonical: str) -> str:
+    """A canonical reference as messages quote it: its path, then `?...` for a query and `#...`
+    for a selector, never their text.
+
+    A value that only looks like a reference (`vault:Tr0ub4dor&3#xkcd`, a password) parses as
+    one, and its `#` selector or `?query` is the likeliest place for the rest of it; the path is
+    what an operator needs to find the secret (the variable is named beside it).
+    `tests/hardening/test_reference_quoting.py` checks that nothing quotes `.canonical` itself.
+    """
+    query, selector = canonical.find("?"), canonical.find("#")
+    cuts = [index for index in (query, selector) if index >= 0]
+    if not cuts:
+        return canonical
+    hidden = ("?..." if 0 <= query < (selector if selector >= 0 else len(canonical)) else "") \
+        + ("#..." if selector >= 0 else "")
+    return canonical[:min(cuts)] + hidden
 
 
 def looks_like_reference(text: str) -> bool:
