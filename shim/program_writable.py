@@ -65,7 +65,9 @@ def changeable_part(path: str, target: Target) -> str | None:
     Walks the path one component at a time from /, as the kernel resolves it, so that a
     link anywhere on the way is checked where it sits and then followed.
     """
-    pending = [part for part in os.path.abspath(path).split("/") if part]
+    # Not os.path.abspath: normpath would fold `link/..` away, where the kernel follows the link.
+    absolute = path if path.startswith("/") else os.path.join(os.getcwd(), path)
+    pending = [part for part in absolute.split("/") if part]
     current, links = "/", 0
     current_info = os.stat("/")
     if target.can_write(current_info):

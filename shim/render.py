@@ -287,7 +287,7 @@ def _signal_target(pid_file: str) -> tuple[int | None, str]:
     write: only a PID above 1 (0, -1 and negative numbers reach whole groups or every
     process), and only the process that had that PID when we first read it."""
     try:
-        text = read_capped(pid_file, cap=64, what="--pid-file").decode("ascii").strip()
+        text = read_capped(pid_file, cap=64, what="--pid-file", the_programs_own=True).decode("ascii").strip()
         pid = int(text) if text.isdigit() else -1
     except (ShimError, UnicodeDecodeError):
         return None, "cannot read it"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -66,13 +67,7 @@ def test_a_symlink_swapped_in_by_the_program_is_not_followed(start_shim, canarie
     record = shared_dir / "record"
     process = _run(start_shim, {"SECRET": f"file:{secret}"}, record)
     assert wait_for(lambda: record.exists())
-    # The program's move: its own file becomes a link to root's.
-    os.setegid(NOBODY), os.seteuid(NOBODY)
-    try:
-        secret.unlink()
-        secret.symlink_to(root_only)
-    finally:
-        os.seteuid(0), os.setegid(0)
+    _swap_for_a_link(secret, root_only)
     time.sleep(3)                              # about ten ticks
     process.send_signal(signal.SIGTERM)
     returncode, _, stderr = finish(process, canaries)
@@ -121,3 +116,64 @@ def test_a_root_owned_path_is_still_re_read(start_shim, canaries, tmp_path, shar
     returncode, _, stderr = finish(process, canaries)
     assert returncode == 143
     assert not _failures(stderr), stderr
+
+
+def test_render_owner_still_signals_through_the_pid_file_the_app_writes(start_shim, canaries,
+                                                                      tmp_path, program_dir):
+    """render --watch --owner arms the same refusal for --owner's user; the --pid-file is the
+    one file that user is meant to write (its content is checked as hostile anyway)."""
+    secret = tmp_path / "secret"
+    secret.write_text(canaries.new("first"))
+    out, hups = tmp_path / "out", program_dir / "hups"
+    out.mkdir()
+    pid_file = program_dir / "app.pid"
+    app = subprocess.Popen(
+        ["/bin/sh", "-c", f'trap "echo hup >> {hups}" HUP; echo $$ > {pid_file}; '
+                          f'while :; do sleep 0.1; done'],
+        user=NOBODY, group=NOBODY, extra_groups=[], start_new_session=True)
+    try:
+        assert wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
+        process = start_shim(["render", "--dir", str(out), "--owner", "nobody", "--watch", "200ms",
+                              "--on-change", "signal:HUP", "--pid-file", str(pid_file)],
+                             {"SECRET": f"file:{secret}"})
+        assert wait_for(lambda: (out / "SECRET").exists())
+        secret.write_text(canaries.new("second"))
+        assert wait_for(lambda: hups.exists(), timeout=20)
+        process.send_signal(signal.SIGTERM)
+        returncode, _, stderr = finish(process, canaries)
+        assert returncode == 0, stderr
+        assert "not signalling" not in stderr
+    finally:
+        app.kill()
+        app.wait(timeout=10)
+
+
+def test_render_owner_does_not_follow_a_link_its_owner_swapped_in(start_shim, canaries, root_only,
+                                                                 program_dir, tmp_path):
+    secret = program_dir / "secret"
+    secret.write_text(canaries.new("first"))
+    os.chown(secret, NOBODY, NOBODY)
+    out = tmp_path / "out"
+    out.mkdir()
+    process = start_shim(["render", "--dir", str(out), "--owner", "nobody", "--watch", "200ms",
+                          "--log-format", "json"], {"SECRET": f"file:{secret}"})
+    assert wait_for(lambda: (out / "SECRET").exists())
+    first = (out / "SECRET").read_text()
+    _swap_for_a_link(secret, root_only)
+    time.sleep(3)                              # about ten ticks
+    process.send_signal(signal.SIGTERM)
+    returncode, _, stderr = finish(process, canaries)
+    assert returncode == 0, stderr
+    assert (out / "SECRET").read_text() == first
+    failures = _failures(stderr)
+    assert failures and all(event["exit_code"] == 77 for event in failures), stderr
+
+
+def _swap_for_a_link(path, target):
+    """What the program (nobody) does: its own file becomes a link to root's."""
+    os.setegid(NOBODY), os.seteuid(NOBODY)
+    try:
+        path.unlink()
+        path.symlink_to(target)
+    finally:
+        os.seteuid(0), os.setegid(0)
