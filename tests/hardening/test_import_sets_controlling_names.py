@@ -71,6 +71,14 @@ def test_a_prefix_that_makes_the_name_harmless_is_accepted(run_shim, canaries, p
     assert "LD_PRELOAD" not in probe.read()["env"]
 
 
+def test_azure_pipelines_export_does_not_pass_them_on(run_shim, canaries, tmp_path):
+    reference = _import_file(tmp_path, canaries, "LD_PRELOAD", "/tmp/evil.so")
+    result = run_shim(["render", "--format", "azure-pipelines", "--import", reference],
+                      {"TF_BUILD": "True"})
+    one_line(result, 65, "LD_PRELOAD", "would set LD_PRELOAD")
+    assert "##vso" not in result.stdout
+
+
 def test_github_actions_export_does_not_pass_them_on(run_shim, canaries, tmp_path):
     github_env = tmp_path / "github_env"
     github_env.write_text("")
