@@ -83,7 +83,8 @@ def changeable_part(path: str, target: Target) -> str | None:
         candidate = os.path.join(current, name)
         try:
             info = os.lstat(candidate)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            # Missing: the open will say so, unless the target could create it first.
             return candidate if target.can_replace(current_info, None) else None
         if target.can_replace(current_info, info):
             return candidate
@@ -112,10 +113,6 @@ def arm(target: Target | None) -> None:
     _target = target
     if not any(isinstance(finder, _ImportGuard) for finder in sys.meta_path):
         sys.meta_path.insert(0, _ImportGuard())
-
-
-def armed() -> Target | None:
-    return _target
 
 
 def check_read(path: str, what: str) -> None:
