@@ -110,7 +110,7 @@ class AsFiles:
             if result.value is None or not self.delivers(name):
                 continue
             if not re.fullmatch(_FILE_NAME, name):
-                references = " ".join(p.reference.canonical for p in result.entry.secret_parts)
+                references = " ".join(p.reference.shown for p in result.entry.secret_parts)
                 raise UnusableValue("the name cannot be a file name for --as-files",
                                     variable=name, reference=references or None, hint="rename it, or leave it out with --as-files-only")
             names.append(name)

@@ -2,7 +2,7 @@
 
 Text format is for people (warnings and errors by default, events with -v);
 JSON format is one object per line with an `event` field, for machines.
-Callers pass names, canonical references, versions and times; there is no
+Callers pass names, references as shown_reference quotes them, versions and times; there is no
 parameter through which a value could arrive, and messages are built from
 ShimError.line(), which never holds one either.
 """
@@ -102,7 +102,7 @@ def record_resolution(log: Log, resolution) -> None:
         for reference, meta in result.metas:
             age = age_seconds(meta)
             log.event("secret.resolved", "info", variable=name, provider=reference.provider,
-                      reference=reference.canonical, version=meta.version,
+                      reference=reference.shown, version=meta.version,
                       created=_iso(meta.created), updated=_iso(meta.updated),
                       age_seconds=int(age) if age is not None else None)
 

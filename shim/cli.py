@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from shim import environ_block
 from shim.dumpable import protect
 from shim.entry import EXIT_INTERRUPTED, reported_failures
 from shim.execute import run_exec
@@ -146,6 +147,7 @@ def main(argv=None) -> None:
     """click's side of the console script (shim.entry): its usage errors exit 64, ours their
     own code, bugs 70."""
     args = sys.argv[1:] if argv is None else list(argv)
+    environ_block.capture()  # before protect() (a no-op when shim.entry did it already)
     protect()  # first (again, when shim.entry came this way: it is cheap once loaded)
     with reported_failures(args):
         try:

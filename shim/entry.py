@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+from shim import environ_block
 from shim.dumpable import protect
 from shim.errors import ShimError
 
@@ -25,6 +26,7 @@ EXIT_INTERRUPTED = 130
 
 def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
+    environ_block.capture()  # before protect(): a non-root shim cannot read it afterwards
     protect()  # first: the environment may already hold store credentials
     from shim.fastpath import parse_exec  # lazy: after protect()
     parsed = parse_exec(args, os.environ)
@@ -78,12 +80,26 @@ def print_error(error, args) -> None:
 
 
 def _option_value(args, name):
-    """The value of `name VALUE` or `name=VALUE` before `--` (the command's own arguments)."""
-    for index, item in enumerate(args):
-        if item == "--":
-            return None
-        if item.startswith(name + "="):
-            return item[len(name) + 1:]
-        if item == name and index + 1 < len(args):
-            return args[index + 1]
-    return None
+    """The value of shim's own option `name VALUE` or `name=VALUE`: read only up to the command
+    (`--`, or the first argument that is neither an option nor an option's value). What follows
+    is the program's own command line: `exec prog --audit-file /etc/x` must not make shim (as
+    root) create /etc/x when it reports an error."""
+    # Loaded already by then (the command line was parsed).
+    from shim.options import OPTIONS  # lazy: after protect()
+    takes_value = {flag for option in OPTIONS if option.kind not in ("flag", "count")
+                   for flag in (*option.flags, *(f for fs in option.flags_for.values() for f in fs))
+                   if flag.startswith("--")}
+    found, index = None, 1          # args[0] is shim's command (exec, render, ...)
+    while index < len(args):
+        item = args[index]
+        if item == "--" or not item.startswith("-") or item == "-":
+            break                   # the command and its own arguments
+        flag, equals, value = item.partition("=")
+        if flag == name and equals:
+            found = value
+        elif flag in takes_value and not equals:
+            if item == name and index + 1 < len(args):
+                found = args[index + 1]
+            index += 1              # skip the option's value
+        index += 1
+    return found

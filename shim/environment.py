@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from shim import environ_block
 from shim.plan import SHIM_PREFIX, Plan
 from shim.resolve import Resolution
 
@@ -28,11 +29,16 @@ def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: boo
         if not keep_file_vars:
             for removed in entry.remove:
                 env.pop(removed, None)
+    return without_credentials(env, passthrough)
+
+
+def without_credentials(environ: dict[str, str], passthrough: Iterable[str] = ()) -> dict[str, str]:
+    """`environ` without shim's settings and the stores' credentials (SCRUBBED_PREFIXES), except
+    the names in `passthrough`: what any program shim starts may see of them (the program of
+    exec/run, render's --on-change run:CMD)."""
     kept = set(passthrough)
-    for name in list(env):
-        if name.startswith(SCRUBBED_PREFIXES) and name not in kept:
-            del env[name]
-    return env
+    return {name: value for name, value in environ.items()
+            if not name.startswith(SCRUBBED_PREFIXES) or name in kept}
 
 
 # Set by the bundle's entry script (images/shim/entry.py): its bootloader re-executes itself with
@@ -41,19 +47,22 @@ def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: boo
 restore_as_started = None
 
 
-def starting_environment(block_path: str = "/proc/self/environ") -> dict[str, str]:
+def starting_environment(block_path: str = environ_block.PROC_PATH) -> dict[str, str]:
     """The environment exactly as the shim was started with it.
 
     CPython may add variables of its own at start-up (LC_CTYPE=C.UTF-8 when it
     coerces the C locale, PEP 538); the program must not inherit them. The
     kernel keeps the original block in /proc/self/environ (block_path lets the
-    unit tests hand it a block of their own).
+    unit tests hand it a block of their own). The entry points read it before making the
+    process non-dumpable (shim.environ_block), after which a non-root shim may not.
     """
-    try:
-        with open(block_path, "rb") as stream:
-            block = stream.read()
-    except OSError:
-        return dict(os.environ)
+    block = environ_block.captured() if block_path == environ_block.PROC_PATH else None
+    if block is None:
+        try:
+            with open(block_path, "rb") as stream:
+                block = stream.read()
+        except OSError:
+            return dict(os.environ)
     environ = {}
     for item in block.split(b"\0"):
         name, sep, value = item.partition(b"=")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from shim import privileges
+from shim import privileges, program_writable
 from shim.launch import execve_program, reset_reserved_signals
 from shim.pipeline import Pipeline, secret_values
 
@@ -119,9 +119,9 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
                             stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
                             prepare_child=prepare_child, output=output)
     supervisor.install()
-    supervisor.start(run.delivered(env))
     as_files = run.as_files
     if not watching:
+        supervisor.start(run.delivered(env))
         # The lean loop removes --as-files files when the program exits, as run() would.
         supervisor.hand_over(remove_on_exit=as_files.paths() if as_files else ())
         try:
@@ -143,12 +143,16 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
         else:
             supervisor.stop_and_exit()
 
+    # The watcher (and what it imports) is made before the program runs: from then on nothing
+    # the program can change is imported or read (shim.program_writable).
     if resolved is not None:
         watcher = run.watcher_in_process(lambda new: run.child_environment(new, identity), env,
                                          apply, resolved)
     else:
         watcher = run.watcher("environment", lambda new: _with_home(new, identity), env, apply,
                               leases)
+    program_writable.arm(program_target(identity))
+    supervisor.start(run.delivered(env))
     try:
         return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
     finally:
@@ -157,3 +161,13 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
         run.close_helpers()
         if as_files:  # --as-files: the files go with the program
             as_files.remove_all(run.log)
+
+
+def program_target(identity) -> program_writable.Target | None:
+    """Who the program runs as, for shim.program_writable: --user's identity, or shim's own
+    uid when shim is not root (the program shares it); None when the program is root."""
+    if identity is not None:
+        return program_writable.Target.of(identity)
+    if os.getuid() != 0:
+        return program_writable.Target(os.getuid(), (os.getgid(), *os.getgroups()))
+    return None

@@ -4,15 +4,19 @@ The supervisor of `exec --watch` and the loop of `render --watch` live as long a
 container. Importing a store SDK (hvac and requests, boto3, the Azure SDK) would keep its
 modules, its TLS library and its caches in that process for good: Python cannot unload a
 module. So the long-lived process never calls a provider. For every resolution, renewal and
-revocation it starts this module with the same interpreter:
+revocation it forks a helper, which does the job, writes its answer as one JSON document on
+a pipe and exits; the memory it used (the SDK included) goes with it.
 
-    python -I -c <boot> PACKAGE_DIR      (the bundle: /opt/shim/shim --shim-internal-helper)
-
-with the starting environment of the run (credentials included) as its environment, so the
-helper reads it exactly as a normal run does (/proc/self/environ). The request (the options
-that shape a resolution, the Vault session, the leased secrets kept across ticks) goes to the
-helper's stdin; the answer comes back as one JSON document on fd 3. Both are pipes: nothing
-is written to disk. The helper then exits, and the memory it used goes with it.
+Forked, not started afresh (issue 22 items 2 and 5). A helper used to be a new interpreter
+(`python -I -c ...`) given the credentials in its environment; until Python had started and
+made it non-dumpable (about 30 ms) a program sharing its uid could read them from
+/proc/PID/environ, or attach to it, and each tick ran `site` (any .pth file) as root. A fork
+of the supervisor inherits its non-dumpable state (the kernel copies it on fork): no moment
+exists in which a helper can be read or traced by the program. It starts no interpreter, so
+no `site`, no .pth, no PYTHON* variable; it reads the starting environment from the
+supervisor's memory (shim.environ_block), and the request is a Python object, never a pipe
+the program could open. The modules it imports after the program started pass
+shim.program_writable's guard (armed by the caller before the program starts).
 
 What travels between helpers through the supervisor:
 - the Vault session: a token obtained by login (AppRole, Kubernetes, JWT) with its TTL, which
@@ -23,12 +27,12 @@ What travels between helpers through the supervisor:
 - leased secrets (Vault dynamic credentials) kept across ticks: sent to each resolution so
   they are not read (and minted) again, with their metadata (dates, bytes) intact.
 
-A helper that does not answer within its deadline (the run's --deadline plus the time to
-start an interpreter) is killed; the watcher counts that as a failed re-resolution and the
-program keeps its values.
+A helper that does not answer within its deadline (the run's --deadline plus an allowance for
+its SDK imports) is killed; the watcher counts that as a failed re-resolution and the program
+keeps its values.
 
-Longer than our other modules on purpose: the two sides of one pipe protocol (the supervisor's
-RemotePool and the helper's main) and its encoding sit together, so a change to what crosses
+Longer than our other modules on purpose: the two sides of one protocol (the supervisor's
+RemotePool and the helper's serve) and its encoding sit together, so a change to what crosses
 the pipe is made in one place.
 """
 
@@ -37,6 +41,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
+import signal
 import sys
 import threading
 import time
@@ -45,7 +51,6 @@ from datetime import datetime
 from shim import errors as _errors
 from shim.errors import ShimError, Unavailable
 from shim.deadline import Deadline
-from shim.dumpable import protect
 from shim.options import Options, parse_imports, parse_placeholder_source
 from shim.pipeline import Pipeline, secret_values
 from shim.providers.base import Fetched, SecretMeta
@@ -55,14 +60,13 @@ RESOLUTION_OPTIONS = ("env_files", "secrets_dirs", "file_vars", "skip", "imports
                       "allow_placeholders", "keep_file_vars", "passthrough", "deadline",
                       "max_age", "enforce_max_age", "audit_file", "log_format", "log_level",
                       "fallback_cache", "fallback_key_file", "fallback_max_age")
-# Time allowed on top of --deadline for the helper's interpreter and SDK imports.
+# Time allowed on top of --deadline for the helper's SDK imports.
 START_ALLOWANCE_SECONDS = 5.0
-ANSWER_FD = 3
 EXIT_GRACE_SECONDS = 2.0     # from its answer to its exit
-# The bundle's entry script (images/shim/entry.py) runs main() when given this first argument.
-HELPER_ARGUMENT = "--shim-internal-helper"
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from shim.helper import main; main()"
-_SHIM_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LONGEST_POLL_MS = 3_600_000     # poll() takes a C int of milliseconds: wait in slices
+# Held from a helper's pipe to the parent's close of its write end: a helper forked meanwhile
+# by another thread would otherwise hold that end open, and the answer's EOF would wait for it.
+_FORKING = threading.Lock()
 _ERROR_CLASSES = {cls.__name__: cls for cls in vars(_errors).values()
                   if isinstance(cls, type) and issubclass(cls, ShimError)}
 
@@ -147,33 +151,25 @@ class HelperFailed(Unavailable):
     """The helper did not answer (killed at its deadline, crashed, or said nothing)."""
 
 
-def run_helper(request: dict, environ: dict, timeout: float, log, running: set) -> dict:
-    """Start a helper, hand it `request`, and return its answer; kill it after `timeout`.
+def run_helper(request: dict, timeout: float, log, running: set) -> dict:
+    """Fork a helper to do `request`, and return its answer; kill it after `timeout`.
     `running` holds the helper's pid while it runs (RemotePool.close() kills those)."""
-    request_read, request_write = os.pipe()
-    answer_read, answer_write = os.pipe()
-    if getattr(sys, "frozen", False):
-        argv = [sys.executable, HELPER_ARGUMENT]
-    else:
-        argv = [sys.executable, "-I", "-c", _BOOT, _SHIM_PARENT]
-    try:
-        # setsigmask: the --init supervisor blocks the signals it waits for; the helper must not.
-        pid = os.posix_spawn(argv[0], argv, environ, setsigmask=(), file_actions=[
-            (os.POSIX_SPAWN_DUP2, request_read, 0),
-            (os.POSIX_SPAWN_DUP2, answer_write, ANSWER_FD),
-        ])
-    except OSError as error:
-        for fd in (request_read, request_write, answer_read, answer_write):
-            os.close(fd)
-        raise HelperFailed(f"cannot start the resolution helper ({error.strerror})",
-                           hint="check that the interpreter is still in place") from None
-    os.close(request_read)
-    os.close(answer_write)
+    with _FORKING:
+        answer_read, answer_write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as error:
+            os.close(answer_read)
+            os.close(answer_write)
+            raise HelperFailed(f"cannot start the resolution helper ({error.strerror})",
+                               hint="check the container's process and memory limits") from None
+        if pid == 0:
+            _be_helper(request, answer_read, answer_write)    # never returns
+        os.close(answer_write)
     running.add(pid)
     log.event("helper.started", "debug", pid=pid, job=request["job"])
     try:
-        answer = _exchange(request_write, answer_read, json.dumps(request).encode(),
-                           time.monotonic() + timeout)
+        answer = _read_answer(answer_read, time.monotonic() + timeout)
     finally:
         os.close(answer_read)
         running.discard(pid)
@@ -190,37 +186,20 @@ def run_helper(request: dict, environ: dict, timeout: float, log, running: set) 
                            hint="run with -vv to see what it reported") from None
 
 
-def _exchange(write_fd: int, read_fd: int, request: bytes, deadline: float) -> bytes | None:
-    """Write the request and read the answer until EOF; None when the deadline passes."""
-    import select  # lazy: only in the --watch supervisor
-    os.set_blocking(write_fd, False)
+def _read_answer(read_fd: int, deadline: float) -> bytes | None:
+    """Read the answer until EOF; None when the deadline passes."""
     poller = select.poll()
-    poller.register(write_fd, select.POLLOUT)
     poller.register(read_fd, select.POLLIN)
-    chunks, sent, writing = [], 0, True
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            for fd, _ in poller.poll(left * 1000):
-                if fd == write_fd and writing:
-                    try:
-                        sent += os.write(write_fd, request[sent:sent + 65536])
-                    except BrokenPipeError:
-                        sent = len(request)
-                    if sent >= len(request):
-                        writing = False
-                        poller.unregister(write_fd)
-                        os.close(write_fd)
-                elif fd == read_fd:
-                    chunk = os.read(read_fd, 65536)
-                    if not chunk:
-                        return b"".join(chunks)
-                    chunks.append(chunk)
-    finally:
-        if writing:
-            os.close(write_fd)
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if poller.poll(min(left * 1000, _LONGEST_POLL_MS)):
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 def _kill(pid: int) -> None:
@@ -251,9 +230,8 @@ class RemotePool:
     gives it to the next helper. The Watcher uses it exactly like a ProviderPool.
     """
 
-    def __init__(self, options, environ: dict, log):
+    def __init__(self, options, log):
         self.options = options
-        self.environ = environ
         self.log = log
         self.timeout = options.deadline + START_ALLOWANCE_SECONDS
         self._sessions: dict[str, dict] = {}
@@ -282,7 +260,7 @@ class RemotePool:
                         for name, state in self._sessions.items()}
         request = {"job": job, "command": self.options.command, "options": options,
                    "sessions": sessions, **fields}
-        answer = run_helper(request, self.environ, self.timeout, self.log, self._running)
+        answer = run_helper(request, self.timeout, self.log, self._running)
         with self._lock:
             now = time.monotonic()
             for name, state in (answer.get("sessions") or {}).items():
@@ -351,31 +329,38 @@ class RemoteProvider:
 
 # -- the helper's side ----------------------------------------------------------------------------
 
-def main() -> None:
-    """Read one request from stdin, do it, write the answer to fd 3, exit."""
-    protect()   # first, as every shim process: the environment holds the store's credentials
-    chunks = []
-    while True:
-        chunk = os.read(0, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
+def _be_helper(request: dict, answer_read: int, answer_write: int) -> None:
+    """In the forked child: do the job, write the answer, exit. Never returns into the
+    supervisor's code, whatever happens."""
     try:
-        answer = serve(json.loads(b"".join(chunks)))
-    except ShimError as error:
-        answer = {"errors": [encode_error(error)]}
-    except Exception as error:  # noqa: BLE001 - a bug: say so without a traceback (values)
-        answer = {"errors": [encode_error(ShimError(f"internal error in the resolution helper "
-                                                    f"({type(error).__name__})"))]}
-    data = json.dumps(answer).encode()
-    try:
-        with open(ANSWER_FD, "wb", closefd=True) as stream:
+        os.close(answer_read)
+        # The supervisor blocks the signals it waits for; the helper takes them as any process.
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        # Fresh stdio objects: another thread of the supervisor may have held their locks at
+        # the moment of the fork, and a held lock is never released in the child.
+        for name, fd in (("stdout", 1), ("stderr", 2)):
+            old = getattr(sys, name)
+            setattr(sys, name, open(fd, "w", buffering=1, closefd=False,  # noqa: SIM115
+                                    encoding=old.encoding, errors=old.errors))
+        try:
+            answer = serve(request)
+        except ShimError as error:
+            answer = {"errors": [encode_error(error)]}
+        except Exception as error:  # noqa: BLE001 - a bug: say so without a traceback (values)
+            answer = {"errors": [encode_error(ShimError(f"internal error in the resolution "
+                                                        f"helper ({type(error).__name__})"))]}
+        data = json.dumps(answer).encode()
+        with open(answer_write, "wb", closefd=False) as stream:
             stream.write(data)
-    except OSError:
-        pass    # the supervisor stopped waiting (deadline, or it is exiting)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)     # no interpreter teardown: nothing is left to flush, and it takes time
+        sys.stderr.flush()
+    except BaseException as error:  # noqa: BLE001 - never return into the supervisor's code
+        try:    # the type only: a message or a traceback may hold a value
+            os.write(2, f"shim: internal error in the resolution helper "
+                        f"({type(error).__name__})\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(0)     # no interpreter teardown: nothing is left to flush, and it takes time
 
 
 def serve(request: dict) -> dict:

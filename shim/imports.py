@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
+from shim.controlling_names import controls_programs
 from shim.errors import NotFound, ShimError, UnusableValue
 from shim.placeholders import has_placeholder
 from shim.plan import SHIM_PREFIX, Entry, Plan, SecretPart
@@ -57,7 +58,7 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             if not (reference.optional and isinstance(error, NotFound)):
                 imported.errors.append(type(error)(
                     f"--import: {error.message}", variable=error.variable,
-                    reference=reference.canonical, hint=error.hint))
+                    reference=reference.shown, hint=error.hint))
             continue
         filled, kept = [], []
         # The map itself, so a dotenv file or JSON text is parsed once, not once per key.
@@ -72,7 +73,7 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             imported.maps[name] = fetched
             filled.append(name)
         log.event("import.applied", "info", provider=reference.provider,
-                  reference=reference.canonical, count=len(filled), names=sorted(filled),
+                  reference=reference.shown, count=len(filled), names=sorted(filled),
                   kept=sorted(kept))
     return imported
 
@@ -117,6 +118,14 @@ def import_map(reference: Reference, outcome) -> tuple[dict[str, str], Mapping]:
                                 variable=name, hint="rename one of the keys in the store, or import them "
                                      "with different ?prefix= from separate secrets")
         names[name] = key
+    allowed = set((reference.option("allow_names") or "").split(":"))
+    for name in sorted(names):
+        if controls_programs(name) and name not in allowed:
+            raise UnusableValue(
+                f"the secret has a key that would set {name}, which changes how programs run; "
+                f"an import never sets it", variable=name,
+                hint=f"rename the key in the store, or let this import set it with "
+                     f"?allow_names={name} on its ref+ reference (docs/import.md)")
     return names, data
 
 

@@ -223,7 +223,7 @@ class Pipeline:
     def remote(self):
         if self._remote is None:
             from shim.helper import RemotePool  # lazy: only with --watch
-            self._remote = RemotePool(self.options, self.environ, self.log)
+            self._remote = RemotePool(self.options, self.log)
         return self._remote
 
     def close_helpers(self) -> None:

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 COMMON_OPTIONS = frozenset({"optional", "max_age", "allow_expired", "encoding"})
 # Options only an import (--import, shim/imports.py) understands: how the keys become names.
 # Not COMMON: on a variable's reference `prefix` would mean nothing, so it is refused there.
-IMPORT_OPTIONS = frozenset({"prefix"})
+# `allow_names`: names of docs/import.md's "never set" list this import may set after all.
+IMPORT_OPTIONS = frozenset({"prefix", "allow_names"})
 
 
 # The data carriers on the start-up path are records (shim.records: named tuples without the
@@ -78,6 +79,11 @@ class Reference:
         return (self.provider, self.syntax if self.provider == "vault" else "",
                 self.locator, self.version, fetch_options)
 
+    @property
+    def shown(self) -> str:
+        """What an error, a log line or the audit file may quote of this reference."""
+        return shown_reference(self.canonical)
+
     def without_selector(self) -> "Reference":
         return Reference(self.provider, self.locator, (), self.version, self.options,
                          self.syntax, _render(self.provider, self.syntax, self.locator,
@@ -87,6 +93,24 @@ class Reference:
         return Reference(self.provider, self.locator, selector, self.version, self.options,
                          self.syntax, _render(self.provider, self.syntax, self.locator,
                                               selector, self.version, self.options))
+
+
+def shown_reference(canonical: str) -> str:
+    """A canonical reference as messages quote it: its path, then `?...` for a query and `#...`
+    for a selector, never their text.
+
+    A value that only looks like a reference (`vault:Tr0ub4dor&3#xkcd`, a password) parses as
+    one, and its `#` selector or `?query` is the likeliest place for the rest of it; the path is
+    what an operator needs to find the secret (the variable is named beside it).
+    `tests/hardening/test_reference_quoting.py` checks that nothing quotes `.canonical` itself.
+    """
+    query, selector = canonical.find("?"), canonical.find("#")
+    cuts = [index for index in (query, selector) if index >= 0]
+    if not cuts:
+        return canonical
+    hidden = ("?..." if 0 <= query < (selector if selector >= 0 else len(canonical)) else "") \
+        + ("#..." if selector >= 0 else "")
+    return canonical[:min(cuts)] + hidden
 
 
 def looks_like_reference(text: str) -> bool:
@@ -544,6 +568,10 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None,
         if key == "prefix" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
             raise _malformed(text, "the prefix is not the start of a variable name",
                              "write letters, digits and _, not starting with a digit, e.g. prefix=APP_")
+        if key == "allow_names" and not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)
+                                            for name in value.split(":")):
+            raise _malformed(text, "allow_names is not a :-separated list of variable names",
+                             "write e.g. allow_names=PATH:HOME")
         if key in ("optional", "allow_expired") and value.lower() not in ("true", "false", "1", "0"):
             raise _malformed(text, "optional and allow_expired take true or false",
                              "write e.g. optional=true")

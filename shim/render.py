@@ -23,14 +23,16 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 
 import click
 
-from shim import privileges
+from shim import privileges, program_writable
 from shim.cli import command_options, pipeline_for
 from shim.dumpable import restore_for_exec
+from shim.environment import without_credentials
 from shim.errors import ShimError, UnusableValue, UsageError
 from shim.pipeline import Pipeline, secret_values
 from shim.safe_read import read_capped
@@ -191,7 +193,7 @@ def render_command(**raw):
                   directory=options.directory, env_file=options.out_env_file)
     if options.watch is None:
         return
-    sys.exit(_render_watch(run, renderer, leases))
+    sys.exit(_render_watch(run, renderer, leases, identity))
 
 
 def _check_directory(path: str) -> None:
@@ -205,8 +207,10 @@ def _check_directory(path: str) -> None:
                           f"install -d -m 0700 -o USER {path}")
 
 
-def _render_watch(run: Pipeline, renderer, leases) -> int:
-    """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now."""
+def _render_watch(run: Pipeline, renderer, leases, owner) -> int:
+    """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now.
+    With --owner, what that user can change is not read or imported from now on, as for
+    exec's program (shim.program_writable)."""
 
     options = run.options
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -219,6 +223,8 @@ def _render_watch(run: Pipeline, renderer, leases) -> int:
             _notify(run, options.on_change, options.pid_file)
 
     watcher = run.watcher("values", dict, dict(renderer.written), apply, leases)
+    if owner is not None:
+        program_writable.arm(program_writable.Target.of(owner))
     try:
         while True:
             timeout = max(0.0, watcher.next_tick() - time.monotonic())
@@ -254,7 +260,7 @@ def _signal_target(pid_file: str) -> tuple[int | None, str]:
     write: only a PID above 1 (0, -1 and negative numbers reach whole groups or every
     process), and only the process that had that PID when we first read it."""
     try:
-        text = read_capped(pid_file, cap=64, what="--pid-file").decode("ascii").strip()
+        text = read_capped(pid_file, cap=64, what="--pid-file", the_programs_own=True).decode("ascii").strip()
         pid = int(text) if text.isdigit() else -1
     except (ShimError, UnicodeDecodeError):
         return None, "cannot read it"
@@ -270,7 +276,6 @@ def _signal_target(pid_file: str) -> tuple[int | None, str]:
 
 def _notify(run: Pipeline, action, pid_file) -> None:
     """--on-change for render: signal the process in --pid-file, or run a command."""
-    import subprocess  # lazy: only for --on-change run:CMD
     kind, argument = action
     if kind == "signal":
         pid, problem = _signal_target(pid_file)
@@ -285,8 +290,9 @@ def _notify(run: Pipeline, action, pid_file) -> None:
             run.log.event("render.signal_failed", "warning",
                           f"could not signal the process in {pid_file}: {type(error).__name__}")
         return
-    # The hook gets shim's own environment minus secrets it resolved: never the values.
-    env = {k: v for k, v in run.environ.items() if not k.startswith(("SHIM_", "VAULT_", "BAO_"))}
+    # The hook gets the starting environment (references as written, never the values) without
+    # what no program shim starts gets: shim's settings and the stores' credentials.
+    env = without_credentials(run.environ, run.options.passthrough)
     result = subprocess.run(argument, env=env, stdin=subprocess.DEVNULL, check=False,
                             preexec_fn=restore_for_exec)
     run.log.event("render.hook_ran", "info" if result.returncode == 0 else "warning",

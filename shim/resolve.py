@@ -190,7 +190,7 @@ def _resolved_variable(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_bin
                     error = ConfigError(f"unresolved placeholder {part.placeholder}: {error.message}",
                                         hint="add the key to the placeholder source")
                 result.error = error.with_context(variable=entry.name,
-                                                  reference=reference.canonical)
+                                                  reference=reference.shown)
                 return result
         else:
             result.metas.append((reference, outcome.meta))
@@ -248,9 +248,10 @@ def _walk(reference: Reference, value):
         elif isinstance(value, Mapping) and key in value:
             value = value[key]
         else:
-            path = "/" + "/".join(reference.selector[: depth + 1])
-            raise NotFound(f"key {path} does not exist in the secret",
-                           hint="check the key name (keys are case-sensitive)")
+            # Not the key itself: a value that only looks like a reference keeps its likeliest
+            # secret part after `#` (shim.refs.shown_reference).
+            raise NotFound(f"key {depth + 1} of the #... selector does not exist in the secret",
+                           hint="check the key names (case-sensitive) with shim check")
     if isinstance(value, str):
         return value
     if value is None or isinstance(value, (bool, int, float)):

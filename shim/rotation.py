@@ -26,11 +26,11 @@ def check_rotation(resolution, *, max_age: float | None, enforce: bool, log) -> 
             age, limit = verdict
             message = (f"rotation overdue: the secret is {_days(age)} old, "
                        f"more than the allowed {_days(limit)}")
-            log.event("secret.rotation_overdue", "warning", f"{name} ({reference.canonical}): {message}",
-                      variable=name, reference=reference.canonical, provider=reference.provider,
+            log.event("secret.rotation_overdue", "warning", f"{name} ({reference.shown}): {message}",
+                      variable=name, reference=reference.shown, provider=reference.provider,
                       age_seconds=int(age), max_age_seconds=int(limit), version=meta.version)
             if enforce:
-                errors.append(ConfigError(message, variable=name, reference=reference.canonical,
+                errors.append(ConfigError(message, variable=name, reference=reference.shown,
                                           hint="rotate the secret, or raise max_age"))
     return errors
 
@@ -43,7 +43,7 @@ def overdue(reference, meta, max_age: float | None, *, log=None, variable=None):
     age = age_seconds(meta)
     if age is None:
         if log is not None:
-            log.event("secret.age_unknown", "debug", variable=variable, reference=reference.canonical)
+            log.event("secret.age_unknown", "debug", variable=variable, reference=reference.shown)
         return None
     return (age, limit) if age > limit else None
 

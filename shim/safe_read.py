@@ -10,6 +10,8 @@ never ends), a directory, a symlink planted by someone else, or huge. So:
 - fstat the open descriptor (not the path, which could be swapped): only a regular file;
 - read at most `cap` bytes plus one, so an oversized or growing file is refused, never read
   whole;
+- once the program runs under --watch, refuse a path the program can change
+  (shim.program_writable);
 - map each failure to the caller's error types, given as parameters, with a message that
   names the path and never quotes the content.
 """
@@ -20,6 +22,7 @@ import errno
 import os
 import stat
 
+from shim import program_writable
 from shim.errors import NotFound, PermissionDenied, UnusableValue
 
 
@@ -30,9 +33,14 @@ def read_capped(path: str, **options) -> bytes:
 
 def read_with_stat(path: str, *, cap: int, what: str = "file", follow_symlinks: bool = True,
                    missing=NotFound, unreadable=PermissionDenied, not_regular=NotFound,
-                   too_large=UnusableValue, size_text: str | None = None
-                   ) -> tuple[bytes, os.stat_result]:
-    """read_capped, plus the fstat of the descriptor that was read (for its mtime)."""
+                   too_large=UnusableValue, size_text: str | None = None,
+                   the_programs_own: bool = False) -> tuple[bytes, os.stat_result]:
+    """read_capped, plus the fstat of the descriptor that was read (for its mtime).
+    `the_programs_own`: a file the program is meant to write (render's --pid-file), whose
+    content the caller treats as hostile; every other read refuses, once the program runs,
+    a path the program can change."""
+    if not the_programs_own:
+        program_writable.check_read(path, what)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow_symlinks:
         flags |= os.O_NOFOLLOW

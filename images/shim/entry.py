@@ -17,10 +17,10 @@ import os
 import sys
 
 _BOOTLOADER_PREFIX = "_PYI_"
-# First arguments that select an internal job instead of the command line (the bundle has no
-# separate interpreter to run those modules with): shim/initloop.py, shim/helper.py.
+# The first argument that selects an internal job instead of the command line (the bundle has
+# no separate interpreter to run that module with): shim/initloop.py. (--watch's helpers are
+# forks of the supervisor: shim/helper.py.)
 _LEAN_LOOP_ARGUMENT = "--shim-internal-initloop"
-_HELPER_ARGUMENT = "--shim-internal-helper"
 
 
 def as_started(environ: dict) -> dict:
@@ -50,12 +50,9 @@ if sys.argv[1:2] == [_LEAN_LOOP_ARGUMENT]:
 _restore_os_environ()
 import shim.environment  # noqa: E402 - after the check above: the lean loop needs none of it
 
-# Every reader of the starting environment (shim.pipeline, shim.helper) goes through this.
+# Every reader of the starting environment (shim.pipeline, and the helpers it forks) goes
+# through this.
 shim.environment.restore_as_started = as_started
-if sys.argv[1:2] == [_HELPER_ARGUMENT]:
-    # --watch's resolution helper (shim/helper.py).
-    from shim.helper import main as helper_main
-    helper_main()
-else:
-    from shim.entry import main
-    main()
+from shim.entry import main  # noqa: E402
+
+main()

@@ -161,7 +161,7 @@ class _AwsProvider:
                          title=self.title, operation=operation, transient=transient_reason,
                          hint="the service is throttling, failing or unreachable; check the "
                               "endpoint and network, or raise --deadline",
-                         reference=reference.canonical, items=batch)
+                         reference=reference.shown, items=batch)
         except BotoCoreError as error:
             raise self.client_failure(error) from None
 

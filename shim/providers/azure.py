@@ -314,7 +314,7 @@ class KeyVaultProvider:
         else:
             return fetched
         allowed = all(reference.flag("allow_expired") for reference in item.references)
-        reference = item.references[0].without_selector().canonical
+        reference = item.references[0].shown
         message = (f"{reference}: the secret {problem}"
                    + ("; used anyway (allow_expired=true)" if allowed else "; refused"))
         self.context.log.event("secret.expired", "warning", message, provider=self.name,

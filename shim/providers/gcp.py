@@ -274,7 +274,7 @@ def read_version(reference, token: Callable[[], str], session, endpoint: str, de
                                             deadline.remaining()),
                        deadline, log, provider="gcpsecrets", title=TITLE, operation="access",
                        hint="transient failures were retried until --deadline; raise it or "
-                            "check the service's status", reference=reference.canonical)
+                            "check the service's status", reference=reference.shown)
     except ShimError as error:
         return error
     except requests.exceptions.SSLError:

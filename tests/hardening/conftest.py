@@ -36,8 +36,28 @@ def nobody_python():
     shutil.rmtree(lib, ignore_errors=True)
 
 
-def _copy_shim_and_dependencies(lib: Path) -> None:
-    for package in (click, dotenv):
+@pytest.fixture(scope="session")
+def nobody_python_with_vault():
+    """nobody_python, plus what the Vault provider imports (hvac, requests and theirs)."""
+    import certifi
+    import charset_normalizer
+    import hvac
+    import idna
+    import requests
+    import tenacity
+    import urllib3
+
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("no system Python for a non-root shim")
+    lib = Path(tempfile.mkdtemp(prefix="shim-nobody-vault-lib-"))
+    _copy_shim_and_dependencies(lib, (hvac, requests, urllib3, certifi, idna, charset_normalizer,
+                                      tenacity))
+    yield SYSTEM_PYTHON, {"PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1"}
+    shutil.rmtree(lib, ignore_errors=True)
+
+
+def _copy_shim_and_dependencies(lib: Path, more=()) -> None:
+    for package in (click, dotenv, *more):
         source = Path(package.__file__).parent
         shutil.copytree(source, lib / source.name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "shim", lib / "shim", ignore=shutil.ignore_patterns("__pycache__"))

@@ -364,7 +364,7 @@ def _setup_missing_cases(aws, canaries):
     (f"{arn('exists')}::AWSPREVIOUS:", "ResourceNotFoundException (secret or version not found)"),
     ("ref+awssecrets://exists?version_id=00000000-0000-0000-0000-000000000000",
      "ResourceNotFoundException (secret or version not found)"),
-    ("ref+awssecrets://exists#/nokey", "key /nokey does not exist"),
+    ("ref+awssecrets://exists#/nokey", "key 1 of the #... selector does not exist"),
     ("ref+awsssm:///absent/p", "InvalidParameters (parameter not found)"),
     ("ref+awsssm:///exists/p:7", "(parameter, version or label not found)"),
     ("ref+awsssm:///exists/p:nolabel", "(parameter, version or label not found)"),
@@ -373,12 +373,12 @@ def _setup_missing_cases(aws, canaries):
 def test_missing_is_66_and_nothing_runs(run_shim, probe, canaries, aws, reference, expected):
     _setup_missing_cases(aws, canaries)
     from shim.refs import parse_reference
-    canonical = parse_reference(reference).canonical
+    shown = parse_reference(reference).shown      # errors quote a reference up to its path
     variables = {"GOOD_A": "ref+awssecrets://exists", "GOOD_B": "ref+awssecrets://other",
                  "GOOD_C": "ref+awsssm:///exists/p", "MISSING": reference}
     result = run_shim(["exec", "--", *probe.argv], exec_env(aws, variables))
     assert result.returncode == 66, result.stderr
-    assert f"MISSING ({canonical}): " in result.stderr
+    assert f"MISSING ({shown}): " in result.stderr
     assert expected in result.stderr
     assert "GOOD_" not in result.stderr
     assert not probe.ran

@@ -332,7 +332,8 @@ def test_missing_key_and_not_json(run_shim, probe, canaries, tmp_path):
     assert result.returncode == 66  # the first reported error (A, sorted by name) decides
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("shim: error: A (ref+file://") and "/nope does not exist" in lines[0]
+    assert lines[0].startswith("shim: error: A (ref+file://") and "key 1 of the #... selector does not exist" in lines[0]
+    assert "/nope" not in lines[0]   # the selector is not quoted (docs/references.md)
     assert lines[1].startswith("shim: error: B") and "not JSON" in lines[1]
 
 

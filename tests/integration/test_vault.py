@@ -220,7 +220,7 @@ def test_approle_bad_secret_id_is_77_at_once(vault, run_shim, probe, canaries, h
            "PASSWORD": "vault:secret/data/app#password"}
     result = exec_probe(run_shim, probe, env)
     assert result.returncode == 77
-    assert "PASSWORD (vault:secret/data/app#password)" in result.stderr
+    assert "PASSWORD (vault:secret/data/app#...)" in result.stderr
     assert ("approle login at auth/approle/login (HTTP 400: invalid role or secret ID)"
             in result.stderr)
     failed = events(result.stderr, "auth.failed")
@@ -399,7 +399,7 @@ def test_deleted_and_destroyed_versions_are_66(vault, run_shim, probe, canaries,
         result = exec_probe(run_shim, probe, token_env(vault, canaries, home, PASSWORD=reference))
         assert result.returncode == 66, result.stderr
         assert message in result.stderr
-        assert f"PASSWORD ({parse_reference(reference).canonical})" in result.stderr
+        assert f"PASSWORD ({parse_reference(reference).shown})" in result.stderr
     vault.kv2_delete("secret", "app")  # the latest, version 3
     result = exec_probe(run_shim, probe, token_env(vault, canaries, home,
                                                    PASSWORD="ref+vault://secret/app#/password"))
@@ -500,7 +500,7 @@ def test_sealed_past_the_deadline_is_69_within_the_deadline(vault, run_shim, pro
     elapsed = time.monotonic() - started
     assert result.returncode == 69
     assert elapsed < 3 + 2.5, elapsed
-    assert ("PASSWORD (vault:secret/data/app#password): Vault: HTTP 503: Vault is sealed "
+    assert ("PASSWORD (vault:secret/data/app#...): Vault: HTTP 503: Vault is sealed "
             "on every attempt (") in result.stderr
     assert not probe.ran
 
@@ -540,7 +540,7 @@ def test_permission_denied_is_77_without_retry(vault, run_shim, probe, canaries,
     result = exec_probe(run_shim, probe, token_env(vault, canaries, home, token,
                                                    PASSWORD="vault:secret/data/app#password"))
     assert result.returncode == 77
-    assert ("PASSWORD (vault:secret/data/app#password): Vault denied reading secret/data/app "
+    assert ("PASSWORD (vault:secret/data/app#...): Vault denied reading secret/data/app "
             "(HTTP 403: permission denied)") in result.stderr
     assert reads(vault, "secret/data/app") == 1
     assert not events(result.stderr, "provider.retry")

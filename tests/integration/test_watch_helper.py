@@ -119,9 +119,11 @@ def helper_children(pid: int) -> list[int]:
         except FileNotFoundError:
             continue
     helpers = []
+    supervisor = Path(f"/proc/{pid}/cmdline").read_bytes()
     for child in children:
         try:
-            if b"shim.helper" in Path(f"/proc/{child}/cmdline").read_bytes():
+            # A helper is a fork of the supervisor: the same command line (the program is not).
+            if Path(f"/proc/{child}/cmdline").read_bytes() == supervisor:
                 helpers.append(int(child))
         except FileNotFoundError:
             continue

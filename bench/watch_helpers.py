@@ -1,0 +1,80 @@
+"""The cost of one --watch helper: a resolution's round trip from the supervisor's side.
+
+Every --watch tick, lease renewal and token renewal runs in a helper process (shim/helper.py).
+This times `RemotePool.resolve()` (start the helper, resolve, read its answer, reap it) for a
+run with one file reference, N times, with this tree's shim and, with `--compare-with REV`,
+with the shim package of git revision REV (e.g. 2c2b176, whose helpers were new interpreters
+started with `python -I`; they are forks of the supervisor since issue 22), run alternately
+by the same interpreter so both see the same load.
+
+    .venv/bin/python bench/watch_helpers.py [--resolutions 50] [--compare-with REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ROOT, machine, median, p90, table  # noqa: E402
+from memory import package_of  # noqa: E402
+
+# Runs inside the measured tree: its own Pipeline builds its own RemotePool.
+_DRIVER = """
+import json, sys, time
+from shim.options import Options
+from shim.pipeline import Pipeline
+pool = Pipeline(Options("exec")).remote
+times = []
+for _ in range(int(sys.argv[1])):
+    start = time.perf_counter()
+    output, errors, _ = pool.resolve("environment")
+    times.append(time.perf_counter() - start)
+    assert not errors and output["S"] == "bench-value", errors
+print(json.dumps(times))
+"""
+
+
+def _round_trips(package: str, count: int, secret: Path) -> list[float]:
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": package,
+           "S": f"file:{secret}"}
+    result = subprocess.run([sys.executable, "-c", _DRIVER, str(count)], env=env, cwd=package,
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--resolutions", type=int, default=50)
+    parser.add_argument("--compare-with", metavar="REV")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations of the variants")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        secret = directory / "secret"
+        secret.write_text("bench-value")
+        variants = {"this tree": str(ROOT)}
+        if args.compare_with:
+            variants[args.compare_with] = package_of(args.compare_with, directory)
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.rounds):
+            for name, package in variants.items():
+                times[name] += _round_trips(package, args.resolutions, secret)
+    rows = [[name, len(values), median(values) * 1000, p90(values) * 1000]
+            for name, values in times.items()]
+    if args.compare_with:
+        base = median(times[args.compare_with])
+        rows = [row + [f"{median(times[row[0]]) / base:.2f}x"] for row in rows]
+    headers = ["shim", "round trips", "median ms", "p90 ms"] + (["vs REV"] if args.compare_with else [])
+    print(machine(), f"(load: {os.getloadavg()[0]:.1f})")
+    return table("one --watch helper round trip (file reference)", headers, rows)
+
+
+if __name__ == "__main__":
+    main()
