@@ -158,7 +158,7 @@ class Pipeline:
                     values[text] = template_value(reference, resolution.outcomes)
                 except ShimError as error:
                     errors.append(error.with_context(variable=f"template {template.spec.source}",
-                                                     reference=reference.canonical))
+                                                     reference=reference.shown))
         if errors:
             return errors
         environment = child_environment(resolved_plan, resolution,
@@ -284,7 +284,7 @@ def record_stale(log: Log, resolution) -> None:
             age, error = served
             log.event("secret.stale", "warning",
                       f"{name}: served from the fallback cache ({int(age)}s old); the store "
-                      f"failed: {error.message}", variable=name, reference=reference.canonical,
+                      f"failed: {error.message}", variable=name, reference=reference.shown,
                       age_seconds=int(age), error=error.message, exit_code=error.exit_code)
 
 
