@@ -55,8 +55,8 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             keys, data = import_map(reference, outcomes.get(reference.fetch_key))
         except ShimError as error:
             if not (reference.optional and isinstance(error, NotFound)):
-                imported.errors.append(type(error)(
-                    f"--import: {error.message}", variable=error.variable,
+                imported.errors.append(type(error)(   # no variable: the import names the line
+                    f"--import {reference.canonical}: {error.message}", variable=error.variable,
                     reference=reference.canonical, hint=error.hint))
             continue
         filled, kept = [], []

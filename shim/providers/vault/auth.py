@@ -35,6 +35,7 @@ class Authenticator:
         self._auth_lock = threading.Lock()
         self._invalid_token_logged = False
         self._unwrapped_secret_id: str | None = None
+        self._source_logged = False    # a --watch helper resuming a session: said on the first
 
     def ensure(self, deadline: Deadline) -> None:
         # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
@@ -56,7 +57,8 @@ class Authenticator:
             token, source = self._configured_token()
             self._use_token(token)
             self._token_ttl_known = False
-            self.log.event("vault.auth", "info", f"Vault token from {source}",
+            self.log.event("vault.auth", "debug" if self._source_logged else "info",
+                           f"Vault token from {source}",
                            method="token", source=source)
             return
         mount = (self.environ.get("VAULT_PATH") or DEFAULT_AUTH_MOUNTS[method]).strip("/")
@@ -201,6 +203,7 @@ class Authenticator:
             self.http.open()
             self._use_token(state["token"])
         elif "ttl_known" in state:
+            self._source_logged = True    # once per run (-v), not once per --watch tick
             self.ensure(Deadline(self.http.connection.timeout))   # local: the token method
         if state.get("ttl_known"):
             self._set_token_ttl(state.get("ttl") or 0)
