@@ -232,14 +232,16 @@ def select(reference: Reference, fetched: Fetched, *, keep_binary: bool = False)
         from shim.decoding import decode  # lazy: only with ?encoding=
         value = decode(encoding, value)
     text = _as_text(value, keep_binary)
-    return _without_trailing_newlines(text) if isinstance(text, str) else text
+    if encoding or not isinstance(text, str):
+        return text     # decoded bytes are exact: the encoding carried them on purpose
+    return _without_trailing_newlines(text)
 
 
 def _without_trailing_newlines(text: str) -> str:
     """One rule for every source (docs/references.md, "Trailing newlines"): trailing `\n` and
     `\r\n` go, as a secret file's do (docker-library's file_env), so a value stored with a
     newline reaches the program the same through a reference, `render` or a NAME_FILE.
-    Bytes for a file (--as-files binary) are data and kept as they are."""
+    What ?encoding= decoded is kept exactly: the encoding carried those bytes on purpose."""
     end = len(text)
     while text.endswith("\n", 0, end):
         end -= 2 if text.endswith("\r\n", 0, end) else 1

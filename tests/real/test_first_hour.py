@@ -17,7 +17,7 @@ def test_a_sealed_store_is_shown_while_shim_waits(fresh_openbao, run_shim, canar
     path = unique_path("sealed")
     bao.put_kv2(path, {"key": canaries.new("sealed")})
     bao.cli("operator", "seal")
-    result = run_shim(["exec", "--deadline", "4s", "--", *probe.argv],
+    result = run_shim(["exec", "--deadline", "8s", "--", *probe.argv],
                       {**bao.vault_env(), "HOME": str(tmp_path),
                        "API_KEY": f"vault:secret/data/{path}#key"}, timeout=30)
     assert result.returncode == 69, result.stderr
