@@ -55,7 +55,7 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             keys, data = import_map(reference, outcomes.get(reference.fetch_key))
         except ShimError as error:
             if not (reference.optional and isinstance(error, NotFound)):
-                imported.errors.append(type(error)(   # no variable: the import names the line
+                imported.errors.append(type(error)(   # the line starts with the import
                     f"--import {reference.canonical}: {error.message}", variable=error.variable,
                     reference=reference.canonical, hint=error.hint))
             continue

@@ -15,10 +15,11 @@ from __future__ import annotations
 import threading
 import time
 
+from shim.audit import LEVELS
+
 GRACE = 2.0
 TERMINAL_EVERY = 1.0
 LOG_EVERY = 10.0
-_WARNING, _INFO = 30, 20   # shim.audit.LEVELS, without importing it into the providers
 
 # One notice for the whole process: concurrent reads share one line and one throttle.
 _lock = threading.Lock()
@@ -29,7 +30,7 @@ def notice_wanted(log) -> bool:
     """Text logs at the default level: the retries are not shown, so the notice is."""
     threshold = getattr(log, "threshold", None)
     return (getattr(log, "format", None) == "text" and threshold is not None
-            and _INFO < threshold <= _WARNING)
+            and LEVELS["info"] < threshold <= LEVELS["warning"])
 
 
 class WaitingNotice:
