@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test packages install install-test unit integration lint bench clean docker images e2e mutate
+.PHONY: demo test packages install install-test unit integration lint bench clean docker images e2e mutate wheel
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ install-test: $(VENV)/.installed-test
 demo: install
 	bash demo/demo.sh
 
+# The wheel to install by path until shim-secrets is on the package index (README, "Install"):
+# dist/shim_secrets-<version>-py3-none-any.whl. WHEEL_FLAGS passes pip options (an offline
+# build: --no-index --no-build-isolation, with setuptools already in the venv).
+WHEEL_FLAGS ?=
+wheel: | $(PY)
+	rm -rf build dist/shim_secrets-*.whl
+	$(PY) -m pip --disable-pip-version-check wheel -q --no-deps $(WHEEL_FLAGS) -w dist .
+	rm -rf build
+	@ls dist/shim_secrets-*.whl
+
 # The real Docker Engine, the Compose v2 plugin and the local base image that tests/e2e use.
 # Needs root; elsewhere the e2e tests skip loudly (under CI=true they fail instead).
 docker:
@@ -49,7 +59,8 @@ images: install
 e2e: install-test docker
 	$(PY) -m pytest -q -m docker tests/e2e
 
-# The figures of docs/performance.md (about 7 minutes; BENCH_ARGS=--quick: 1 minute, no Docker).
+# The figures of docs/performance.md (how long a run takes: its "Reproduce"; BENCH_ARGS=--quick:
+# fewer runs, no Docker).
 bench: install-test docker
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
@@ -74,4 +85,4 @@ unit: install-test
 	$(PY) -m pytest -q tests/unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info mutants
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info mutants

@@ -1,6 +1,6 @@
 """`make bench`: every performance target of docs/performance.md, one script each, in one run.
 
-    .venv/bin/python bench/run_all.py                      # everything (about 10 minutes)
+    .venv/bin/python bench/run_all.py                      # everything (docs/performance.md: how long)
     .venv/bin/python bench/run_all.py --quick              # fewer runs, 100 re-resolutions, no bundle
     .venv/bin/python bench/run_all.py --only startup size  # some of them
 

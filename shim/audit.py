@@ -42,6 +42,11 @@ class Log:
             from json import dumps  # lazy: json only for JSON logs or an audit file, loaded before the drop
             self._dumps = dumps
 
+    @property
+    def keeps_audit(self) -> bool:
+        """An --audit-file records every event (one per variable, for machines)."""
+        return self._audit is not None
+
     def wants(self, level: str) -> bool:
         """Would an event of this level be shown or recorded anywhere?"""
         return self._audit is not None or LEVELS[level] >= self.threshold

@@ -16,7 +16,10 @@ from shim import environ_block
 from shim.dumpable import protect
 from shim.entry import EXIT_INTERRUPTED, reported_failures
 from shim.execute import run_exec
-from shim.options import Option, commands_taking, options_of, parse_options, refused_flags, split_names, split_paths
+from shim.options import (
+    Option, commands_taking, ignored_flags, options_of, parse_options, refused_flags, split_names,
+    split_paths,
+)
 from shim.pipeline import Pipeline
 
 EXIT_USAGE = 64
@@ -77,12 +80,38 @@ def _refusal(command: str, flag: str, option: Option):
                         is_flag=not takes_value, envvar=env, expose_value=False, callback=refuse)
 
 
+IGNORED_KEY = "shim.ignored_flags"
+
+
+def _ignored(flag: str, option: Option):
+    """A hidden option that accepts `flag` and records it (in given order) as ignored."""
+    def record(ctx, param, value):
+        if value not in (None, False, "", ()) and \
+                ctx.get_parameter_source(param.name).name != "ENVIRONMENT":
+            ctx.meta.setdefault(IGNORED_KEY, []).append(flag)
+        return value
+
+    takes_value = option.kind not in ("flag", "count")
+    return click.option(flag, "_ignored_" + flag.lstrip("-").replace("-", "_"), hidden=True,
+                        is_flag=not takes_value, expose_value=False, callback=record)
+
+
+def ignored_given() -> list[str]:
+    """The ignored flags the current command line gave (shim.options.ignored_flags)."""
+    return sorted(click.get_current_context().meta.get(IGNORED_KEY, []))
+
+
 def command_options(command: str):
     """Decorator: the options `command` honours (from shim.options.OPTIONS), and a usage
-    error for each option another pipeline command takes and this one does not."""
+    error for each option another pipeline command takes and this one does not (unless this
+    command accepts and ignores it: shim.options.ignored_flags)."""
     def decorate(function):
+        ignored = ignored_flags(command)
         for flag, option in sorted(refused_flags(command).items(), reverse=True):
-            function = _refusal(command, flag, option)(function)
+            if flag in ignored:
+                function = _ignored(flag, option)(function)
+            else:
+                function = _refusal(command, flag, option)(function)
         for option in reversed(options_of(command)):
             if option.flags:
                 function = _click_option(option, command)(function)
@@ -149,6 +178,12 @@ def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     environ_block.capture()  # before protect() (a no-op when shim.entry did it already)
     protect()  # first (again, when shim.entry came this way: it is cheap once loaded)
+    if not args:
+        # `shim` alone is someone asking what it does: the help, as `shim --help` prints it,
+        # exit 0 (docker's and git's habit), not a usage error.
+        with cli.make_context("shim", [], resilient_parsing=True) as ctx:
+            click.echo(cli.get_help(ctx))
+        sys.exit(0)
     with reported_failures(args):
         try:
             cli.main(args=args, prog_name="shim", standalone_mode=False)

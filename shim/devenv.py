@@ -381,7 +381,7 @@ def _dev_init_encrypted(directory: str, recipients: str) -> None:
         from shim.sops.writer import encrypt_dotenv  # lazy: only for dev-init --encrypt
     except ImportError as error:
         raise ConfigError("dev-init --encrypt needs shim-secrets[sops]",
-                          hint=f"pip install 'shim-secrets[sops]' ({error.name} cannot be imported)") from None
+                          hint=f"install shim-secrets[sops] ({error.name} cannot be imported)") from None
 
     wanted = [r.strip() for r in recipients.split(",") if r.strip()]
     if not wanted or not all(r.startswith("age1") for r in wanted):

@@ -34,7 +34,7 @@ class ShimError(Exception):
         parts = []
         if self.variable:
             parts.append(self.variable)
-        if self.reference:
+        if self.reference and self.reference not in self.message:   # said once is enough
             parts.append(f"({self.reference})")
         head = " ".join(parts)
         text = f"{head}: {self.message}" if head else self.message

@@ -56,8 +56,8 @@ def apply_imports(plan: Plan, outcomes: Mapping[tuple, object], log,
             keys, data = import_map(reference, outcomes.get(reference.fetch_key))
         except ShimError as error:
             if not (reference.optional and isinstance(error, NotFound)):
-                imported.errors.append(type(error)(
-                    f"--import: {error.message}", variable=error.variable,
+                imported.errors.append(type(error)(   # the line starts with the import
+                    f"--import {reference.shown}: {error.message}", variable=error.variable,
                     reference=reference.shown, hint=error.hint))
             continue
         filled, kept = [], []

@@ -238,6 +238,18 @@ def refused_flags(command: str) -> dict[str, Option]:
     return refused
 
 
+# `check` takes every flag of `exec` (people copy the ENTRYPOINT's line into it): those that
+# cannot apply to a run that starts nothing are named once on stderr, not refused.
+ACCEPTS_FLAGS_OF = {"check": "exec"}
+
+
+def ignored_flags(command: str) -> dict[str, Option]:
+    """Flags `command` accepts and ignores: another command's flags it takes as they are."""
+    other = ACCEPTS_FLAGS_OF.get(command)
+    return {flag: option for flag, option in refused_flags(command).items()
+            if other in option.commands and flag in option.flags_of(other)}
+
+
 def commands_taking(flag: str) -> tuple[str, ...]:
     """The pipeline commands that accept `flag` (as they spell it)."""
     return tuple(command for command in PIPELINE_COMMANDS
@@ -322,6 +334,8 @@ def _parse(option: Option, text, command: str):
             return text or option.default
         word = (text or "").lower()
         return word if word in option.choices else option.default
+    if text == "" and option.name == "user":
+        return ""          # --user '': the caller's own uid (docs/privileges.md), not "no --user"
     if text is None or text == "":
         return option.default
     if kind == "duration":

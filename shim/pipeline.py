@@ -61,7 +61,7 @@ class Pipeline:
         """The identity CMD will run as, checked before anything is resolved."""
         privileges.check_not_setuid()
         identity = None
-        if self.options.user:
+        if self.options.user is not None:   # '' is the caller's own uid
             identity = privileges.resolve_identity(self.options.user)
             privileges.ensure_may_switch(identity)
         if self.options.require_non_root:
@@ -205,7 +205,10 @@ class Pipeline:
         return self.as_files.materialize(env, self.log) if self.as_files else env
 
     def report(self, errors) -> int:
-        """Log every error; the exit code of the first."""
+        """Log every error (in text, alike ones once: shim.failures); the exit code of the first."""
+        if self.log.format == "text" and not self.log.keeps_audit:
+            from shim.failures import said_once  # lazy: only when something failed
+            errors = said_once(errors)
         for error in errors:
             self.log.error(error, event="secret.failed" if error.variable else "error")
         return errors[0].exit_code

@@ -32,13 +32,20 @@ def has_placeholder(value: str) -> bool:
     return PLACEHOLDER.search(value) is not None
 
 
+def key_spellings(key: str) -> list[str]:
+    """The names a placeholder's key is looked up by, in order, in a secrets dir and in
+    --placeholder-source alike: as written, then lowercased (CHANGEME_PG_PASSWORD finds
+    pg_password, the name Docker secrets usually have)."""
+    return list(dict.fromkeys([key, key.lower()]))
+
+
 def secrets_dir_candidates(secrets_dirs, variable: str, key: str, whole_value: bool) -> list[str]:
     """Files to try, in order: <dir>/<KEY>, <dir>/<key lowercased>, <dir>/<variable lowercased>.
 
     The variable-named file only stands in for a whole-value placeholder: for
     one embedded in a URL it would hold the wrong thing (the whole URL).
     """
-    names = [key, key.lower()]
+    names = key_spellings(key)
     if whole_value:
         names.append(variable.lower())
     candidates = []

@@ -555,6 +555,14 @@ def _parse_query(text: str, row: "ProviderSyntax", query: str | None,
     seen = set()
     for key, value in pairs:
         if key not in allowed:
+            # The name as written is never quoted (the value may be a secret that only looks
+            # like a reference); the table's nearest option names the likely typo instead.
+            from difflib import get_close_matches  # lazy: only for this mistake
+            near = get_close_matches(key.lower(), sorted(allowed), n=1, cutoff=0.6)
+            if near:
+                raise _malformed(text, "unknown option name for this provider",
+                                 "did you mean " + ", ".join(near) + "? options here: "
+                                 + ", ".join(sorted(allowed)))
             raise _malformed(text, "unknown option name for this provider",
                              "options here: " + ", ".join(sorted(allowed)))
         if key in seen:

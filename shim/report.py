@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from shim.cli import command_options, pipeline_for
+from shim.cli import command_options, ignored_given, pipeline_for
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotRead, ShimError
 from shim.pipeline import template_value
@@ -16,8 +16,12 @@ from shim.rotation import overdue
 
 
 def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool = False,
-              templates=None) -> list[dict]:
-    """One row per variable; an overdue secret says so (with its limit) whether or not it is refused."""
+              templates=None, left_as_is: bool = True) -> list[dict]:
+    """One row per variable; an overdue secret says so (with its limit) whether or not it is refused.
+
+    `left_as_is`: also a row per *_FILE variable outside every secrets dir. On a workstation
+    those are mostly the host's own (NIX_SSL_CERT_FILE...), so the table lists them only at -v.
+    """
     rows = []
     for name in sorted(plan.entries):
         entry = plan.entries[name]
@@ -62,7 +66,7 @@ def plan_rows(plan, resolution, *, max_age: float | None = None, enforce: bool =
             rows.append({"variable": error.variable, "source": "-", "references": [],
                          "origin": None, "status": error.kind, "exit_code": error.exit_code,
                          "message": error.message, "version": None, "age_seconds": None})
-    for file_var in plan.left_as_is:
+    for file_var in (plan.left_as_is if left_as_is else ()):
         rows.append({"variable": file_var, "source": "file-var", "references": [], "origin": None,
                      "status": "left as is (outside every secrets dir)", "version": None,
                      "age_seconds": None})
@@ -150,6 +154,24 @@ def print_table(rows) -> None:
         sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
 
 
+def left_as_is_summary(plan) -> str | None:
+    """The one line that stands for the *_FILE variables the table leaves out (without -v)."""
+    count = len(plan.left_as_is)
+    if not count:
+        return None
+    names = "variable" if count == 1 else "variables"
+    return (f"({count} more *_FILE {names} outside every secrets dir, left as is: "
+            f"-v lists {'it' if count == 1 else 'them'})")
+
+
+def warn_ignored(log, flags) -> None:
+    """exec's options that cannot apply to check, named once (check accepts them: people copy
+    the ENTRYPOINT's line)."""
+    if flags:
+        log.warning(f"check ignores {', '.join(flags)}: only a running program is affected "
+                    f"(exec)", event="check.ignored_options", options=flags)
+
+
 def _age(seconds) -> str:
     if seconds is None:
         return "-"
@@ -162,8 +184,12 @@ def _age(seconds) -> str:
 @click.command("check")
 @command_options("check")
 def check_command(**raw):
-    """Resolve exactly as exec would and print the plan; never a value."""
+    """Resolve exactly as exec would and print the plan; never a value.
+
+    Takes exec's options too; those that only change the running program are ignored and
+    named once on stderr."""
     run = pipeline_for("check", raw)
+    warn_ignored(run.log, ignored_given())
     identity_errors = []
     identity = None
     try:
@@ -187,8 +213,10 @@ def check_command(**raw):
     plan, resolution, errors = run.resolve()
     # Not read on purpose (a dynamic secret, a single-use secret id): listed, not failures.
     errors = identity_errors + [error for error in errors if not isinstance(error, NotRead)]
+    listed = run.options.as_json or run.options.verbose > 0
     rows = plan_rows(plan, resolution, max_age=run.options.max_age,
-                     enforce=run.options.enforce_max_age, templates=run.templates)
+                     enforce=run.options.enforce_max_age, templates=run.templates,
+                     left_as_is=listed)
     if as_files:
         _mark_files(rows, as_files, resolution, errors)
     if run.options.verbose:
@@ -197,6 +225,9 @@ def check_command(**raw):
         print_json(rows, errors)
     else:
         print_table(rows)
+        summary = None if listed else left_as_is_summary(plan)
+        if summary:
+            sys.stdout.write(summary + "\n")
     _discard_logins(run)
     if errors:
         run.fail(errors)

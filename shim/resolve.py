@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from shim.deadline import Deadline
 from shim.errors import ConfigError, NotFound, ShimError, UnusableValue
+from shim.placeholders import key_spellings
 from shim.plan import Entry, Plan
 from shim.providers import load_provider
 from shim.providers.base import Fetched, ProviderContext, SecretMeta, nested_too_deeply
@@ -175,7 +176,7 @@ def _resolved_variable(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_bin
         try:
             if isinstance(outcome, ShimError):
                 raise outcome
-            text = select(reference, outcome, keep_binary=keep_binary and len(entry.parts) == 1)
+            text = _select_part(part, outcome, keep_binary=keep_binary and len(entry.parts) == 1)
             if isinstance(text, bytes):  # binary, for a file (--as-files): never in the environment
                 result.data, result.value = text, ""
                 result.metas.append((reference, outcome.meta))
@@ -209,6 +210,25 @@ def _resolved_variable(entry: Entry, outcomes: Mapping[tuple, Outcome], keep_bin
     return result
 
 
+def _select_part(part, fetched: Fetched, *, keep_binary: bool) -> str | bytes:
+    """select(), and for a placeholder's key in --placeholder-source each spelling a secrets dir
+    would try too (shim.placeholders.key_spellings); a miss names the key as written."""
+    reference = part.reference
+    if not (part.placeholder and len(reference.selector) == 1):
+        return select(reference, fetched, keep_binary=keep_binary)
+    _, *others = key_spellings(reference.selector[0])
+    try:
+        return select(reference, fetched, keep_binary=keep_binary)
+    except NotFound as missing:
+        for spelling in others:
+            try:
+                return select(reference.with_selector((spelling,)), fetched,
+                              keep_binary=keep_binary)
+            except NotFound:
+                pass
+        raise missing from None
+
+
 def select(reference: Reference, fetched: Fetched, *, keep_binary: bool = False) -> str | bytes:
     """The text a reference asks for: the whole secret, or one key inside it, then decoded.
 
@@ -227,7 +247,21 @@ def select(reference: Reference, fetched: Fetched, *, keep_binary: bool = False)
     if encoding:  # ?encoding=: decode after selection (shim/decoding.py)
         from shim.decoding import decode  # lazy: only with ?encoding=
         value = decode(encoding, value)
-    return _as_text(value, keep_binary)
+    text = _as_text(value, keep_binary)
+    if encoding or not isinstance(text, str):
+        return text     # decoded bytes are exact: the encoding carried them on purpose
+    return _without_trailing_newlines(text)
+
+
+def _without_trailing_newlines(text: str) -> str:
+    """One rule for every source (docs/references.md, "Trailing newlines"): trailing `\n` and
+    `\r\n` go, as a secret file's do (docker-library's file_env), so a value stored with a
+    newline reaches the program the same through a reference, `render` or a NAME_FILE.
+    What ?encoding= decoded is kept exactly: the encoding carried those bytes on purpose."""
+    end = len(text)
+    while text.endswith("\n", 0, end):
+        end -= 2 if text.endswith("\r\n", 0, end) else 1
+    return text[:end]
 
 
 def _walk(reference: Reference, value):
@@ -272,7 +306,7 @@ def _as_text(value, keep_binary: bool = False) -> str | bytes:
             if keep_binary:
                 return value
             raise UnusableValue("the secret is not valid UTF-8 text",
-                                hint="store text, or base64-encode binary secrets") from None
+                                hint=_BINARY_HINT) from None
     if keep_binary and "\0" in value:
         return value.encode()
     return _check_text(value)
@@ -283,6 +317,11 @@ def _as_text(value, keep_binary: bool = False) -> str | bytes:
 _AS_A_FILE = ("deliver it with shim exec --as-files DIR, or mount it as a file and give the "
               "program the file's path in a variable shim does not resolve (a NAME_FILE the "
               "program reads, listed in SHIM_SKIP)")
+
+
+# Binary that is not text: stored base64-encoded it may already be (and ?encoding= decoded it),
+# so the way out is a file, not another encoding.
+_BINARY_HINT = "binary data cannot be an environment variable: " + _AS_A_FILE
 
 
 def _check_text(text: str) -> str:

@@ -26,7 +26,10 @@ def check_rotation(resolution, *, max_age: float | None, enforce: bool, log) -> 
             age, limit = verdict
             message = (f"rotation overdue: the secret is {_days(age)} old, "
                        f"more than the allowed {_days(limit)}")
-            log.event("secret.rotation_overdue", "warning", f"{name} ({reference.shown}): {message}",
+            # Enforced, the refusal is the one line a person reads (the event stays for -v,
+            # JSON logs and the audit file); otherwise the warning is all there is.
+            log.event("secret.rotation_overdue", "info" if enforce else "warning",
+                      f"{name} ({reference.shown}): {message}",
                       variable=name, reference=reference.shown, provider=reference.provider,
                       age_seconds=int(age), max_age_seconds=int(limit), version=meta.version)
             if enforce:

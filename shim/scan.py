@@ -119,7 +119,7 @@ def scan(paths, *, untracked: bool = False) -> tuple[list[Finding], int]:
         import yaml  # lazy: the scan extra (a detect-secrets dependency)  # noqa: F401
     except ImportError:
         raise ConfigError("scan is not available: install shim-secrets[scan]",
-                          hint="pip install 'shim-secrets[scan]' (it adds detect-secrets)") from None
+                          hint="install it with the [scan] extra (it adds detect-secrets)") from None
 
     targets, repositories = collect_targets(paths, untracked=untracked)
     findings: set[Finding] = set()

@@ -325,8 +325,12 @@ def outcome_of_status(answer: Answer, reference) -> ShimError:
         return NotFound(f"secret version {where} does not exist",
                         hint="check the project, secret name and version")
     if code == "FAILED_PRECONDITION" and "DESTROYED" in message:
+        # `latest` is the newest version, destroyed or not: "use latest" would send a reader
+        # back to the very version that failed.
+        latest = (reference.version or "latest") == "latest"
         return NotFound(f"secret version {where} was destroyed",
-                        hint="pin a version that still exists, or use latest")
+                        hint="add a new version, or pin an older one that still exists" if latest
+                        else "pin a version that still exists, or use latest")
     if code == "FAILED_PRECONDITION" and "DISABLED" in message:
         return PermissionDenied(f"secret version {where} is disabled",
                                 hint="enable it, or pin an enabled version")

@@ -39,10 +39,12 @@ the caller's thread.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Iterable, Sequence
 
 from shim.deadline import Deadline
 from shim.errors import ShimError, Unavailable
+from shim.providers.waiting import WaitingNotice
 
 # One backoff policy for every store: full-jitter exponential, sleeping a random time up to
 # BACKOFF_FIRST * 2^n seconds, at most BACKOFF_MAX (so a store that recovers is noticed soon).
@@ -74,8 +76,9 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
     `transient(error)` gives the reason for an exception worth retrying (None: raise it at once);
     without it only Transient is retried, waiting at least its `retry_after` when it has one.
     Each retry logs one `provider.retry` event (provider, operation, attempt, reason, wait, plus
-    `fields`, e.g. reference); giving up raises the one Unavailable shape:
-    "<title>: <reason> on every attempt (<n>) within the deadline".
+    `fields`, e.g. reference) and, at the default text verbosity, updates the waiting notice
+    (shim.providers.waiting); giving up raises the one Unavailable shape:
+    "<title>: <reason> on every attempt (<n>, <seconds>s) within the deadline".
     """
     import tenacity  # lazy: a remote provider's extra, never a local run's
 
@@ -96,8 +99,12 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
         asked = (error.retry_after or 0.0) if isinstance(error, Transient) else 0.0
         return min(max(backoff(state), asked), max(0.0, deadline.remaining() - LAST_ATTEMPT))
 
+    notice = WaitingNotice(log, title=title, operation=operation, deadline=deadline)
+    started = time.monotonic()
+
     def before_sleep(state) -> None:
         reason = reason_of(state.outcome.exception())
+        notice.failed(reason, state.attempt_number)
         log.event("provider.retry", "info",
                   f"{title}: {operation} failed ({reason}); retrying in {state.upcoming_sleep:.2f}s",
                   provider=provider, operation=operation, attempt=state.attempt_number,
@@ -111,9 +118,12 @@ def retry(attempt: Callable[[], Any], deadline: Deadline, log, *, provider: str,
         return retrying(attempt)
     except tenacity.RetryError as failure:
         last = failure.last_attempt
+        spent = time.monotonic() - started
         raise Unavailable(
-            f"{title}: {reason_of(last.exception())} on every attempt ({last.attempt_number}) "
-            f"within the deadline", hint=hint) from None
+            f"{title}: {reason_of(last.exception())} on every attempt ({last.attempt_number}, "
+            f"{spent:.1f}s) within the deadline", hint=hint) from None
+    finally:
+        notice.done()
 
 
 def run_concurrently(jobs: Sequence[Callable[[], Any]], deadline: Deadline, *, title: str,

@@ -108,13 +108,13 @@ ROWS = [
      {"X": "pre-${ref+file://{tmp}/secrets/nul}"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
     # --import (shim/imports.py)
     ("import-not-an-object", ["--import", "ref+file://{tmp}/secrets/list.json"], {}, {"list.json": b'["{canary}"]'}, 65,
-     "(ref+file://{tmp}/secrets/list.json): --import: the secret is not a JSON object"),
+     "shim: error: --import ref+file://{tmp}/secrets/list.json: the secret is not a JSON object"),
     ("import-plain-text", ["--import", "ref+file://{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 65,
      "neither a JSON object nor a NAME=value line"),
     ("import-dotenv-bad-line", ["--import", "ref+file://{tmp}/secrets/bad.env"], {}, {"bad.env": b"OK=1\nNOT VALID {canary} '\n"},
      65, "line 2 of the dotenv file cannot be parsed"),
     ("import-collision", ["--import", "ref+file://{tmp}/secrets/c.json"], {}, {"c.json": b'{"db-url": "{canary}", "DB_URL": "x"}'},
-     65, "DB_URL (ref+file://{tmp}/secrets/c.json): --import: keys 'DB_URL' and 'db-url' both become DB_URL"),
+     65, "DB_URL: --import ref+file://{tmp}/secrets/c.json: keys 'DB_URL' and 'db-url' both become DB_URL"),
     ("import-empty-key", ["--import", "ref+file://{tmp}/secrets/e.json"], {}, {"e.json": b'{"": "{canary}"}'}, 65, "empty key"),
     ("import-bad-prefix", ["--import", "ref+file:///x?prefix=1A"], {}, {}, 64, "--import: malformed ref+file reference: the prefix"),
     ("import-prefix-lookalike", ["--import", "ref+file:///x?prefix={canary}"], {}, {}, 64, "the prefix is not"),
@@ -217,7 +217,7 @@ def test_dynamic_secret_import_is_refused(run_shim, canaries, probe, tmp_path):
         result = run_shim(["exec", "--import", "vault:database/creds/app", "--", *probe.argv], env)
         issued = vault.issued_credentials("app")
     assert result.returncode == 65, result.stderr
-    assert "(vault:database/creds/app): --import: a dynamic secret" in result.stderr
+    assert "shim: error: --import vault:database/creds/app: a dynamic secret" in result.stderr
     assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
     for credential in issued:
         assert credential.password not in result.stderr

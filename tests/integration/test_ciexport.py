@@ -13,6 +13,7 @@ canary, stdout must be exactly the expected mask lines.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -29,11 +30,13 @@ TRICKY = {
 
 
 def tricky_env(tmp_path, canaries):
-    """One JSON document, one key per variable: JSON keeps trailing newlines (files drop them)."""
+    """One JSON document, one key per variable, and the values the program gets: every
+    secret's trailing newlines are dropped, from a JSON key too (docs/references.md)."""
     values = {name: f"{canaries.new(name.lower())}{text}" if text else "" for name, text in TRICKY.items()}
     document = tmp_path / "values.json"
     document.write_text(json.dumps(values))
-    return values, {name: f"ref+file://{document}#/{name}" for name in values}
+    delivered = {name: re.sub(r"(?:\r?\n)+\Z", "", value) for name, value in values.items()}
+    return delivered, {name: f"ref+file://{document}#/{name}" for name in values}
 
 
 def parse_github_env(text: str) -> dict[str, str]:

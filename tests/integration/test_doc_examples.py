@@ -21,6 +21,17 @@ def cells(table: str) -> list[list[str]]:
     return [re.split(r"\s{2,}", line.strip()) for line in table.strip().splitlines()]
 
 
+def readme_check_flags() -> list[str]:
+    """The flags of the README's `shim check` line, which copies the Dockerfile's ENTRYPOINT."""
+    text = (ROOT / "README.md").read_text()
+    line = re.search(r"^\s+api check (.+)$", text, re.M).group(1).split()
+    entrypoint = re.search(r'ENTRYPOINT \["shim", "exec", (.*), "--"\]', text).group(1)
+    assert line == re.findall(r'"([^"]+)"', entrypoint)   # copied as they are
+    assert "VAULT_TOKEN=" not in text[:text.index("api check")].rsplit("```", 1)[-1]
+    line[line.index("--user") + 1] = "nobody"
+    return line
+
+
 def test_readme_compose_example_and_its_check_table(run_shim, canaries, tmp_path):
     compose = readme_block("## …and in a compose file", "```yaml")
     environment = dict(re.findall(r"^      ([A-Z_]+): (\S+)", compose, re.M))
@@ -40,10 +51,15 @@ def test_readme_compose_example_and_its_check_table(run_shim, canaries, tmp_path
             vault.kv2_put("secret", "api", {"openai_key": canaries.new("openai")})
         canaries.values.append(vault.root_token)
         env.update(VAULT_ADDR=vault.url, VAULT_TOKEN=vault.root_token, HOME=str(tmp_path))
-        result = run_shim(["check", "--secrets-dir", str(secrets_dir)], env)
+        # The README's own `check` line: the ENTRYPOINT's flags (its `app` user is `nobody`
+        # here), the token given at run time.
+        flags = readme_check_flags()
+        result = run_shim(["check", "--secrets-dir", str(secrets_dir), *flags], env)
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ("shim: warning: check ignores --no-new-privs: only a running "
+                             "program is affected (exec)\n")
     shown = cells(result.stdout.replace(str(secrets_dir), "/run/secrets"))
-    documented = cells(readme_block("prints the plan without running anything", "```"))
+    documented = cells(readme_block("api check --user app", "```"))
     vault_row = [row[0] for row in documented].index("OPENAI_API_KEY")
     shown[vault_row][-1] = documented[vault_row][-1]  # the double's secret is seconds old
     assert shown == documented

@@ -137,6 +137,19 @@ def test_disabled_and_destroyed_versions(gcp, tmp_path, canaries, run_shim, prob
     assert words in result.stderr and "FAILED_PRECONDITION" in result.stderr
 
 
+def test_a_destroyed_latest_is_not_told_to_use_latest(gcp, tmp_path, canaries, run_shim, probe):
+    """Issue 25: `latest` is the newest version, destroyed or not; a pinned one may use latest."""
+    gcp.add_version("db", canaries.new())
+    gcp.set_state("db", 1, "DESTROYED")
+    env = credential_env(gcp, tmp_path, "metadata")
+    latest = exec_probe(run_shim, probe, {**env, "DB": f"sm://{gcp.project}/db"})
+    assert latest.returncode == 66
+    assert "was destroyed" in latest.stderr and "use latest" not in latest.stderr
+    assert "add a new version" in latest.stderr
+    pinned = exec_probe(run_shim, probe, {**env, "DB": f"sm://{gcp.project}/db#1"})
+    assert pinned.returncode == 66 and "or use latest" in pinned.stderr
+
+
 def test_missing_secret_and_version_are_66(gcp, tmp_path, canaries, run_shim, probe):
     gcp.add_version("present", canaries.new())
     env = {**credential_env(gcp, tmp_path, "metadata"),

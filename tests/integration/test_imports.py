@@ -32,7 +32,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
-    "shim.compose", "shim.helper", "shim.imports", "select",
+    "shim.compose", "shim.helper", "shim.imports", "select", "shim.failures",
     "shim.sops", "shim.providers.sops", "pyrage", "gnupg", "re2", "shim.fallback",
     "shim.templates", "jinja2", "markupsafe", "shim.atomic", "shim.redact", "shim.redactor",
     "termios", "tty", "ahocorasick_rs",
@@ -41,8 +41,9 @@ NEVER_ON_THE_LOCAL_PATH = (
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):
 # python-dotenv only with --env-file, ctypes only for --no-new-privs or a non-PID-1 --init,
 # json only for JSON logs, an audit file or a #key selector, urllib.parse only for options in
-# a reference or a secret inside a URL's user-info, shlex only for --on-change run:CMD.
-LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex")
+# a reference or a secret inside a URL's user-info, shlex only for --on-change run:CMD,
+# difflib only to name the nearest option of a mistyped `?option`.
+LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex", "difflib")
 # click and shim's click side: `shim exec`'s usual command line is read by shim.fastpath from
 # the option table; click is imported only when the fast path hands over (--help, an error,
 # another command).

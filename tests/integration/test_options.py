@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shim.options import PIPELINE_COMMANDS, options_of, refused_flags
+from shim.options import PIPELINE_COMMANDS, ignored_flags, options_of, refused_flags
 
 
 def _help_flags(text: str) -> set[str]:
@@ -26,7 +26,8 @@ def test_help_lists_exactly_the_options_the_command_honours(run_shim, command):
 
 
 @pytest.mark.parametrize("command, flag", [(command, flag) for command in PIPELINE_COMMANDS
-                                           for flag in sorted(refused_flags(command))])
+                                           for flag in sorted(refused_flags(command))
+                                           if flag not in ignored_flags(command)])
 def test_every_refused_option_is_a_usage_error_naming_the_command(run_shim, probe, tmp_path,
                                                                    command, flag):
     option = refused_flags(command)[flag]
@@ -44,7 +45,7 @@ def test_the_refusals_issue_19_names(run_shim, tmp_path):
     assert "--user" not in run_shim(["run", "--help"]).stdout
     for args in (["render", "--dir", str(tmp_path), "--user", "nobody"],
                  ["render", "--dir", str(tmp_path), "--init"],
-                 ["check", "--watch", "5s"], ["check", "--on-change", "exit"]):
+                 ["check", "--dir", str(tmp_path)], ["check", "--mode", "0400"]):
         result = run_shim(args)
         assert result.returncode == 64, args
         assert f"{args[0]} does not take" in result.stderr
@@ -123,6 +124,30 @@ def test_file_var_outside_secrets_dirs_is_reported(run_shim, tmp_path, probe, ca
     assert "DB_PASSWORD_FILE: its path is outside every secrets dir; left as is" in verbose.stderr
     assert str(outside) not in verbose.stderr
     assert probe.read()["env"]["DB_PASSWORD_FILE"] == str(outside)
-    check = run_shim(["check"], env)
+    check = run_shim(["check", "-v"], env)     # without -v: one summary line (issue 25)
     assert check.returncode == 0
     assert re.search(r"^DB_PASSWORD_FILE\s+file-var\s+-\s+left as is", check.stdout, re.M)
+
+
+def test_check_takes_every_exec_flag_and_names_the_ignored_ones_once(run_shim, tmp_path,
+                                                                      canaries):
+    """Issue 25: people copy the ENTRYPOINT's flags into `check`; none of exec's is refused."""
+    secret = tmp_path / "s"
+    secret.write_text(canaries.new())
+    ignored = ignored_flags("check")
+    assert {"--no-new-privs", "--init", "--watch", "--allow-root", "--passthrough"} <= set(ignored)
+    args = []
+    for flag, option in sorted(ignored.items()):
+        args += [flag] if option.kind in ("flag", "count") else [flag, _a_value(flag)]
+    result = run_shim(["check", *args], {"A": f"file:{secret}"})
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "ignores" in line]
+    assert warnings == [f"shim: warning: check ignores {', '.join(sorted(ignored))}: only a "
+                        f"running program is affected (exec)"], result.stderr
+    assert result.stdout.splitlines()[1].split()[:4] == ["A", "reference",
+                                                          f"ref+file://{secret}", "ok"]
+
+
+def _a_value(flag: str) -> str:
+    return {"--on-change": "exit", "--forward-to": "child", "--stop-signal": "TERM",
+            "--passthrough": "VAULT_TOKEN"}.get(flag, "5s")

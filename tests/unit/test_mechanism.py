@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 
 import pytest
@@ -61,8 +62,8 @@ def test_retry_logs_one_schema_and_gives_up_with_one_message():
     with pytest.raises(Unavailable) as caught:
         retry(attempt, Deadline(0.8), Log("json", "debug", stream=stream), provider="example",
               title="Example", operation="the read", hint="try later", reference="ref+x://a")
-    assert caught.value.message == (f"Example: HTTP 503 on every attempt ({len(attempts)}) "
-                                    "within the deadline")
+    assert re.fullmatch(rf"Example: HTTP 503 on every attempt \({len(attempts)}, 0\.\ds\) "
+                        r"within the deadline", caught.value.message), caught.value.message
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     retries = [e for e in events if e["event"] == "provider.retry"]
     assert len(retries) == len(attempts) - 1 >= 1
@@ -107,3 +108,43 @@ def test_one_group_per_fetch_key():
     c = parse_reference("ref+vault://secret/other#/user")
     groups = by_fetch_key([a, b, c])
     assert list(groups.values()) == [[a, b], [c]]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _failing_for(seconds: float):
+    """An attempt that fails with a Transient reason until `seconds` have passed, then answers."""
+    import time
+    end = time.monotonic() + seconds
+
+    def attempt():
+        if time.monotonic() < end:
+            raise Transient("connection refused")
+        return "answered"
+    return attempt
+
+
+def test_the_waiting_notice_rewrites_one_terminal_line_and_erases_it_at_the_end():
+    terminal = _Terminal()
+    log = Log("text", None, stream=terminal)              # the default level: warnings
+    deadline = Deadline(20)
+    reads = [lambda: retry(_failing_for(3.5), deadline, log, provider="example", title="Example",
+                           operation="the read", hint="try later") for _ in range(8)]
+    assert run_concurrently(reads, deadline, title="Example") == ["answered"] * 8
+    text = terminal.getvalue()
+    shown = re.findall(r"\r\x1b\[Kshim: waiting for Example \(the read\): connection refused; "
+                       r"attempt \d+, retrying for \d+s more \(--deadline\)", text)
+    assert 1 <= len(shown) <= 3, text                     # after the grace, once a second at most
+    assert "\n" not in text and text.endswith("\r\x1b[K")  # one line, erased when answered
+
+
+def test_the_waiting_notice_is_silent_for_a_short_wait_with_q_and_in_json():
+    for log in (Log("text", None, stream=_Terminal()), Log("text", "error", stream=_Terminal()),
+                Log("json", None, stream=io.StringIO())):
+        seconds = 0.5 if log.threshold == 30 and log.format == "text" else 2.5
+        retry(_failing_for(seconds), Deadline(20), log, provider="example", title="Example",
+              operation="the read", hint="try later")
+        assert "waiting for" not in log.stream.getvalue()

@@ -44,6 +44,7 @@ class Authenticator:
         self._invalid_token_logged = False
         self._unwrapped_secret_id: str | None = None
         self._resumed = False      # a --watch helper going on from an earlier run's session
+        self._source_logged = False    # a --watch helper resuming a session: said on the first
         self._login_ttl = 0            # the TTL a login granted: a renewal giving less is capped
         self.generation = 0            # logins so far (carried across --watch helpers)
         self._relogin_reason: str | None = None
@@ -75,9 +76,10 @@ class Authenticator:
                                f"using the Vault token in {source} (left by `vault login` or "
                                f"`bao login`); set VAULT_TOKEN to use another",
                                method="token", source=source)
-            else:
-                self.log.event("vault.auth", "info", f"Vault token from {source}",
-                               method="token", source=source)
+            else:   # once a run: a --watch helper resuming the session says it at debug
+                self.log.event("vault.auth",
+                               "debug" if (self._resumed or self._source_logged) else "info",
+                               f"Vault token from {source}", method="token", source=source)
             return
         mount = (self.environ.get("VAULT_PATH") or DEFAULT_AUTH_MOUNTS[method]).strip("/")
         if method == "approle":
@@ -269,6 +271,7 @@ class Authenticator:
             self.http.open()
             self._use_token(state["token"])
         elif "ttl_known" in state:
+            self._source_logged = True    # once per run (-v), not once per --watch tick
             self.ensure(Deadline(self.http.connection.timeout))   # local: the token method
         if state.get("ttl_known"):
             # Carried, not from Vault: 0 is "expired" here (a token that never expires is None).
