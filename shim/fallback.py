@@ -262,7 +262,7 @@ def read_identities(key_file: str) -> list:
     try:
         import pyrage  # lazy: only with --fallback-cache
     except ImportError:
-        raise ConfigError("--fallback-cache needs pyrage (pip install 'shim-secrets[sops]')",
+        raise ConfigError("--fallback-cache needs pyrage: install shim-secrets[sops]",
                           hint="install the extra, or drop --fallback-cache") from None
     content = read_capped(key_file, cap=MAX_KEY_FILE_BYTES, what="--fallback-key-file",
                           size_text="64 KiB", missing=ConfigError, unreadable=ConfigError,

@@ -168,7 +168,7 @@ def _environment():
         from jinja2 import StrictUndefined  # lazy: only with --template
         from jinja2.sandbox import ImmutableSandboxedEnvironment  # lazy: only with --template
     except ImportError:
-        raise ConfigError("--template needs Jinja2 (pip install 'shim-secrets[templates]')",
+        raise ConfigError("--template needs Jinja2: install shim-secrets[templates]",
                           hint="install the extra, or drop --template") from None
 
     environment = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
