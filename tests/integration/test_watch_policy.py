@@ -32,6 +32,13 @@ def recording_child(starts: Path) -> list[str]:
     return ["sh", "-c", f'echo "$SECRET" >> {starts}; exec sleep 60']
 
 
+def rotate(path: Path, value: str) -> None:
+    """Replace the secret at once (write_text truncates first: a tick could read it empty)."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(value)
+    staged.rename(path)
+
+
 def stop(process, canaries):
     os.kill(shim_pid_inside(process), signal.SIGTERM)
     return finish(process, canaries, timeout=STOP_TIMEOUT)
@@ -46,7 +53,7 @@ def test_a_change_is_applied_only_after_a_second_resolution_agrees(start_shim, c
     process = start_shim(["exec", "--watch", "1s", "--log-format", "json", "-vv", "--",
                           *recording_child(starts)], {"SECRET": f"file:{secret}"})
     assert wait_for(lambda: starts.exists() and starts.read_text().split() == [first])
-    secret.write_text(second)
+    rotate(secret, second)
     assert wait_for(lambda: starts.read_text().split() == [first, second], timeout=20)
     code, _, stderr = stop(process, canaries)
     assert code == 143, stderr
@@ -54,7 +61,7 @@ def test_a_change_is_applied_only_after_a_second_resolution_agrees(start_shim, c
     names = [event["event"] for event in events]
     applied = names.index("secret.changed")
     assert "secret.change_seen" in names[:applied], "the change was applied on first sight"
-    seen = names.index("secret.change_seen")
+    seen = max(i for i in range(applied) if names[i] == "secret.change_seen")
     assert events[seen]["changed"] == events[applied]["variables"] == ["SECRET"]
     confirming = [event for event in events[seen + 1:applied]
                   if event["event"] == "helper.started" and event["job"] == "resolve"]
@@ -93,12 +100,14 @@ def test_enforce_max_age_is_enforced_by_the_watch_helpers_too(start_shim, canari
                           "--log-format", "json", "--", *recording_child(starts)],
                          {"SECRET": f"file:{secret}"})
     assert wait_for(lambda: starts.exists() and starts.read_text().split() == [first])
-    secret.write_text(too_old)
+    staged = secret.with_name("staged")
+    staged.write_text(too_old)
     two_days_ago = time.time() - 2 * 86400
-    os.utime(secret, (two_days_ago, two_days_ago))
+    os.utime(staged, (two_days_ago, two_days_ago))
+    staged.rename(secret)
     time.sleep(3.0)      # ten ticks and more: each refuses the overdue secret
     assert starts.read_text().split() == [first]
-    secret.write_text(fresh)     # rotated: a fresh value is applied as usual
+    rotate(secret, fresh)        # rotated: a fresh value is applied as usual
     assert wait_for(lambda: starts.read_text().split() == [first, fresh], timeout=20)
     code, _, stderr = stop(process, canaries)
     assert code == 143, stderr
