@@ -136,11 +136,11 @@ def test_watch_forwards_signals_to_the_programs_whole_group(start_shim, canaries
 
 def test_a_lease_whose_renewal_was_capped_is_read_again_before_it_expires(start_shim, canaries,
                                                                           shared_dir):
-    """max_ttl 8 s, TTL 6 s: the renewal at 4 s is capped to what is left (under 6 s), so the
-    lease cannot be renewed again; shim must read new credentials before the 8 s are over and
+    """max_ttl 16 s, TTL 12 s: the renewal at 8 s is capped to what is left (under 12 s), so the
+    lease cannot be renewed again; shim must read new credentials before the 16 s are over and
     restart the program with them, never renewing a capped lease a second time."""
     with VaultDouble() as vault:
-        vault.add_database_role("app", default_ttl=6, max_ttl=8)
+        vault.add_database_role("app", default_ttl=12, max_ttl=16)
         token = vault.create_token(["database/creds/app", "sys/leases/renew"], ttl=3600)
         canaries.values.append(token)
         starts = shared_dir / "starts"
@@ -148,7 +148,7 @@ def test_a_lease_whose_renewal_was_capped_is_read_again_before_it_expires(start_
                               f'echo "$DB_PASSWORD" >> {starts}; exec sleep 60'],
                              {"VAULT_ADDR": vault.url, "VAULT_TOKEN": token,
                               "DB_PASSWORD": "vault:database/creds/app#password"})
-        assert wait_for(lambda: len(vault.issued_credentials("app")) >= 2, timeout=25)
+        assert wait_for(lambda: len(vault.issued_credentials("app")) >= 2, timeout=40)
         assert wait_for(lambda: starts.exists() and len(starts.read_text().split()) == 2,
                         timeout=15)
         issued = vault.issued_credentials("app")
