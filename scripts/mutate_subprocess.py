@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULE_TESTS: dict[str, list[str]] = {
     "shim/resolve.py": ["tests/integration/test_exec_lookups.py", "tests/unit/test_resolve_environment.py",
                         "tests/integration/test_guards.py", "tests/integration/test_exec.py",
-                        "tests/integration/test_import.py"],
+                        "tests/integration/test_import.py",
+                        "tests/integration/test_watch_policy.py::test_a_lease_kept_across_ticks_does_not_stop_the_reads_after_it"],
     "shim/launch.py": ["tests/integration/test_exec_lookups.py", "tests/integration/test_exec_user.py"],
     "shim/supervise.py": ["tests/integration/test_supervise.py", "tests/integration/test_watch_policy.py"],
     "shim/initloop.py": ["tests/integration/test_initloop.py", "tests/integration/test_supervise.py"],

@@ -160,3 +160,28 @@ def test_a_lease_whose_renewal_was_capped_is_read_again_before_it_expires(start_
         assert first.renewals == 1, "a capped lease was renewed again instead of read again"
         assert second.issued < first.max_expires, "new credentials came after the old expired"
         assert starts.read_text().split() == [issued[0].password, issued[1].password]
+
+
+def test_a_lease_kept_across_ticks_does_not_stop_the_reads_after_it(start_shim, canaries,
+                                                                     shared_dir):
+    """The leased credentials are reused, not read again, at every tick; the secrets listed after
+    them must still be read (a rotated KV value reaches the program, no new credentials)."""
+    first, second = canaries.new("v1"), canaries.new("v2")
+    with VaultDouble() as vault:
+        vault.add_database_role("app", default_ttl=3600, max_ttl=7200)
+        vault.kv2_put("secret", "app", {"api_key": first})
+        token = vault.create_token(["database/creds/app", "secret/*"], ttl=3600)
+        canaries.values.append(token)
+        starts = shared_dir / "starts"
+        process = start_shim(["exec", "--watch", "500ms", "--", "sh", "-c",
+                              f'echo "$Z_API_KEY" >> {starts}; exec sleep 60'],
+                             {"VAULT_ADDR": vault.url, "VAULT_TOKEN": token,
+                              "A_DB_PASSWORD": "vault:database/creds/app#password",
+                              "Z_API_KEY": "vault:secret/data/app#api_key"})
+        assert wait_for(lambda: starts.exists() and starts.read_text().split() == [first])
+        vault.kv2_put("secret", "app", {"api_key": second})
+        assert wait_for(lambda: starts.read_text().split() == [first, second], timeout=20)
+        canaries.values.extend(credential.password for credential in vault.issued_credentials())
+        code, _, stderr = stop(process, canaries)
+        assert code == 143, stderr
+        assert len(vault.issued_credentials("app")) == 1   # the lease was reused, never re-read
