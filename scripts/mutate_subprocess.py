@@ -53,7 +53,8 @@ MODULE_TESTS: dict[str, list[str]] = {
                         "tests/integration/test_watch_policy.py::test_a_lease_kept_across_ticks_does_not_stop_the_reads_after_it"],
     "shim/launch.py": ["tests/integration/test_exec_lookups.py", "tests/integration/test_exec_user.py"],
     "shim/supervise.py": ["tests/integration/test_supervise.py", "tests/integration/test_watch_policy.py"],
-    "shim/initloop.py": ["tests/integration/test_initloop.py", "tests/integration/test_supervise.py"],
+    "shim/initloop.py": ["tests/integration/test_initloop.py", "tests/integration/test_supervise.py",
+                         "tests/hardening/test_nondumpable.py"],
     "shim/watch.py": ["tests/integration/test_watch_policy.py", "tests/integration/test_watch_vault.py"],
     "shim/helper.py": ["tests/integration/test_watch_helper.py", "tests/integration/test_watch_policy.py"],
     "shim/asfiles.py": ["tests/integration/test_asfiles.py", "tests/integration/test_asfiles_watch.py"],
@@ -228,7 +229,8 @@ def _clear_bytecode(tree: Path) -> None:
         shutil.rmtree(cache, ignore_errors=True)
 
 
-def run_tests(python: Path, tree: Path, tests: list[str], timeout: float) -> tuple[str, float]:
+def run_tests(python: Path, tree: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
+    """(outcome, seconds, the last lines pytest printed)."""
     _clear_bytecode(tree)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_PROFILE="mutate")
     started = time.monotonic()
@@ -241,13 +243,14 @@ def run_tests(python: Path, tree: Path, tests: list[str], timeout: float) -> tup
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
         process.communicate()
-        return "timeout", time.monotonic() - started
+        return "timeout", time.monotonic() - started, ""
     seconds = time.monotonic() - started
+    tail = "\n".join(output.decode(errors="replace").splitlines()[-8:])
     if process.returncode == 0:
-        return "survived", seconds
-    if process.returncode == 5 or b"NOT RUN" in output and b" passed" not in output:
-        return "no tests", seconds
-    return "killed", seconds
+        return "survived", seconds, tail
+    if process.returncode == 5:
+        return "no tests", seconds, tail
+    return "killed", seconds, tail
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -276,9 +279,10 @@ def main() -> int:
             tests = MODULE_TESTS[module]
             path = tree / module
             original = path.read_text()
-            outcome, seconds = run_tests(python, tree, tests, arguments.timeout * 2)
+            outcome, seconds, tail = run_tests(python, tree, tests, arguments.timeout * 2)
             if outcome != "survived":
-                print(f"{module}: the unmutated tests did not pass ({outcome}); skipped", flush=True)
+                print(f"{module}: the unmutated tests did not pass ({outcome}); skipped\n{tail}",
+                      flush=True)
                 continue
             print(f"{module}: baseline passes in {seconds:.0f}s", flush=True)
             candidates = mutants_of(module, original)
@@ -287,7 +291,8 @@ def main() -> int:
             for mutant, span, text in sorted(sample, key=lambda item: item[0].line):
                 path.write_text(apply(original, span, text))
                 try:
-                    mutant.outcome, mutant.seconds = run_tests(python, tree, tests, arguments.timeout)
+                    mutant.outcome, mutant.seconds, _ = run_tests(python, tree, tests,
+                                                                  arguments.timeout)
                 finally:
                     path.write_text(original)
                 results.append(mutant)
