@@ -60,7 +60,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "shim/asfiles.py": ["tests/integration/test_asfiles.py", "tests/integration/test_asfiles_watch.py"],
     "shim/providers/files.py": ["tests/integration/test_exec_lookups.py", "tests/integration/test_guards.py",
                                 "tests/hardening/test_file_reads.py", "tests/integration/test_exec.py"],
-    "shim/providers/sops.py": ["tests/integration/test_sops.py"],
+    "shim/providers/sops.py": ["tests/integration/test_sops.py", "tests/real/test_sops_max_age.py"],
     "shim/sops/cipher.py": ["tests/unit/test_sops_format.py", "tests/integration/test_sops.py"],
     "shim/providers/gcp.py": ["tests/unit/test_gcp_token_source.py", "tests/integration/test_gcp.py"],
     "shim/providers/vault/provider.py": ["tests/integration/test_vault.py"],
