@@ -14,6 +14,7 @@ import os
 import pytest
 
 from tests.hardening.conftest import NOBODY, as_nobody, nobody_python  # noqa: F401 - fixture
+from tests.integration.test_devenv import repo  # noqa: F401 - fixture
 
 
 # --- #/list/N selectors (shim/resolve.py, _walk) ------------------------------------------------
@@ -110,3 +111,28 @@ def test_an_unreadable_audit_file_is_refused_as_click_refuses_it(run_shim, probe
     assert "is not readable" in result.stderr
     assert not probe.ran
     assert audit.stat().st_size == 0
+
+
+# --- `shim run` resets signals 32/33 too (shim/launch.py, reset_signals) --------------------------
+
+def _ignore_the_reserved_signals():
+    """preexec_fn: ignore signals 32 and 33 (glibc's own; Python's signal module refuses them)."""
+    import ctypes  # only in the forked child, before it becomes shim
+
+    class Action(ctypes.Structure):
+        _fields_ = [("handler", ctypes.c_void_p), ("flags", ctypes.c_ulong),
+                    ("restorer", ctypes.c_void_p), ("mask", ctypes.c_uint64)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = {"x86_64": 13, "aarch64": 134}[os.uname().machine]
+    for signum in (32, 33):
+        assert libc.syscall(number, signum, ctypes.byref(Action(1, 0, None, 0)), None, 8) == 0
+
+
+def test_shim_run_gives_the_program_the_reserved_signals_at_default(run_shim, probe, repo):  # noqa: F811
+    """`exec` resets them before its privilege drop; `shim run` has no drop and relies on the
+    reset just before execve."""
+    result = run_shim(["run", "--", *probe.argv], {}, cwd=repo, timeout=30,
+                      preexec_fn=_ignore_the_reserved_signals)
+    assert result.returncode == 0, result.stderr
+    assert probe.read()["sig_ign"] == "0000000000000000"
