@@ -185,3 +185,4 @@ def test_a_lease_kept_across_ticks_does_not_stop_the_reads_after_it(start_shim, 
         code, _, stderr = stop(process, canaries)
         assert code == 143, stderr
         assert len(vault.issued_credentials("app")) == 1   # the lease was reused, never re-read
+

@@ -1,11 +1,14 @@
-"""`exec --watch` with VAULT_TOKEN_FILE against a real OpenBao: a Vault Agent sink rotates the
-file and revokes the old token; the next helper must read the file again, never carry the old
-token over (issue 31: carrying it passed every test before this one)."""
+"""`exec --watch` and the Vault token, against a real OpenBao: a Vault Agent sink rotates the
+file and revokes the old token, so the next helper must read the file again, never carry the old
+token over (issue 31: carrying it passed every test before this one); and a renewal the server
+refuses is reported with the server's reason, the program kept running."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 
 from tests.integration.test_supervise import finish, shim_pid_inside, start_shim, wait_for  # noqa: F401
 from tests.real.conftest import unique_path
@@ -42,3 +45,31 @@ def test_a_rotated_token_file_is_read_again_by_the_next_helper(openbao, start_sh
         os.kill(shim_pid_inside(process), signal.SIGTERM)
     code, _, stderr = finish(process, canaries, timeout=20)
     assert code == 143, stderr
+
+
+def test_a_refused_token_renewal_is_reported_with_the_servers_reason(openbao, start_shim, canaries,
+                                                                     shared_dir):
+    """The helper whose job fails (renewing a token revoked since) answers with the error; the
+    supervisor logs OpenBao's reason as a warning and the program keeps running."""
+    path = unique_path("norenew")
+    openbao.put_kv2(path, {"password": canaries.new("v1")})
+    token = openbao.ok("POST", "auth/token/create", {"ttl": "6s"})["auth"]["client_token"]
+    canaries.values.append(token)
+    starts = shared_dir / "starts"
+    process = start_shim(["exec", "--watch", "1h", "--log-format", "json", "--",
+                          "sh", "-c", f'echo started >> {starts}; exec sleep 60'],
+                         {**openbao.vault_env(token), "DB_PASSWORD": f"vault:secret/data/{path}#password"})
+    try:
+        assert wait_for(starts.exists)
+        openbao.ok("POST", "auth/token/revoke", {"token": token})
+        time.sleep(5.0)      # the renewal is due at 2/3 of the 6 s
+    finally:
+        os.kill(shim_pid_inside(process), signal.SIGTERM)
+    code, _, stderr = finish(process, canaries, timeout=20)    # and no traceback
+    assert code == 143, stderr
+    failed = [json.loads(line) for line in stderr.splitlines()
+              if line.startswith("{") and '"token.renew_failed"' in line]
+    assert failed, stderr[-2000:]
+    assert failed[0]["message"].startswith("token renewal failed: ")
+    assert "resolution helper" not in failed[0]["message"]     # the server's reason, not the pipe's
+    assert starts.read_text().split() == ["started"]
