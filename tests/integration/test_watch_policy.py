@@ -186,3 +186,30 @@ def test_a_lease_kept_across_ticks_does_not_stop_the_reads_after_it(start_shim, 
         assert code == 143, stderr
         assert len(vault.issued_credentials("app")) == 1   # the lease was reused, never re-read
 
+
+
+def test_every_lease_due_is_renewed_whatever_its_place(start_shim, canaries, shared_dir):
+    """Two leases, the first far from due: the second (TTL 6 s) is still renewed at its time."""
+    with VaultDouble() as vault:
+        vault.add_database_role("long", default_ttl=3600, max_ttl=7200)
+        vault.add_database_role("short", default_ttl=6, max_ttl=3600)
+        token = vault.create_token(["database/creds/long", "database/creds/short",
+                                    "sys/leases/renew"], ttl=3600)
+        canaries.values.append(token)
+        starts = shared_dir / "starts"
+        process = start_shim(["exec", "--watch", "1h", "--", "sh", "-c",
+                              f'echo started >> {starts}; exec sleep 60'],
+                             {"VAULT_ADDR": vault.url, "VAULT_TOKEN": token,
+                              "A_LONG": "vault:database/creds/long#password",
+                              "B_SHORT": "vault:database/creds/short#password"})
+        assert wait_for(starts.exists)
+        canaries.values.extend(credential.password for credential in vault.issued_credentials())
+
+        def short_renewed():
+            return any(lease.role == "short" and lease.renewals >= 1 for lease in vault.leases())
+
+        renewed = wait_for(short_renewed, timeout=15)
+        code, _, stderr = stop(process, canaries)
+        assert renewed, "the lease due was not renewed: the loop stopped at the one before it"
+        assert code == 143, stderr
+        assert len(vault.issued_credentials()) == 2      # renewed, not read again
