@@ -64,8 +64,9 @@ MODULE_TESTS: dict[str, list[str]] = {
                                 "tests/hardening/test_file_reads.py", "tests/integration/test_exec.py"],
     "shim/providers/sops.py": ["tests/integration/test_sops.py", "tests/real/test_sops_max_age.py"],
     "shim/sops/cipher.py": ["tests/unit/test_sops_format.py", "tests/integration/test_sops.py"],
-    "shim/providers/gcp.py": ["tests/unit/test_gcp_token_source.py", "tests/integration/test_gcp.py"],
-    "shim/providers/vault/provider.py": ["tests/integration/test_vault.py"],
+    "shim/providers/gcp.py": ["tests/unit/test_gcp_token_source.py", "tests/unit/test_gcp.py",
+                              "tests/integration/test_gcp.py"],
+    "shim/providers/vault/provider.py": ["tests/integration/test_vault.py", "tests/integration/test_watch_helper.py"],
     "shim/providers/vault/auth.py": ["tests/integration/test_vault.py", "tests/real/test_watch_token_file.py",
                                      "tests/integration/test_watch_helper.py"],
 }
