@@ -70,7 +70,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "shim/providers/vault/auth.py": ["tests/integration/test_vault.py", "tests/real/test_watch_token_file.py",
                                      "tests/integration/test_watch_helper.py",
                                      "tests/integration/test_vault_wrapped_redaction.py",
-                                     "tests/hardening/test_provider_credential_files.py"],
+                                     "tests/integration/test_vault_credential_text.py"],
 }
 SHORT_NAMES = {name[len("shim/"):-len(".py")].removeprefix("providers/"): name
                for name in MODULE_TESTS}
