@@ -62,7 +62,7 @@ mutate: mutate-in-process mutate-subprocess
 # names; `mutmut browse` or `mutmut show NAME` afterwards.
 # MUTANTS picks mutants by name (module.x_function__mutmut_N, globs allowed): by default every
 # function of the covered modules, and only the pure functions of render.py and refs.py, whose
-# other functions no in-process test reaches. E.g. make mutate MUTANTS='shim.privileges*'.
+# other functions no in-process test reaches. E.g. make mutate-in-process MUTANTS='shim.privileges*'.
 MUTANTS ?= shim.placeholders* shim.environment* shim.plan* shim.privileges* shim.decoding* \
 	shim.ciexport* shim.render.x_check_names* shim.render.x__printable* \
 	shim.render.x_contained_path* shim.render.x_format_env_file* shim.render.x__shell_quote* \
