@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test packages install install-test unit integration lint bench clean docker images e2e mutate wheel
+.PHONY: demo test packages install install-test unit integration lint bench clean docker images e2e mutate \
+	mutate-in-process mutate-subprocess wheel
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -64,22 +65,38 @@ e2e: install-test docker
 bench: install-test docker
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
-# Mutation testing (docs/testing.md): mutmut over the modules [tool.mutmut] in pyproject.toml
-# names, with the in-process tests it names; `mutmut browse` or `mutmut show NAME` afterwards.
+# Mutation testing (docs/testing.md), both halves: the in-process tests (mutmut) and the code
+# only subprocess tests reach (scripts/mutate_subprocess.py).
+mutate: mutate-in-process mutate-subprocess
+
+# mutmut over the modules [tool.mutmut] in pyproject.toml names, with the in-process tests it
+# names; `mutmut browse` or `mutmut show NAME` afterwards.
 # MUTANTS picks mutants by name (module.x_function__mutmut_N, globs allowed): by default every
 # function of the covered modules, and only the pure functions of render.py and refs.py, whose
-# other functions no in-process test reaches. E.g. make mutate MUTANTS='shim.privileges*'.
+# other functions no in-process test reaches. E.g. make mutate-in-process MUTANTS='shim.privileges*'.
 MUTANTS ?= shim.placeholders* shim.environment* shim.plan* shim.privileges* shim.decoding* \
 	shim.ciexport* shim.render.x_check_names* shim.render.x__printable* \
 	shim.render.x_contained_path* shim.render.x_format_env_file* shim.render.x__shell_quote* \
 	shim.render.x__dotenv_quote* shim.refs.x__malformed* shim.refs.x__syntax_of* \
 	shim.refs.x__spelling_of*
 MUTATE_CHILDREN ?= 2
-mutate: install-test
+mutate-in-process: install-test
 	$(PIP) install 'mutmut>=3.3,<4'
 	rm -rf mutants
 	HYPOTHESIS_PROFILE=mutate $(VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTANTS)
 	$(VENV)/bin/mutmut results | grep -v ': not checked$$' || true
+
+# resolve, launch, supervise, initloop, watch, helper, asfiles and the providers, reached only
+# by tests that run shim as a process: each sampled mutant is applied to a copy of the tree whose
+# interpreter every child imports, then that module's tests run (nice -n 19, a timeout each).
+# MUTATE_MODULES picks modules (short names: launch watch vault/auth...), MUTATE_PER_MODULE the
+# sample's size, MUTATE_SEED the sample; the outcome of each mutant goes to mutants/subprocess.json.
+MUTATE_MODULES ?=
+MUTATE_PER_MODULE ?= 8
+MUTATE_SEED ?= 31
+mutate-subprocess: install-test
+	nice -n 19 $(PY) scripts/mutate_subprocess.py --per-module $(MUTATE_PER_MODULE) \
+		--seed $(MUTATE_SEED) $(if $(MUTATE_MODULES),--modules $(MUTATE_MODULES))
 
 unit: install-test
 	$(PY) -m pytest -q tests/unit

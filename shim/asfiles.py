@@ -4,8 +4,11 @@ Environment variables show up in /proc, crash reports and `docker inspect`; a
 file in a tmpfs readable only by the program does not. Each delivered variable
 is written to DIR/NAME (mode 0400, owned by the --user target) before the
 privilege drop: a temporary file created next to it with O_EXCL|O_NOFOLLOW,
-written, fsync'd, then renamed over NAME, all relative to one descriptor of DIR
-(opened with O_NOFOLLOW), so a symlink planted in DIR is replaced, never followed.
+written, fsync'd, then renamed over NAME, all relative to the descriptor of DIR that
+was checked (opened once, with O_NOFOLLOW), so a symlink planted in DIR is replaced, never
+followed. Before each write the path DIR must still name that directory: one swapped in since
+(the tmpfs unmounted, a directory on disk or someone else's in its place) is refused, and
+nothing is ever written through the path itself.
 
 DIR must be a real directory on tmpfs or ramfs: the filesystem type comes from
 /proc/self/mountinfo, matched by the directory's device number (no statfs
@@ -26,11 +29,11 @@ import hmac
 import os
 import re
 import secrets
-import stat
 
 from shim.errors import ConfigError, PermissionDenied, UnusableValue
 
 FILESYSTEMS = ("tmpfs", "ramfs")
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # compiled by re on first use
 _STAGED = "shim-as-file:"
 
@@ -44,28 +47,33 @@ def from_options(options) -> "AsFiles | None":
             raise ConfigError("--as-files-only needs --as-files DIR", hint="name the directory")
         return None
     as_files = AsFiles(directory, frozenset(only) if only else None)
-    as_files.device = check_directory(directory, allow_disk=options.as_files_allow_disk)
+    as_files.directory_fd = open_checked_directory(directory,
+                                                   allow_disk=options.as_files_allow_disk)
     return as_files
 
 
-def check_directory(directory: str, *, allow_disk: bool) -> int:
-    """DIR's device number, once DIR is known to be a real directory on tmpfs or ramfs."""
+def open_checked_directory(directory: str, *, allow_disk: bool) -> int:
+    """A descriptor of DIR, once DIR is known to be a real directory on tmpfs or ramfs.
+
+    The check and every write use this one descriptor (closed at execve): checking the path
+    and opening it again later would let a directory swapped in between receive the files."""
     try:
-        status = os.lstat(directory)
+        descriptor = os.open(directory, _DIRECTORY_FLAGS)
     except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise ConfigError(f"--as-files {directory} is not a directory (a symlink is refused)",
+                              hint="give the real directory, a tmpfs mount") from None
         raise ConfigError(f"--as-files {directory}: {error.strerror}",
                           hint="create it (a tmpfs mount, /dev/shm/...) first") from None
-    if stat.S_ISLNK(status.st_mode) or not stat.S_ISDIR(status.st_mode):
-        raise ConfigError(f"--as-files {directory} is not a directory (a symlink is refused)",
-                          hint="give the real directory, a tmpfs mount")
     if allow_disk:
-        return status.st_dev
-    fstype = filesystem_type(status.st_dev)
+        return descriptor
+    fstype = filesystem_type(os.fstat(descriptor).st_dev)
     if fstype not in FILESYSTEMS:
+        os.close(descriptor)
         raise ConfigError(f"--as-files {directory} is on {fstype or 'an unknown filesystem'}, "
                           "not tmpfs or ramfs: secrets would reach the disk",
                           hint="use /dev/shm or a tmpfs mount, or --as-files-allow-disk")
-    return status.st_dev
+    return descriptor
 
 
 def filesystem_type(device: int) -> str | None:
@@ -91,7 +99,7 @@ class AsFiles:
         self._staged: dict[str, bytes] = {}     # stand-in -> content
         self._written: dict[str, str] = {}      # name -> stand-in of the content on disk
         self.uid = self.gid = None
-        self.device = None                      # DIR's filesystem, as checked
+        self.directory_fd: int | None = None    # DIR as checked (open_checked_directory)
 
     def delivers(self, name: str) -> bool:
         return self.only is None or name in self.only
@@ -162,7 +170,7 @@ class AsFiles:
 
     def _remove(self, name: str, log) -> None:
         try:
-            os.unlink(self.path(name))
+            os.unlink(name, dir_fd=self.directory_fd)
         except FileNotFoundError:
             pass
         except OSError as error:
@@ -172,34 +180,41 @@ class AsFiles:
         self._written.pop(name, None)
         log.event("files.removed", "info", path=self.path(name), variable=name)
 
-    def _write(self, name: str, content: bytes) -> None:
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        directory = os.open(self.directory, flags)
+    def _still_in_place(self) -> None:
+        """OSError unless the path DIR still names the directory checked: the program reads
+        its files through that path. (The write itself goes through the checked descriptor,
+        so a swap after this check cannot redirect it.)"""
+        checked = os.fstat(self.directory_fd)
         try:
-            if os.fstat(directory).st_dev != self.device:  # DIR was swapped since the check
-                raise OSError(errno.EXDEV, "the directory is no longer the one checked")
-            temporary = f".shim-{secrets.token_hex(8)}.tmp"
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                                 | os.O_CLOEXEC, 0o600, dir_fd=directory)
-            try:
-                view = memoryview(content)
-                while view:
-                    view = view[os.write(descriptor, view):]
-                os.fsync(descriptor)
-                os.fchmod(descriptor, 0o400)
-                if self.uid is not None:
-                    os.fchown(descriptor, self.uid, self.gid)
+            named = os.stat(self.directory, follow_symlinks=False)
+        except FileNotFoundError:
+            named = None
+        if named is None or (named.st_dev, named.st_ino) != (checked.st_dev, checked.st_ino):
+            raise OSError(errno.EXDEV, "the directory is no longer the one checked")
+
+    def _write(self, name: str, content: bytes) -> None:
+        self._still_in_place()
+        directory = self.directory_fd
+        temporary = f".shim-{secrets.token_hex(8)}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=directory)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(descriptor, view):]
+            os.fsync(descriptor)
+            os.fchmod(descriptor, 0o400)
+            if self.uid is not None:
+                os.fchown(descriptor, self.uid, self.gid)
+            os.close(descriptor)
+            descriptor = None
+            os.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException:
+            if descriptor is not None:
                 os.close(descriptor)
-                descriptor = None
-                os.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
-            except BaseException:
-                if descriptor is not None:
-                    os.close(descriptor)
-                try:
-                    os.unlink(temporary, dir_fd=directory)
-                except FileNotFoundError:
-                    pass
-                raise
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            try:
+                os.unlink(temporary, dir_fd=directory)
+            except FileNotFoundError:
+                pass
+            raise
+        os.fsync(directory)

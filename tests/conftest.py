@@ -203,6 +203,26 @@ def probe(shared_dir):
     return Probe(shared_dir)
 
 
+# A run that names --deadline D must be over within D plus this (interpreter start, SDK imports,
+# the exit): a retry that ignores the deadline then fails its test in seconds, not at `timeout`.
+DEADLINE_ALLOWANCE = 15.0
+
+
+def time_allowed(args, timeout: float) -> float:
+    """`timeout`, or less when shim's own options (before any `--`) give a --deadline."""
+    options = list(args)
+    options = options[:options.index("--")] if "--" in options else options
+    if "--deadline" not in options[:-1]:
+        return timeout
+    from shim.durations import parse_duration
+    from shim.errors import UsageError
+    try:
+        deadline = parse_duration(options[options.index("--deadline") + 1])
+    except UsageError:  # a test of a malformed --deadline: shim refuses it at once
+        return timeout
+    return min(timeout, deadline + DEADLINE_ALLOWANCE)
+
+
 @pytest.fixture
 def run_shim(canaries):
     """Run `python -m shim ARGS` with exactly `env` (plus PATH/LANG); check for leaks."""
@@ -214,7 +234,8 @@ def run_shim(canaries):
             loopback_guard.REPORT_VARIABLE: BASE_ENV[loopback_guard.REPORT_VARIABLE]}
         environment.update(env or {})
         result = subprocess.run([python or sys.executable, "-m", "shim", *args], env=environment,
-                                capture_output=True, text=True, input=input, timeout=timeout,
+                                capture_output=True, text=True, input=input,
+                                timeout=time_allowed(args, timeout),
                                 cwd=cwd, preexec_fn=preexec_fn)
         if check_leaks:
             canaries.assert_absent(result.stdout, result.stderr, where="shim's output")

@@ -154,7 +154,12 @@ class TokenSource:
     def current(self) -> tuple[str | None, float]:
         """The token in hand and its seconds left, keeping a minute in reserve."""
         if self.carried is not None:
-            return self.carried[0], self.carried[1] - time.monotonic()
+            left = self.carried[1] - time.monotonic()
+            if left > 0:
+                return self.carried[0], left
+            # Expired: hand on the token obtained since (or none), never the dead one, or
+            # every later helper would be given it and ask for a new token again.
+            self.carried = None
         credentials = self._credentials.credentials if self._credentials else None
         if credentials is None or not credentials.valid or credentials.expiry is None:
             return None, 0.0

@@ -34,3 +34,24 @@ def test_the_loop_refuses_a_relative_path(tmp_path):
     result = run_loop(tmp_path, "relative/path")
     assert result.returncode == 70
     assert "initloop takes CHILD_PID" in result.stderr
+
+
+# Forks a program that exits at once, waits until it is a zombie nobody has reaped (SIGCHLD at
+# its default is discarded, so none is pending), then becomes the loop: same pid, same child.
+_ENDED_BEFORE_THE_LOOP = """
+import os, sys, time
+pid = os.fork()
+if pid == 0:
+    os._exit(5)
+while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    time.sleep(0.01)
+os.execv(sys.executable, [sys.executable, "-I", "-S", sys.argv[1], str(pid), "group"])
+"""
+
+
+def test_a_program_that_ended_before_the_loop_started_is_reaped():
+    """Only the loop's first reap, before it waits for signals, collects a program that ended
+    before the loop started. Without it PID 1 waits for a SIGCHLD that never comes."""
+    result = subprocess.run([sys.executable, "-c", _ENDED_BEFORE_THE_LOOP, LOOP],
+                            capture_output=True, text=True, timeout=10)
+    assert result.returncode == 5, result.stderr
