@@ -162,6 +162,11 @@ HOSTILE = [
     "gcp:secretmanager:{c}",
     "ref+gcpsecrets://P{a}/s",
     "ref+gcpsecrets://p/s?version={c}.x",
+    "ref+doppler://{c} x/prd/DB",
+    "ref+doppler://p/{c}!/DB",
+    "ref+doppler://p/c/{a}#/{a}",
+    "ref+infisical://{c}",
+    "ref+infisical://p/{c}!#/K",
 ]
 
 
