@@ -18,6 +18,7 @@ Canonical forms (docs/references.md has the full table):
     gcpsecrets  ref+gcpsecrets://<project>/<secret>[?location=L][&version=V][#/key]
     doppler     ref+doppler://<project>/<config>[#/NAME]    (ref+doppler:////NAME: the token's config)
     infisical   ref+infisical://<project-id>/<env>[/<folder>...][#/KEY]
+    onepassword op://<vault>/<item>/[<section>/]<field>          (ref+onepassword://<vault>/<item>#/...)
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
@@ -501,6 +502,42 @@ def _infisical_from_vals(text, path, selector, options) -> Reference:
     return _make("infisical", "/".join(parts), selector, None, options, "vals")
 
 
+# --- 1Password -----------------------------------------------------------------
+#
+# 1Password's own secret references, op://VAULT/ITEM/[SECTION/]FIELD, are the canonical form; the
+# locator is VAULT/ITEM (one read per item) and [SECTION, ]FIELD a selector into it. What op://
+# cannot say (an option such as ?optional=true; 1Password's own ?attribute= is not supported) is
+# written ref+onepassword://VAULT/ITEM?...#/SECTION/FIELD.
+
+_OP_NAME = r'[^\x00-\x1f\x7f/"#?]{1,255}'    # a vault, item, section or field name or ID
+
+
+def _parse_op(text: str) -> Reference:
+    body = text[len("op://"):]
+    if "?" in body:
+        raise _malformed(text, "query attributes of op:// references are not supported",
+                         "drop ?attribute=...; write ref+onepassword://VAULT/ITEM?optional=true#/FIELD for options")
+    parts = body.split("/")
+    if len(parts) not in (2, 3, 4) or not all(re.fullmatch(_OP_NAME, part) for part in parts):
+        raise _malformed(text, "expected op://<vault>/<item>/[<section>/]<field>",
+                         "write e.g. op://prod/postgres/password; names hold no / # ? or quotes")
+    return _make("onepassword", f"{parts[0]}/{parts[1]}", tuple(parts[2:]), None, (), "op")
+
+
+def _onepassword_from_vals(text, path, selector, options) -> Reference:
+    parts = path.split("/")
+    if len(parts) != 2 or not all(re.fullmatch(_OP_NAME, part) for part in parts):
+        raise _malformed(text, "expected <vault>/<item>",
+                         "write e.g. ref+onepassword://prod/postgres?optional=true#/password")
+    return _make("onepassword", path, selector, None, options, "vals")
+
+
+def _render_op(syntax, locator, selector, version, options):
+    if options or len(selector) > 2 or not all(re.fullmatch(_OP_NAME, part) for part in selector):
+        return None
+    return "op://" + "/".join((locator, *selector))
+
+
 # --- shared pieces ----------------------------------------------------------
 
 def _make(provider, locator, selector, version, options, syntax) -> Reference:
@@ -734,3 +771,6 @@ register(ProviderSyntax("gcpsecrets", frozenset({"version", "location"}), _gcp_f
          Spelling("gcp:secretmanager:", "gcp:secretmanager:", _parse_secrets_init))
 register(ProviderSyntax("doppler", frozenset(), _doppler_from_vals, _render_doppler))
 register(ProviderSyntax("infisical", frozenset(), _infisical_from_vals, _render_path))
+register(ProviderSyntax("onepassword", frozenset(), _onepassword_from_vals, _render_path,
+                        render_native=_render_op),
+         Spelling("op://", "op://", _parse_op))

@@ -21,6 +21,7 @@ REGISTRY = {
     "gcpsecrets": ("shim.providers.gcp", "SecretManagerProvider", "gcp"),
     "doppler": ("shim.providers.doppler", "DopplerProvider", "doppler"),
     "infisical": ("shim.providers.infisical", "InfisicalProvider", "infisical"),
+    "onepassword": ("shim.providers.onepassword", "OnePasswordConnectProvider", "onepassword"),
 }
 
 

@@ -18,6 +18,8 @@ for the metadata around the value:
   documents no size limit, so the cap is Vault's: 4 MiB.
 - Infisical: one answer is a whole folder, each secret with its metadata (comments, tags,
   versions); no documented limit either: 4 MiB.
+- 1Password Connect: one answer is an item (its fields, sections, notes) or a list of vault or
+  item summaries; 4 MiB as well.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ AWS_BODY_CAP = 1024 * 1024
 AZURE_BODY_CAP = 256 * 1024
 DOPPLER_BODY_CAP = 4 * 1024 * 1024
 INFISICAL_BODY_CAP = 4 * 1024 * 1024
+ONEPASSWORD_BODY_CAP = 4 * 1024 * 1024
 CHUNK = 64 * 1024
 
 

@@ -74,7 +74,8 @@ def token_tag(token: str) -> str:
 class HttpsDouble:
     """A vendor's REST API on https://127.0.0.1:PORT, trusted through `ca_path`."""
 
-    def __init__(self, directory: Path, name: str):
+    def __init__(self, directory: Path, name: str, *, tls: bool = True):
+        self.tls = tls              # False: plain HTTP (a loopback sidecar some stores allow)
         self.directory = Path(directory) / f"{name}-double"
         self.directory.mkdir(parents=True, exist_ok=True)
         self.pki = make_test_pki(self.directory / "pki")
@@ -110,8 +111,9 @@ class HttpsDouble:
     def start(self):
         server = _DoubleServer(("127.0.0.1", 0), _DoubleHandler)
         server.double = self  # type: ignore[attr-defined]
-        server.socket = self.pki.server_context().wrap_socket(
-            server.socket, server_side=True, do_handshake_on_connect=False)
+        if self.tls:
+            server.socket = self.pki.server_context().wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False)
         threading.Thread(target=server.serve_forever, daemon=True, name="https-double").start()
         self._server = server
         return self
@@ -130,7 +132,8 @@ class HttpsDouble:
 
     @property
     def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def ca_path(self) -> Path:

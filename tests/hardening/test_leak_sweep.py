@@ -285,3 +285,40 @@ def test_no_infisical_canary_in_any_output(run_shim, canaries, tmp_path, infisic
                  INFISICAL_SCENARIOS[scenario],
                  lambda: infisical.credential_material() + [client_secret])
     assert infisical.count(), "the control: the double was asked"
+
+
+# --- a remote store: 1Password Connect ------------------------------------------
+#
+# Field canaries and the Connect token reach only the child, whether the item is read, is not
+# there, or the token is refused.
+
+ONEPASSWORD_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77}
+
+
+@pytest.fixture(scope="module")
+def connect(tmp_path_factory):
+    from tests.doubles.onepassword import ConnectDouble
+
+    with ConnectDouble(tmp_path_factory.mktemp("onepassword")) as double:
+        yield double
+
+
+ONEPASSWORD_CASES = list(itertools.product(COMMANDS, FORMATS, ONEPASSWORD_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", ONEPASSWORD_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in ONEPASSWORD_CASES])
+def test_no_onepassword_canary_in_any_output(run_shim, canaries, tmp_path, connect,
+                                             command, log_format, scenario):
+    vault = f"leak-{command}-{log_format}-{scenario}"
+    item = connect.add_item(vault, "app", {"password": canaries.new(scenario)},
+                            sections={"admin": {"password": canaries.new("admin")}})
+    token = connect.token("elsewhere" if scenario == "denied" else vault)
+    title = "absent" if scenario == "not_found" else "app"
+    # By ID when denied (a vault name the token may not read is answered as missing).
+    reference = (f"op://{connect.vault_id(vault)}/{item}/password" if scenario == "denied"
+                 else f"op://{vault}/{title}/admin/password")
+    env = {**connect.env(token), "GOOD": reference}
+    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                 ONEPASSWORD_SCENARIOS[scenario], connect.credential_material)
+    assert connect.count(), "the control: the double was asked"

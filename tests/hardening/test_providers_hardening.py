@@ -167,6 +167,9 @@ HOSTILE = [
     "ref+doppler://p/c/{a}#/{a}",
     "ref+infisical://{c}",
     "ref+infisical://p/{c}!#/K",
+    "op://{c}",
+    "op://v/i/{c}?attribute=otp",
+    "op://v/{c}\"/f",
 ]
 
 
