@@ -13,7 +13,7 @@ from shim.resolve import Resolution
 # each store that has one token for everything it holds (docs/doppler.md).
 SCRUBBED_PREFIXES = (SHIM_PREFIX, "VAULT_", "SOPS_AGE_KEY",
                      "DOPPLER_TOKEN", "INFISICAL_TOKEN", "INFISICAL_UNIVERSAL_AUTH_",
-                     "OP_CONNECT_TOKEN")
+                     "OP_CONNECT_TOKEN", "BWS_ACCESS_TOKEN")
 
 
 def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: bool = False,

@@ -19,6 +19,7 @@ Canonical forms (docs/references.md has the full table):
     doppler     ref+doppler://<project>/<config>[#/NAME]    (ref+doppler:////NAME: the token's config)
     infisical   ref+infisical://<project-id>/<env>[/<folder>...][#/KEY]
     onepassword op://<vault>/<item>/[<section>/]<field>          (ref+onepassword://<vault>/<item>#/...)
+    bws         ref+bws://<secret-id>[#/key]   ref+bws://project/<project-id> (an import)
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
@@ -538,6 +539,23 @@ def _render_op(syntax, locator, selector, version, options):
     return "op://" + "/".join((locator, *selector))
 
 
+# --- Bitwarden Secrets Manager ---------------------------------------------------
+#
+# Secrets are named by id (a UUID; their key names are encrypted, the server cannot look one up);
+# a project, for --import, is project/<id>. Ids are written lower-case in the canonical form.
+
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def _bws_from_vals(text, path, selector, options) -> Reference:
+    match = re.fullmatch(r"(project/)?(" + _UUID + r")/?", path)
+    if not match:
+        raise _malformed(text, "expected a secret id (a UUID) or project/<project id>",
+                         "write e.g. ref+bws://3f1b6a52-0f39-4c1d-9e4e-b1a2c3d4e5f6")
+    return _make("bws", (match.group(1) or "") + match.group(2).lower(), selector, None,
+                 options, "vals")
+
+
 # --- shared pieces ----------------------------------------------------------
 
 def _make(provider, locator, selector, version, options, syntax) -> Reference:
@@ -774,3 +792,4 @@ register(ProviderSyntax("infisical", frozenset(), _infisical_from_vals, _render_
 register(ProviderSyntax("onepassword", frozenset(), _onepassword_from_vals, _render_path,
                         render_native=_render_op),
          Spelling("op://", "op://", _parse_op))
+register(ProviderSyntax("bws", frozenset(), _bws_from_vals, _render_path))

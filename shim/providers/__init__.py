@@ -22,6 +22,7 @@ REGISTRY = {
     "doppler": ("shim.providers.doppler", "DopplerProvider", "doppler"),
     "infisical": ("shim.providers.infisical", "InfisicalProvider", "infisical"),
     "onepassword": ("shim.providers.onepassword", "OnePasswordConnectProvider", "onepassword"),
+    "bws": ("shim.providers.bitwarden", "SecretsManagerProvider", "bitwarden"),
 }
 
 

@@ -20,6 +20,8 @@ for the metadata around the value:
   versions); no documented limit either: 4 MiB.
 - 1Password Connect: one answer is an item (its fields, sections, notes) or a list of vault or
   item summaries; 4 MiB as well.
+- Bitwarden Secrets Manager: a secret's value is at most 35,000 characters before encryption,
+  and an import reads a whole project at once: 4 MiB.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ AZURE_BODY_CAP = 256 * 1024
 DOPPLER_BODY_CAP = 4 * 1024 * 1024
 INFISICAL_BODY_CAP = 4 * 1024 * 1024
 ONEPASSWORD_BODY_CAP = 4 * 1024 * 1024
+BITWARDEN_BODY_CAP = 4 * 1024 * 1024
 CHUNK = 64 * 1024
 
 

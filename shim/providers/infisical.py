@@ -20,8 +20,6 @@ a token, a client secret or Infisical's own message text.
 
 from __future__ import annotations
 
-import threading
-
 from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers import rest
 from shim.providers.base import Fetched, SecretMeta
@@ -66,8 +64,8 @@ class InfisicalProvider:
         self.context = context
         self._endpoint = endpoint_of(context.environ)
         self._session = None
-        self._lock = threading.Lock()
-        self._bearer = None          # the access token, or the ShimError that says why none
+        # INFISICAL_TOKEN, or one universal-auth login shared by every read of the run.
+        self._access_token = rest.Once(self._obtain)
 
     def fetch_all(self, references, deadline):
         if self._session is None:
@@ -75,19 +73,6 @@ class InfisicalProvider:
         return rest.read_each_locator(references, self._read_folder, deadline, TITLE)
 
     # -- credentials -----------------------------------------------------------------------------
-
-    def _access_token(self, deadline) -> str:
-        """INFISICAL_TOKEN, or one universal-auth login shared by every read of the run."""
-        with self._lock:
-            if self._bearer is None:
-                try:
-                    self._bearer = self._obtain(deadline)
-                except ShimError as error:
-                    self._bearer = error
-            outcome = self._bearer
-        if isinstance(outcome, ShimError):
-            raise outcome
-        return outcome
 
     def _obtain(self, deadline) -> str:
         environ = self.context.environ

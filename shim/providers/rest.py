@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any, Mapping, NamedTuple, Optional
 
 import requests
@@ -28,6 +29,29 @@ class Answer(NamedTuple):
     status: int
     body: Any                  # parsed JSON, or None when the body is empty or not JSON
     headers: Mapping[str, str]
+
+
+class Once:
+    """`obtain()` run once for all the run's reads (a login): every caller gets its result, or
+    the ShimError it raised, raised again for each, so a refused login fails every read at once
+    instead of being tried again per read."""
+
+    def __init__(self, obtain):
+        self._obtain = obtain
+        self._lock = threading.Lock()
+        self._outcome = None
+
+    def __call__(self, *args):
+        with self._lock:
+            if self._outcome is None:
+                try:
+                    self._outcome = (True, self._obtain(*args))
+                except ShimError as error:
+                    self._outcome = (False, error)
+        succeeded, value = self._outcome
+        if not succeeded:
+            raise value
+        return value
 
 
 def read_each_locator(references, read, deadline, title: str) -> dict:
@@ -61,7 +85,8 @@ def new_session() -> requests.Session:
 
 
 def call(session: requests.Session, method: str, url: str, *, headers: Mapping[str, str],
-         timeout: float, cap: int, store: str, params=None, json_body=None) -> Answer:
+         timeout: float, cap: int, store: str, params=None, json_body=None,
+         form=None) -> Answer:
     """One request; 429/5xx, connection failures and a 200 that is not JSON raise Transient.
 
     A body past `cap` raises UnusableValue (65, bodycap.too_large); an untrusted certificate
@@ -70,6 +95,7 @@ def call(session: requests.Session, method: str, url: str, *, headers: Mapping[s
     timeout = max(timeout, 0.1)
     try:
         with session.request(method, url, headers=dict(headers), params=params, json=json_body,
+                             data=form,
                              timeout=(min(timeout, 10.0), timeout), stream=True,
                              allow_redirects=False) as response:
             content = read_body(response.iter_content(CHUNK), response.headers, cap, store)

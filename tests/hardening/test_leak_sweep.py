@@ -322,3 +322,45 @@ def test_no_onepassword_canary_in_any_output(run_shim, canaries, tmp_path, conne
     sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
                  ONEPASSWORD_SCENARIOS[scenario], connect.credential_material)
     assert connect.count(), "the control: the double was asked"
+
+
+# --- a remote store: Bitwarden Secrets Manager ----------------------------------
+#
+# Decrypted values, the access token (and its key part) and the bearer tokens reach only the
+# child, whether the read succeeds, names a secret that is not there, the login is refused, or
+# the value does not open.
+
+BITWARDEN_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77, "tampered": 65}
+
+
+@pytest.fixture(scope="module")
+def bws(tmp_path_factory):
+    from tests.doubles.bitwarden import BitwardenDouble
+
+    with BitwardenDouble(tmp_path_factory.mktemp("bitwarden")) as double:
+        yield double
+
+
+BITWARDEN_CASES = list(itertools.product(COMMANDS, FORMATS, BITWARDEN_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", BITWARDEN_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in BITWARDEN_CASES])
+def test_no_bitwarden_canary_in_any_output(run_shim, canaries, tmp_path, bws,
+                                           command, log_format, scenario):
+    import uuid
+
+    project = str(uuid.uuid4())
+    secret = bws.add_secret("GOOD", canaries.new(scenario), project=project)
+    token = bws.access_token(project)
+    if scenario == "denied":
+        bws.revoke(token)
+    target = str(uuid.uuid4()) if scenario == "not_found" else secret
+    env = {**bws.env(token), "GOOD": f"ref+bws://{target}"}
+    bws.tamper_values = scenario == "tampered"
+    try:
+        sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                     BITWARDEN_SCENARIOS[scenario], bws.credential_material)
+    finally:
+        bws.tamper_values = False
+    assert bws.count(), "the control: the double was asked"

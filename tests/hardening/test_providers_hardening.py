@@ -170,6 +170,8 @@ HOSTILE = [
     "op://{c}",
     "op://v/i/{c}?attribute=otp",
     "op://v/{c}\"/f",
+    "ref+bws://{c}",
+    "ref+bws://project/{c}",
 ]
 
 

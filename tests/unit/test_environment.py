@@ -46,7 +46,7 @@ def test_names_that_only_resemble_a_scrubbed_prefix_are_kept(name):
 def test_the_scrubbed_prefixes_are_exactly_shims_vaults_the_age_key_and_store_tokens():
     assert SCRUBBED_PREFIXES == ("SHIM_", "VAULT_", "SOPS_AGE_KEY",
                                  "DOPPLER_TOKEN", "INFISICAL_TOKEN", "INFISICAL_UNIVERSAL_AUTH_",
-                                 "OP_CONNECT_TOKEN")
+                                 "OP_CONNECT_TOKEN", "BWS_ACCESS_TOKEN")
 
 
 def test_passthrough_keeps_only_the_names_it_lists(canaries):
