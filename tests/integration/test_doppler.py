@@ -286,3 +286,22 @@ def test_not_installed_is_78_with_the_extra(doppler, tmp_path, run_shim, probe):
 
     assert result.returncode == 78, result.stderr
     assert "install shim-secrets[doppler]" in result.stderr
+
+
+def test_distinct_configs_are_read_at_the_same_time(doppler, canaries, run_shim, probe):
+    values = {f"C{index}": canaries.new(f"c{index}") for index in range(8)}
+    grants = [("billing", name.lower()) for name in values]
+    for (project, config), value in zip(grants, values.values()):
+        doppler.add_config(project, config, {"DB": value})
+    doppler.latency = 1.0
+    env = {**doppler.env(doppler.account_token(*grants)),
+           **{name: f"ref+doppler://billing/{name.lower()}#/DB" for name in values}}
+
+    result = exec_probe(run_shim, probe, env)
+
+    assert result.returncode == 0, result.stderr
+    assert {name: probe.read()["env"][name] for name in values} == values
+    downloads = doppler.downloads()
+    assert len(downloads) == 8
+    # All in flight together (the double's own clock): one wave, not eight seconds of them.
+    assert max(entry.started for entry in downloads) < min(entry.finished for entry in downloads)
