@@ -146,11 +146,13 @@ class OnePasswordConnectProvider:
 
 
 def item_map(body, shown: str):
-    """An item -> {field: value, section: {field: value}}, by label and by ID.
+    """An item -> {field: value, section: {field: value}}, by label (the names `op://` uses and
+    an import turns into variables; field and section IDs are not names here).
 
     A field outside any section is a top-level key, a section a key holding its fields; the
-    sections are added last, so a section never hides a field of the same name. A label several
-    fields share names the first of them.
+    sections are added after the fields, so a section never hides a field of the same name, and
+    a sectioned field whose name is unique in the item is a top-level key too. A label several
+    fields of one section share names the first of them.
     """
     if not isinstance(body, dict) or not isinstance(body.get("fields", []), list):
         return Unavailable(f"the answer for {shown} is not an item",
@@ -167,12 +169,21 @@ def item_map(body, shown: str):
                                  hint=f"check {HOST_VARIABLE} points at a Connect server")
         section = field.get("section") if isinstance(field.get("section"), dict) else None
         target = sections.get(section.get("id")) if section else None
-        names = [name for name in (field.get("label"), field.get("id")) if isinstance(name, str)]
-        for name in names:
+        name = field.get("label")
+        if isinstance(name, str) and name:
             (target["fields"] if target else values).setdefault(name, value)
-    for section_id, section in sections.items():
-        for name in (section["label"], section_id):
-            if isinstance(name, str) and name:
-                values.setdefault(name, section["fields"])
+    for section in sections.values():
+        if isinstance(section["label"], str) and section["label"]:
+            values.setdefault(section["label"], section["fields"])
+    # `op://V/I/FIELD` also finds a field inside a section when no other field of the item has
+    # that name (as `op read` does); a name two sections share stays ambiguous and is not found.
+    counts: dict[str, int] = {}
+    for section in sections.values():
+        for name in section["fields"]:
+            counts[name] = counts.get(name, 0) + 1
+    for section in sections.values():
+        for name, value in section["fields"].items():
+            if counts[name] == 1:
+                values.setdefault(name, value)
     return Fetched(values, SecretMeta(version=str(body.get("version"))
                                       if isinstance(body.get("version"), int) else None))

@@ -30,16 +30,27 @@ def test_an_import_names_a_whole_item():
         parse_import_reference("op://prod/app/password")
 
 
-def test_an_item_becomes_fields_and_sections_by_label_and_id():
+def test_an_item_becomes_fields_and_sections_by_label():
     body = {"version": 3, "sections": [{"id": "s1", "label": "admin"}],
             "fields": [{"id": "f2", "label": "password", "value": "in-section", "section": {"id": "s1"}},
                        {"id": "f1", "label": "password", "value": "top"},
                        {"id": "f3", "label": "admin", "value": "a field named like the section"}]}
     fetched = item_map(body, "item")
-    assert fetched.value["password"] == fetched.value["f1"] == "top"
+    assert fetched.value["password"] == "top"
     assert fetched.value["admin"] == "a field named like the section"   # a field is not hidden
-    assert fetched.value["s1"] == {"password": "in-section", "f2": "in-section"}
+    assert "f1" not in fetched.value and "s1" not in fetched.value
     assert fetched.meta.version == "3"
+
+
+def test_a_field_inside_a_section_is_found_without_it_when_its_name_is_unique():
+    body = {"sections": [{"id": "s1", "label": "db"}, {"id": "s2", "label": "cache"}],
+            "fields": [{"id": "f1", "label": "host", "value": "db-host", "section": {"id": "s1"}},
+                       {"id": "f2", "label": "port", "value": "5432", "section": {"id": "s1"}},
+                       {"id": "f3", "label": "port", "value": "6379", "section": {"id": "s2"}}]}
+    values = item_map(body, "item").value
+    assert values["host"] == "db-host"            # op://V/I/host, as `op read` finds it
+    assert "port" not in values                   # in two sections: name the section
+    assert values["db"]["port"] == "5432" and values["cache"]["port"] == "6379"
 
 
 @pytest.mark.parametrize("text", [
