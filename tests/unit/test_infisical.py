@@ -51,3 +51,17 @@ def test_malformed_references_are_usage_errors_that_quote_nothing(text):
     assert "malformed ref+infisical reference" in str(raised.value)
     for fragment in ("qz7", "a b", "etc"):
         assert fragment not in str(raised.value)
+
+
+def test_a_personal_override_wins_and_a_hidden_value_is_refused():
+    from shim.errors import PermissionDenied
+    from shim.providers.infisical import folder_map
+
+    answer = {"secrets": [
+        {"secretKey": "DB", "secretValue": "personal", "type": "personal"},
+        {"secretKey": "DB", "secretValue": "shared", "type": "shared"},
+        {"secretKey": "API", "secretValue": "api", "type": "shared"}]}
+    assert folder_map(answer, "folder").value == {"DB": "personal", "API": "api"}
+    hidden = {"secrets": [{"secretKey": "DB", "secretValue": "<hidden-by-infisical>",
+                           "secretValueHidden": True, "type": "shared"}]}
+    assert isinstance(folder_map(hidden, "folder"), PermissionDenied)
