@@ -20,6 +20,8 @@ a token, a client secret or Infisical's own message text.
 
 from __future__ import annotations
 
+import time
+
 from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers import rest
 from shim.providers.base import Fetched, SecretMeta
@@ -40,6 +42,8 @@ HINTS = rest.StatusHints(
     not_found="check the project id, the environment slug and the folder path",
     denied="check the identity's credentials and its role in the project and environment",
     bad_request="check the project id and environment slug in the reference")
+# A token handed to the next --watch helper is used only while it has more than this left.
+TOKEN_RESERVE_SECONDS = 60
 RETRY_HINT = "transient failures were retried until --deadline; raise it or check the instance"
 
 
@@ -66,6 +70,23 @@ class InfisicalProvider:
         self._session = None
         # INFISICAL_TOKEN, or one universal-auth login shared by every read of the run.
         self._access_token = rest.Once(self._obtain)
+        self._login_token = None       # (access token, monotonic expiry) of our own login
+
+    # -- handing over between --watch helpers (shim.helper) -------------------------------------
+
+    def export_session(self) -> dict:
+        """The universal-auth access token and the seconds it has left (less a margin), so the
+        next tick does not log in again: one login per token lifetime, not per tick."""
+        if self._login_token is None:
+            return {}
+        token, expiry = self._login_token
+        left = expiry - time.monotonic() - TOKEN_RESERVE_SECONDS
+        return {"token": token, "seconds_left": left} if left > 0 else {}
+
+    def resume_session(self, state) -> None:
+        if state.get("token") and state.get("seconds_left"):
+            self._login_token = (state["token"], time.monotonic() + state["seconds_left"]
+                                 + TOKEN_RESERVE_SECONDS)
 
     def fetch_all(self, references, deadline):
         if self._session is None:
@@ -84,6 +105,9 @@ class InfisicalProvider:
                               f"{CLIENT_ID_VARIABLE} and {CLIENT_SECRET_VARIABLE} are set",
                               hint="give the machine identity's universal-auth client id and "
                                    "secret, or an access token")
+        if self._login_token is not None and (
+                time.monotonic() < self._login_token[1] - TOKEN_RESERVE_SECONDS):
+            return self._login_token[0]
         if not client_id or not client_secret:
             missing = CLIENT_SECRET_VARIABLE if client_id else CLIENT_ID_VARIABLE
             raise ConfigError(f"{missing} is not set",
@@ -107,6 +131,9 @@ class InfisicalProvider:
             raise PermissionDenied("the universal-auth login answer holds no access token",
                                    hint=f"check {ENDPOINT_VARIABLE} or {SITE_VARIABLE} points "
                                         "at Infisical")
+        expires_in = answer.body.get("expiresIn")
+        lifetime = expires_in if isinstance(expires_in, int) and expires_in > 0 else 0
+        self._login_token = (token, time.monotonic() + lifetime)
         self.context.log.event("infisical.credential", "debug",
                                "logged in to Infisical with universal auth",
                                provider=self.name, credential="universal-auth")
@@ -132,6 +159,8 @@ class InfisicalProvider:
                            operation="list", folder=shown, hint=RETRY_HINT)
         except ShimError as error:
             return error
+        if answer.status == 401:
+            self._login_token = None     # not handed to the next --watch tick: log in again
         if answer.status != 200:
             return rest.outcome_of_status(answer.status, shown, HINTS)
         return folder_map(answer.body, shown)

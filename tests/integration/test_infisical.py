@@ -250,3 +250,45 @@ def test_the_endpoint_must_be_https(infisical, run_shim, probe, variable):
     assert result.returncode == 78, result.stderr
     assert f"{variable} must be an https:// base URL" in result.stderr
     assert infisical.count() == 0
+
+
+def test_watch_picks_up_a_change_with_one_login(infisical, canaries, shared_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import BASE_ENV
+
+    project, first, second = infisical.project, canaries.new("v1"), canaries.new("v2")
+    infisical.add_secret(project, "prod", "/", "ROTATING", first)
+    client_id, client_secret = infisical.machine_identity((project, "prod"))
+    starts = shared_dir / "starts"
+    env = {**BASE_ENV, **infisical.env(client_id, client_secret),
+           "SECRET": f"ref+infisical://{project}/prod#/ROTATING"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shim", "exec", "--watch", "300ms", "--",
+         "sh", "-c", f'echo "$SECRET" >> {starts}; exec sleep 60'],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(predicate, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        assert wait_for(lambda: starts.exists() and starts.read_text().split() == [first])
+        infisical.add_secret(project, "prod", "/", "ROTATING", second)
+        assert wait_for(lambda: starts.read_text().split() == [first, second])
+        assert len(infisical.lists()) >= 2
+        assert infisical.count(path=LOGIN) == 1   # the token is handed from tick to tick
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    canaries.assert_absent(stdout, stderr, where="shim's output")
+    infisical.assert_no_credentials(stdout, stderr)
+    assert "Traceback" not in stderr
