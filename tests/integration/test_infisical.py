@@ -9,11 +9,17 @@ shim's output (`assert_no_credentials`).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
+from tests.conftest import BASE_ENV
 from tests.doubles.https import Reply
 from tests.doubles.infisical import LOGIN, InfisicalDouble
+from tests.integration.test_supervise import wait_for
 
 
 @pytest.fixture
@@ -253,14 +259,6 @@ def test_the_endpoint_must_be_https(infisical, run_shim, probe, variable):
 
 
 def test_watch_picks_up_a_change_with_one_login(infisical, canaries, shared_dir):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from tests.conftest import BASE_ENV
-
     project, first, second = infisical.project, canaries.new("v1"), canaries.new("v2")
     infisical.add_secret(project, "prod", "/", "ROTATING", first)
     client_id, client_secret = infisical.machine_identity((project, "prod"))
@@ -271,15 +269,6 @@ def test_watch_picks_up_a_change_with_one_login(infisical, canaries, shared_dir)
         [sys.executable, "-m", "shim", "exec", "--watch", "300ms", "--",
          "sh", "-c", f'echo "$SECRET" >> {starts}; exec sleep 60'],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait_for(predicate, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return False
-
     try:
         assert wait_for(lambda: starts.exists() and starts.read_text().split() == [first])
         infisical.add_secret(project, "prod", "/", "ROTATING", second)
