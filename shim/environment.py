@@ -11,8 +11,11 @@ from shim.resolve import Resolution
 
 # Vault credentials are for the shim, not the program (bank-vaults does the same), under
 # OpenBao's BAO_* names too; so is the age key that opens sops files (SOPS_AGE_KEY,
-# SOPS_AGE_KEY_FILE).
-SCRUBBED_PREFIXES = (SHIM_PREFIX, "VAULT_", "BAO_", "SOPS_AGE_KEY")
+# SOPS_AGE_KEY_FILE), and the token of each store that has one token for everything it holds
+# (docs/doppler.md).
+SCRUBBED_PREFIXES = (SHIM_PREFIX, "VAULT_", "BAO_", "SOPS_AGE_KEY",
+                     "DOPPLER_TOKEN", "INFISICAL_TOKEN", "INFISICAL_UNIVERSAL_AUTH_",
+                     "OP_CONNECT_TOKEN", "BWS_ACCESS_TOKEN")
 
 
 def child_environment(plan: Plan, resolution: Resolution, *, keep_file_vars: bool = False,

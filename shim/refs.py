@@ -16,6 +16,10 @@ Canonical forms (docs/references.md has the full table):
     azure       ref+azurekeyvault://<vault>/<name>[/<version>][#/key]
     sops        ref+sops://<path>[?format=F][#/key]          (a sops-encrypted file)
     gcpsecrets  ref+gcpsecrets://<project>/<secret>[?location=L][&version=V][#/key]
+    doppler     ref+doppler://<project>/<config>[#/NAME]    (ref+doppler:////NAME: the token's config)
+    infisical   ref+infisical://<project-id>/<env>[/<folder>...][#/KEY]
+    onepassword op://<vault>/<item>/[<section>/]<field>          (ref+onepassword://<vault>/<item>#/...)
+    bws         ref+bws://<secret-id>[#/key]   ref+bws://project/<project-id> (an import)
 
 Messages name the syntax but never quote the whole text: a value that only looks
 like a reference may be a secret.
@@ -468,6 +472,114 @@ def _gcp(text, project, location, secret, version, selector, options, syntax) ->
                  options, syntax)
 
 
+# --- Doppler -------------------------------------------------------------------
+#
+# The locator is PROJECT/CONFIG (empty: the config a service token is scoped to); a secret's name
+# is a selector into the config, so every reference into one config shares one download. vals
+# writes the name as a third path part (ref+doppler://P/C/NAME, ref+doppler:////NAME).
+
+_DOPPLER_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"    # a project or config name (slug)
+
+
+def _doppler_from_vals(text, path, selector, options) -> Reference:
+    parts = path.split("/")
+    if len(parts) not in (2, 3):
+        raise _malformed(text, "expected <project>/<config>[/<NAME>]",
+                         "write e.g. ref+doppler://my-project/prd#/DB_PASSWORD")
+    project, config = parts[0], parts[1]
+    name = parts[2] if len(parts) == 3 else ""
+    if name and selector:
+        raise _malformed(text, "the secret is named twice (path and #)",
+                         "write ref+doppler://my-project/prd#/DB_PASSWORD")
+    if name:
+        selector = (name,)
+    if project == config == "":
+        locator = ""
+    elif re.fullmatch(_DOPPLER_NAME, project) and re.fullmatch(_DOPPLER_NAME, config):
+        locator = f"{project}/{config}"
+    else:
+        raise _malformed(text, "the project or config is empty or not valid",
+                         "give both (letters, digits, _ . -), or neither for a service token")
+    return _make("doppler", locator, selector, None, options, "vals")
+
+
+def _render_doppler(locator, version, query):
+    return (locator or "//"), query
+
+
+# --- Infisical -----------------------------------------------------------------
+#
+# The locator is PROJECT_ID/ENVIRONMENT[/FOLDER...] (no folder: the root); a key is a selector
+# into the folder, so every reference into one folder shares one read. The key is always after
+# #: a last path part could as well be a folder.
+
+_INFISICAL_PART = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"   # a project id, environment slug or folder
+
+
+def _infisical_from_vals(text, path, selector, options) -> Reference:
+    parts = path.rstrip("/").split("/")
+    if len(parts) < 2:
+        raise _malformed(text, "expected <project-id>/<environment>[/<folder>...]",
+                         "write e.g. ref+infisical://6f1c.../prod/app/db#/DB_PASSWORD")
+    if not all(re.fullmatch(_INFISICAL_PART, part) for part in parts):
+        raise _malformed(text, "the project id, environment or a folder is empty or not valid",
+                         "use letters, digits, _ and -; give the key after #/")
+    return _make("infisical", "/".join(parts), selector, None, options, "vals")
+
+
+# --- 1Password -----------------------------------------------------------------
+#
+# 1Password's own secret references, op://VAULT/ITEM/[SECTION/]FIELD, are the canonical form; the
+# locator is VAULT/ITEM (one read per item) and [SECTION, ]FIELD a selector into it. What op://
+# cannot say (an option such as ?optional=true; 1Password's own ?attribute= is not supported) is
+# written ref+onepassword://VAULT/ITEM?...#/SECTION/FIELD.
+
+_OP_NAME = r'[^\x00-\x1f\x7f/"#?]{1,255}'    # a vault, item, section or field name or ID
+
+
+def _parse_op(text: str) -> Reference:
+    body = text[len("op://"):]
+    if "?" in body:
+        raise _malformed(text, "query attributes of op:// references are not supported",
+                         "drop ?attribute=...; write ref+onepassword://VAULT/ITEM?optional=true#/FIELD for options")
+    parts = body.split("/")
+    if len(parts) not in (2, 3, 4) or not all(re.fullmatch(_OP_NAME, part) for part in parts):
+        raise _malformed(text, "expected op://<vault>/<item>/[<section>/]<field>",
+                         "write e.g. op://prod/postgres/password; names hold no / # ? or quotes")
+    return _make("onepassword", f"{parts[0]}/{parts[1]}", tuple(parts[2:]), None, (), "op")
+
+
+def _onepassword_from_vals(text, path, selector, options) -> Reference:
+    parts = path.split("/")
+    if len(parts) != 2 or not all(re.fullmatch(_OP_NAME, part) for part in parts):
+        raise _malformed(text, "expected <vault>/<item>",
+                         "write e.g. ref+onepassword://prod/postgres?optional=true#/password")
+    return _make("onepassword", path, selector, None, options, "vals")
+
+
+def _render_op(syntax, locator, selector, version, options):
+    if options or len(selector) > 2 or not all(re.fullmatch(_OP_NAME, part) for part in selector):
+        return None
+    return "op://" + "/".join((locator, *selector))
+
+
+# --- Bitwarden Secrets Manager ---------------------------------------------------
+#
+# Secrets are named by id (a UUID; their key names are encrypted, the server cannot look one up);
+# a project, for --import, is project/<id>. Ids are written lower-case in the canonical form.
+
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+def _bws_from_vals(text, path, selector, options) -> Reference:
+    match = re.fullmatch(r"(project/)?(" + _UUID + r")/?", path)
+    if not match:
+        raise _malformed(text, "expected a secret id (a UUID) or project/<project id>",
+                         "write e.g. ref+bws://3f1b6a52-0f39-4c1d-9e4e-b1a2c3d4e5f6")
+    return _make("bws", (match.group(1) or "") + match.group(2).lower(), selector, None,
+                 options, "vals")
+
+
 # --- shared pieces ----------------------------------------------------------
 
 def _make(provider, locator, selector, version, options, syntax) -> Reference:
@@ -711,3 +823,9 @@ register(ProviderSyntax("gcpsecrets", frozenset({"version", "location"}), _gcp_f
                         _render_gcp),
          Spelling("sm://", "sm://", _parse_berglas),
          Spelling("gcp:secretmanager:", "gcp:secretmanager:", _parse_secrets_init))
+register(ProviderSyntax("doppler", frozenset(), _doppler_from_vals, _render_doppler))
+register(ProviderSyntax("infisical", frozenset(), _infisical_from_vals, _render_path))
+register(ProviderSyntax("onepassword", frozenset(), _onepassword_from_vals, _render_path,
+                        render_native=_render_op),
+         Spelling("op://", "op://", _parse_op))
+register(ProviderSyntax("bws", frozenset(), _bws_from_vals, _render_path))

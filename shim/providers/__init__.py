@@ -19,6 +19,10 @@ REGISTRY = {
     "azurekeyvault": ("shim.providers.azure", "KeyVaultProvider", "azure"),
     "sops": ("shim.providers.sops", "SopsProvider", "sops"),
     "gcpsecrets": ("shim.providers.gcp", "SecretManagerProvider", "gcp"),
+    "doppler": ("shim.providers.doppler", "DopplerProvider", "doppler"),
+    "infisical": ("shim.providers.infisical", "InfisicalProvider", "infisical"),
+    "onepassword": ("shim.providers.onepassword", "OnePasswordConnectProvider", "onepassword"),
+    "bws": ("shim.providers.bitwarden", "SecretsManagerProvider", "bitwarden"),
 }
 
 

@@ -15,6 +15,14 @@ for the metadata around the value:
 - AWS: a Secrets Manager value is at most 64 KiB, an SSM parameter 8 KiB (advanced tier), up
   to ten per GetParameters answer: 1 MiB.
 - Azure Key Vault: a secret value is at most 25 KiB: 256 KiB.
+- Doppler: one answer is a whole config (every secret of it, as one JSON object); Doppler
+  documents no size limit, so the cap is Vault's: 4 MiB.
+- Infisical: one answer is a whole folder, each secret with its metadata (comments, tags,
+  versions); no documented limit either: 4 MiB.
+- 1Password Connect: one answer is an item (its fields, sections, notes) or a list of vault or
+  item summaries; 4 MiB as well.
+- Bitwarden Secrets Manager: a secret's value is at most 35,000 characters before encryption,
+  and an import reads a whole project at once: 4 MiB.
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ from shim.errors import ShimError, UnusableValue
 VAULT_BODY_CAP = 4 * 1024 * 1024
 AWS_BODY_CAP = 1024 * 1024
 AZURE_BODY_CAP = 256 * 1024
+DOPPLER_BODY_CAP = 4 * 1024 * 1024
+INFISICAL_BODY_CAP = 4 * 1024 * 1024
+ONEPASSWORD_BODY_CAP = 4 * 1024 * 1024
+BITWARDEN_BODY_CAP = 4 * 1024 * 1024
 CHUNK = 64 * 1024
 
 

@@ -18,7 +18,7 @@ ROWS = [
     ("vault-empty-path", [], {"X": "vault:#key"}, {}, 64, "path is empty"),
     ("vault-bad-version", [], {"X": "vault:secret/data/app#k#latest"}, {}, 64, "not a whole number"),
     ("vault-too-many-hashes", [], {"X": "vault:a/b#k#1#2"}, {}, 64, "too many"),
-    ("vals-unknown-provider", [], {"X": "ref+onepassword://p/s"}, {}, 64, "unknown provider"),
+    ("vals-unknown-provider", [], {"X": "ref+keepassxc://p/s"}, {}, 64, "unknown provider"),
     ("vals-no-scheme", [], {"X": "ref+vault:secret/app"}, {}, 64, "needs a scheme"),
     ("vals-unknown-option", [], {"X": "ref+vault://secret/app?verison=2#/k"}, {}, 64, "unknown option name"),
     ("vals-duplicate-option", [], {"X": "ref+vault://s/a?version=1&version=2"}, {}, 64, "given twice"),

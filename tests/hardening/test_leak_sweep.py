@@ -181,20 +181,186 @@ def test_no_gcp_canary_in_any_output(run_shim, canaries, tmp_path, secret_manage
     if scenario == "denied":
         secret_manager.deny(f"sa-{secret}", secret)
     name = "absent" if scenario == "not_found" else secret
-    (tmp_path / "out").mkdir()
-    audit = tmp_path / "audit.log"
     env = {**secret_manager.base_env(), "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
            "GOOGLE_APPLICATION_CREDENTIALS": str(key),
            "GOOD": f"sm://{secret_manager.project}/{name}"}
-    args = COMMANDS[command](tmp_path)
-    args = args[:1] + ["--log-format", log_format, "--audit-file", str(audit), "-vv"] + args[1:]
     try:
-        result = run_shim(args, env)  # no payload canary in stdout/stderr, no traceback
+        sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                     REMOTE_SCENARIOS[scenario], secret_manager.credential_material)
     finally:
         secret_manager.corrupt_checksums = False
-    assert result.returncode == REMOTE_SCENARIOS[scenario], result.stderr
     assert secret_manager.issued_tokens(), "the control: a token was issued"
-    canaries.assert_absent(audit.read_text() if audit.exists() else "", where="the audit file")
-    written = result.stdout + result.stderr + (audit.read_text() if audit.exists() else "")
-    for material in secret_manager.credential_material():
+
+
+def sweep_remote(run_shim, canaries, tmp_path, command, log_format, env, expected, credentials):
+    """Run one command against a store's double with -vv and an audit file: the exit code is
+    `expected`, and neither a canary nor any of `credentials()` reaches the output or the audit."""
+    (tmp_path / "out").mkdir()
+    audit = tmp_path / "audit.log"
+    args = COMMANDS[command](tmp_path)
+    args = args[:1] + ["--log-format", log_format, "--audit-file", str(audit), "-vv"] + args[1:]
+    result = run_shim(args, env)  # no canary in stdout/stderr, no traceback
+    assert result.returncode == expected, result.stderr
+    audited = audit.read_text() if audit.exists() else ""
+    canaries.assert_absent(audited, where="the audit file")
+    written = result.stdout + result.stderr + audited
+    for material in credentials():
         assert material not in written, "credential material leaked"
+
+
+# --- a remote store: Doppler ----------------------------------------------------
+#
+# The same sweep against the Doppler double: the config's canaries and the token must reach
+# only the child, whether the download succeeds, names a config that is not there, is refused,
+# or answers more than the cap.
+
+DOPPLER_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77, "too_large": 65}
+
+
+@pytest.fixture(scope="module")
+def doppler(tmp_path_factory):
+    from tests.doubles.doppler import DopplerDouble
+
+    with DopplerDouble(tmp_path_factory.mktemp("doppler")) as double:
+        yield double
+
+
+DOPPLER_CASES = list(itertools.product(COMMANDS, FORMATS, DOPPLER_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", DOPPLER_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in DOPPLER_CASES])
+def test_no_doppler_canary_in_any_output(run_shim, canaries, tmp_path, doppler,
+                                         command, log_format, scenario):
+    from tests.doubles.https import Reply
+
+    canary = canaries.new(scenario)
+    project = f"leak-{command}-{log_format}-{scenario}"
+    doppler.add_config(project, "prd", {"GOOD": canary, "OTHER": canaries.new("other")})
+    token = doppler.account_token() if scenario == "denied" else \
+        doppler.account_token((project, "prd"), (project, "absent"))
+    config = "absent" if scenario == "not_found" else "prd"
+    if scenario == "too_large":
+        doppler.inject_reply(Reply(200, {"GOOD": canary * (4 * 1024 * 1024 // len(canary) + 1)}))
+    env = {**doppler.env(token), "GOOD": f"ref+doppler://{project}/{config}#/GOOD"}
+    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                 DOPPLER_SCENARIOS[scenario], doppler.credential_material)
+    assert doppler.count(), "the control: the double was asked"
+
+
+# --- a remote store: Infisical --------------------------------------------------
+#
+# The folder's canaries, the client secret and the access token must reach only the child
+# (or nothing), whether the read succeeds, names a folder that is not there, or the login is
+# refused.
+
+INFISICAL_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77}
+
+
+@pytest.fixture(scope="module")
+def infisical(tmp_path_factory):
+    from tests.doubles.infisical import InfisicalDouble
+
+    with InfisicalDouble(tmp_path_factory.mktemp("infisical")) as double:
+        yield double
+
+
+INFISICAL_CASES = list(itertools.product(COMMANDS, FORMATS, INFISICAL_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", INFISICAL_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in INFISICAL_CASES])
+def test_no_infisical_canary_in_any_output(run_shim, canaries, tmp_path, infisical,
+                                           command, log_format, scenario):
+    canary = canaries.new(scenario)
+    environment = f"leak-{command}-{log_format}-{scenario}"
+    infisical.add_secret(infisical.project, environment, "/app", "GOOD", canary)
+    client_id, client_secret = infisical.machine_identity((infisical.project, environment))
+    if scenario == "denied":
+        client_secret = client_secret[::-1]
+    folder = "absent" if scenario == "not_found" else "app"
+    env = {**infisical.env(client_id, client_secret),
+           "GOOD": f"ref+infisical://{infisical.project}/{environment}/{folder}#/GOOD"}
+    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                 INFISICAL_SCENARIOS[scenario],
+                 lambda: infisical.credential_material() + [client_secret])
+    assert infisical.count(), "the control: the double was asked"
+
+
+# --- a remote store: 1Password Connect ------------------------------------------
+#
+# Field canaries and the Connect token reach only the child, whether the item is read, is not
+# there, or the token is refused.
+
+ONEPASSWORD_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77}
+
+
+@pytest.fixture(scope="module")
+def connect(tmp_path_factory):
+    from tests.doubles.onepassword import ConnectDouble
+
+    with ConnectDouble(tmp_path_factory.mktemp("onepassword")) as double:
+        yield double
+
+
+ONEPASSWORD_CASES = list(itertools.product(COMMANDS, FORMATS, ONEPASSWORD_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", ONEPASSWORD_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in ONEPASSWORD_CASES])
+def test_no_onepassword_canary_in_any_output(run_shim, canaries, tmp_path, connect,
+                                             command, log_format, scenario):
+    vault = f"leak-{command}-{log_format}-{scenario}"
+    item = connect.add_item(vault, "app", {"password": canaries.new(scenario)},
+                            sections={"admin": {"password": canaries.new("admin")}})
+    token = connect.token("elsewhere" if scenario == "denied" else vault)
+    title = "absent" if scenario == "not_found" else "app"
+    # By ID when denied (a vault name the token may not read is answered as missing).
+    reference = (f"op://{connect.vault_id(vault)}/{item}/password" if scenario == "denied"
+                 else f"op://{vault}/{title}/admin/password")
+    env = {**connect.env(token), "GOOD": reference}
+    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                 ONEPASSWORD_SCENARIOS[scenario], connect.credential_material)
+    assert connect.count(), "the control: the double was asked"
+
+
+# --- a remote store: Bitwarden Secrets Manager ----------------------------------
+#
+# Decrypted values, the access token (and its key part) and the bearer tokens reach only the
+# child, whether the read succeeds, names a secret that is not there, the login is refused, or
+# the value does not open.
+
+BITWARDEN_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77, "tampered": 65}
+
+
+@pytest.fixture(scope="module")
+def bws(tmp_path_factory):
+    from tests.doubles.bitwarden import BitwardenDouble
+
+    with BitwardenDouble(tmp_path_factory.mktemp("bitwarden")) as double:
+        yield double
+
+
+BITWARDEN_CASES = list(itertools.product(COMMANDS, FORMATS, BITWARDEN_SCENARIOS))
+
+
+@pytest.mark.parametrize("command,log_format,scenario", BITWARDEN_CASES,
+                         ids=[f"{c}-{f}-{s}" for c, f, s in BITWARDEN_CASES])
+def test_no_bitwarden_canary_in_any_output(run_shim, canaries, tmp_path, bws,
+                                           command, log_format, scenario):
+    import uuid
+
+    project = str(uuid.uuid4())
+    secret = bws.add_secret("GOOD", canaries.new(scenario), project=project)
+    token = bws.access_token(project)
+    if scenario == "denied":
+        bws.revoke(token)
+    target = str(uuid.uuid4()) if scenario == "not_found" else secret
+    env = {**bws.env(token), "GOOD": f"ref+bws://{target}"}
+    bws.tamper_values = scenario == "tampered"
+    try:
+        sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
+                     BITWARDEN_SCENARIOS[scenario], bws.credential_material)
+    finally:
+        bws.tamper_values = False
+    assert bws.count(), "the control: the double was asked"

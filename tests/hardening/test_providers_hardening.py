@@ -162,6 +162,16 @@ HOSTILE = [
     "gcp:secretmanager:{c}",
     "ref+gcpsecrets://P{a}/s",
     "ref+gcpsecrets://p/s?version={c}.x",
+    "ref+doppler://{c} x/prd/DB",
+    "ref+doppler://p/{c}!/DB",
+    "ref+doppler://p/c/{a}#/{a}",
+    "ref+infisical://{c}",
+    "ref+infisical://p/{c}!#/K",
+    "op://{c}",
+    "op://v/i/{c}?attribute=otp",
+    "op://v/{c}\"/f",
+    "ref+bws://{c}",
+    "ref+bws://project/{c}",
 ]
 
 

@@ -362,6 +362,10 @@ def test_shim_skip_exempts_lookalikes(run_shim, probe):
     ("arn:aws:secretsmanager:us-east-1:123456789012:secret:db", "awssecrets", "aws"),
     ("@Microsoft.KeyVault(VaultName=v;SecretName=db)", "azurekeyvault", "azure"),
     ("sm://my-project/db", "gcpsecrets", "gcp"),
+    ("ref+doppler://billing/prd#/DB", "doppler", "doppler"),
+    ("ref+infisical://p1/prod#/DB", "infisical", "infisical"),
+    ("op://prod/postgres/password", "onepassword", "onepassword"),
+    ("ref+bws://3f1b6a52-0f39-4c1d-9e4e-b1a2c3d4e5f6", "bws", "bitwarden"),
 ])
 def test_provider_without_sdk_fails_cleanly(run_shim, probe, tmp_path, value, provider, extra):
     """An image without the SDK installed: simulated by a sitecustomize that blocks the import."""
@@ -371,7 +375,8 @@ def test_provider_without_sdk_fails_cleanly(run_shim, probe, tmp_path, value, pr
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('hvac', 'boto3', 'botocore', 'azure', 'google'):\n"
+        "        if name.split('.')[0] in ('hvac', 'boto3', 'botocore', 'azure', 'google',\n"
+        "                                  'requests', 'cryptography'):\n"
         "            raise ImportError(name=name)\n"
         "sys.meta_path.insert(0, Block())\n")
     result = run_shim(["exec", "--", *probe.argv], {"X": value, "PYTHONPATH": str(blocker)})

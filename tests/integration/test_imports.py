@@ -30,6 +30,8 @@ NEVER_ON_THE_LOCAL_PATH = (
     "tenacity", "concurrent",
     "detect_secrets", "yaml",
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
+    "shim.providers.rest", "shim.providers.doppler", "shim.providers.infisical",
+    "shim.providers.onepassword", "shim.providers.bitwarden", "shim.providers.bwscrypto",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
     "shim.compose", "shim.helper", "shim.imports", "select", "shim.failures",

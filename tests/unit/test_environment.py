@@ -45,8 +45,10 @@ def test_names_that_only_resemble_a_scrubbed_prefix_are_kept(name):
     assert child_environment(plan, resolution) == {name: "v"}
 
 
-def test_the_scrubbed_prefixes_are_exactly_shims_vaults_and_the_age_key():
-    assert SCRUBBED_PREFIXES == ("SHIM_", "VAULT_", "BAO_", "SOPS_AGE_KEY")
+def test_the_scrubbed_prefixes_are_exactly_shims_vaults_the_age_key_and_store_tokens():
+    assert SCRUBBED_PREFIXES == ("SHIM_", "VAULT_", "BAO_", "SOPS_AGE_KEY",
+                                 "DOPPLER_TOKEN", "INFISICAL_TOKEN", "INFISICAL_UNIVERSAL_AUTH_",
+                                 "OP_CONNECT_TOKEN", "BWS_ACCESS_TOKEN")
 
 
 def test_passthrough_keeps_only_the_names_it_lists(canaries):

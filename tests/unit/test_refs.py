@@ -144,7 +144,7 @@ def test_no_input_crashes_the_parser(text):
 PREFIXES = ["ref+vault://", "ref+file://", "ref+awssecrets://", "ref+awsssm://",
             "ref+azurekeyvault://", "vault:", "file:", "@Microsoft.KeyVault(",
             "arn:aws:secretsmanager:", "arn:aws:ssm:", "sm://", "gcp:secretmanager:projects/",
-            "ref+gcpsecrets://"]
+            "ref+gcpsecrets://", "ref+doppler://", "ref+infisical://", "op://", "ref+onepassword://", "ref+bws://"]
 
 
 @settings(max_examples=600, deadline=None)
