@@ -38,7 +38,7 @@ def test_an_import_that_would_set_a_controlling_name_is_refused(run_shim, canari
     reference = _import_file(tmp_path, canaries, key, f"/bin/touch {planted}")
     result = run_shim(["exec", "--import", reference, "--", "sh", "-c", f"exec {probe.argv[0]} "
                        f"{probe.argv[1]}"], {})
-    one_line(result, 65, f"{name} ({reference}): --import:", f"would set {name}", "allow_names")
+    one_line(result, 65, f"{name}: --import {reference}:", f"would set {name}", "allow_names")
     assert not probe.ran and not planted.exists()
 
 

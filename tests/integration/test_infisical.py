@@ -161,7 +161,7 @@ def test_refused_credentials_are_77(infisical, canaries, run_shim, probe, case):
 
     assert result.returncode == 77, result.stderr
     assert not probe.ran
-    expected = {"wrong secret": "login was refused (HTTP 401)",
+    expected = {"wrong secret": "login was refused (HTTP 401)",  # pragma: allowlist secret
                 "revoked identity": "login was refused (HTTP 401)",
                 "not in the environment": "was refused (HTTP 403)",
                 "values hidden": "not read their values"}[case]

@@ -64,7 +64,7 @@ def test_every_example_renders_against_openbao(openbao, run_shim, canaries, tmp_
     mount = unique_path("web")
     openbao.ok("POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}})
     values = {
-        "tls_key": "-----BEGIN PRIVATE KEY-----\n" + canaries.new("tls") + "\n-----END PRIVATE KEY-----",
+        "tls_key": "-----BEGIN PRIVATE KEY-----\n" + canaries.new("tls") + "\n-----END PRIVATE KEY-----",  # pragma: allowlist secret
         "admin_htpasswd": "$2y$05$" + canaries.new("bcrypt"),
         "upstream_key": canaries.new("upstream"),
         "pg_scram": "SCRAM-SHA-256$4096:" + canaries.new("scram"),
