@@ -25,6 +25,7 @@ def run_exec(run: Pipeline, command) -> None:
         import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
     identity = run.target_identity()
     run.prepare_as_files(identity)
+    run.open_metrics()      # --metrics: its address is checked and bound before anything runs
     if options.watch is not None and not run.as_files:
         # The supervisor lives as long as the container: every resolution, the first
         # included, runs in a helper process, so no store SDK is ever loaded here.
@@ -83,7 +84,9 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
 
     supervisor = Supervisor(command, log=run.log, forward_to_group=options.forward_to == "group",
                             stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
-                            prepare_child=prepare_child)
+                            prepare_child=prepare_child,
+                            on_restart=run.metrics and (
+                                lambda: run.metrics.count("shim_program_restarts_total")))
     supervisor.install()
     supervisor.start(run.delivered(env))
     as_files = run.as_files
@@ -108,6 +111,7 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
             supervisor.stop_and_exit()
 
     if resolved is not None:
+        run.first_resolution_done(resolved)
         watcher = run.watcher_in_process(lambda new: run.child_environment(new, identity), env,
                                          apply, resolved)
     else:

@@ -45,6 +45,7 @@ from shim import errors as _errors
 from shim.errors import ShimError, Unavailable
 from shim.deadline import Deadline
 from shim.dumpable import protect
+from shim.metrics import resolution_stats
 from shim.options import Options, parse_imports, parse_placeholder_source
 from shim.pipeline import Pipeline, secret_values
 from shim.providers.base import Fetched, SecretMeta
@@ -288,14 +289,17 @@ class RemotePool:
             raise decode_error(answer["errors"][0])
         return answer
 
-    def resolve(self, output: str, reuse=None):
+    def resolve(self, output: str, reuse=None, on_stats=None):
         """(output, errors, lease metas) of one resolution in a helper; `reuse` holds the leased
-        secrets kept across ticks (fetch_key -> Fetched), which the helper does not read again."""
+        secrets kept across ticks (fetch_key -> Fetched), which the helper does not read again.
+        `on_stats(stats)` gets the resolution's counts and dates (shim.metrics), failed or not."""
         kept = [[list(key), encode_fetched(fetched)] for key, fetched in (reuse or {}).items()]
         try:
             answer = self.job("resolve", output=output, reuse=kept)
         except ShimError as error:
             return None, [error], []
+        if on_stats is not None and answer.get("stats"):
+            on_stats(answer["stats"])
         resolution_errors = [decode_error(e) for e in answer.get("resolution_errors") or []]
         if resolution_errors:
             return None, resolution_errors, []
@@ -382,6 +386,7 @@ def serve(request: dict) -> dict:
         if job == "resolve":
             reuse = {_as_tuple(key): decode_fetched(data) for key, data in request["reuse"]}
             resolved = run.resolve(reuse)
+            answer["stats"] = resolution_stats(resolved.resolution, reuse)
             if resolved.errors:
                 answer["resolution_errors"] = [encode_error(e) for e in resolved.errors]
             else:

@@ -49,7 +49,7 @@ class Watcher:
 
     def __init__(self, *, resolve: Callable[[dict], tuple[dict | None, list, list]], current: dict,
                  interval: float, apply: Callable[[dict, list[str]], None], log, pool,
-                 deadline_seconds: float, settle: float | None = None):
+                 deadline_seconds: float, settle: float | None = None, metrics=None):
         self.resolve = resolve            # reuse -> (env or None, errors, fetched metas)
         self.current = current
         self.interval = interval
@@ -67,6 +67,7 @@ class Watcher:
         self._token_due: float | None = None
         self._token_provider: str | None = None
         self.resolutions = 0
+        self.metrics = metrics            # --metrics: shim.metrics.Metrics, or None
 
     # The supervisor (or render's loop) asks when to call tick().
     def next_tick(self) -> float:
@@ -107,6 +108,8 @@ class Watcher:
             self.leases[meta.lease_id] = TrackedLease(
                 meta.lease_id, provider, fetch_key, duration,
                 due=now + max(1.0, duration * RENEW_FRACTION), expiring=not meta.renewable)
+            if self.metrics is not None:
+                self.metrics.lease_expires(fetch_key, now + duration)
         self._schedule_token(now)
 
     # -- resolution ---------------------------------------------------------
@@ -131,6 +134,11 @@ class Watcher:
         env, errors, metas = result
         self.resolutions += 1
         now = time.monotonic()
+        if self.metrics is not None:
+            if errors or env is None:
+                self.metrics.resolution_failed()
+            else:
+                self.metrics.resolution_succeeded()
         if errors or env is None:
             for error in errors:
                 self.log.event("watch.failed", "warning",
@@ -179,10 +187,14 @@ class Watcher:
             except ShimError as error:
                 self.log.event("lease.renew_failed", "warning",
                                f"lease renewal failed: {error.line()}", lease_id=lease.lease_id)
+                self._count("shim_lease_renewals_total", outcome="failure")
                 self._forget(lease, "fetching new credentials")
                 self._next = now
                 continue
             self.log.event("lease.renewed", "debug", lease_id=lease.lease_id, duration=granted)
+            self._count("shim_lease_renewals_total", outcome="success")
+            if self.metrics is not None:
+                self.metrics.lease_expires(lease.fetch_key, now + granted)
             if granted < lease.duration or granted <= 0:
                 lease.expiring = True
             lease.due = now + max(1.0, granted * RENEW_FRACTION)
@@ -212,10 +224,16 @@ class Watcher:
         try:
             ttl = self._bounded(provider.renew_token, "token renewal")
             self.log.event("token.renewed", "debug", provider=self._token_provider, ttl=ttl)
+            self._count("shim_token_renewals_total", outcome="success")
         except ShimError as error:
             self.log.event("token.renew_failed", "warning", f"token renewal failed: {error.line()}")
+            self._count("shim_token_renewals_total", outcome="failure")
             ttl = None
         self._token_due = now + max(1.0, ttl * RENEW_FRACTION) if ttl else None
+
+    def _count(self, name: str, **labels) -> None:
+        if self.metrics is not None:
+            self.metrics.count(name, **labels)
 
     def revoke_all(self) -> None:
         """--revoke-on-exit: leases first, then each provider's token."""
