@@ -55,6 +55,10 @@ class ProviderContext:
     def __init__(self, environ: Mapping[str, str], log: Any):
         self.environ = environ
         self.log = log
+        # Does anything read a secret's dates (check, a rotation policy, an audit or info log
+        # of ages)? A store that dates a secret only at the cost of another request (GCP)
+        # skips it when not (Pipeline.resolve sets this for each resolution).
+        self.wants_dates = True
 
 
 # The interfaces, for readers and type checkers only: building Protocol classes costs
