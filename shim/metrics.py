@@ -21,6 +21,8 @@ time: a hostile or stuck scraper costs the next scraper a short wait, never the 
 
 from __future__ import annotations
 
+import ipaddress
+import signal
 import threading
 import time
 
@@ -185,7 +187,6 @@ def parse_address(text: str, allow_remote: bool) -> tuple[str, int]:
     for an address that is not loopback unless --metrics-allow-remote was given. No name is
     looked up (a DNS answer must not choose where the page is served): IP literals and
     `localhost` only."""
-    import ipaddress  # lazy: only with --metrics
     host, separator, port_text = text.rpartition(":")
     if not separator or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise UsageError(f"--metrics {text!r} is not HOST:PORT",
@@ -232,7 +233,6 @@ class MetricsServer:
         """Start the thread with every signal blocked in it: the supervisor waits for signals
         with sigtimedwait in its own thread, and a signal the kernel handed to this thread
         instead would take its default action (end the process)."""
-        import signal  # already loaded by the supervisor
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             self._thread.start()

@@ -8,6 +8,7 @@ import sys
 import click
 
 from shim.cli import command_options, pipeline_for
+from shim.deadline import Deadline
 from shim.errors import ConfigError, ShimError
 from shim.resolve import age_seconds
 from shim.rotation import overdue
@@ -65,6 +66,19 @@ def _mark_files(rows, as_files, resolution, errors) -> None:
         row["delivery"] = as_files.path(row["variable"]) if row["variable"] in names else "env"
 
 
+def _mark_watch(rows, plan, resolution, run) -> None:
+    """check -v: what --watch would do for each reference (WATCH / "watch"): a cheap change
+    probe, a lease renewal, or a read on every tick (shim/probes.py)."""
+    from shim.probes import watch_kind  # lazy: only for check -v
+    deadline = Deadline(run.options.deadline)
+    for row in rows:
+        entry = plan.entries.get(row["variable"])
+        result = resolution.variables.get(row["variable"])
+        metas = dict((ref.fetch_key, meta) for ref, meta in result.metas) if result else {}
+        row["watch"] = [watch_kind(part.reference, metas.get(part.reference.fetch_key), run.pool,
+                                   deadline) for part in entry.secret_parts] if entry else []
+
+
 def _mark_overdue(row: dict, metas, max_age, enforce: bool) -> None:
     verdicts = [v for v in (overdue(ref, meta, max_age) for ref, meta in metas) if v is not None]
     if not verdicts:
@@ -88,11 +102,13 @@ def print_json(rows, errors) -> None:
 def print_table(rows) -> None:
     header = ("VARIABLE", "SOURCE", "REFERENCE", "STATUS", "VERSION", "AGE")
     files = any("delivery" in row for row in rows)
-    table = [header + ("DELIVERY",) if files else header]
+    watch = any("watch" in row for row in rows)     # check -v
+    table = [header + ("DELIVERY",) * files + ("WATCH",) * watch]
     for row in rows:
         line = (row["variable"], row["source"], " ".join(row["references"]) or "-",
                 row["status"], row["version"] or "-", _age(row["age_seconds"]))
-        table.append(line + (row.get("delivery", "env"),) if files else line)
+        line += (row.get("delivery", "env"),) * files
+        table.append(line + ("; ".join(row.get("watch") or ()) or "-",) * watch)
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
@@ -128,6 +144,8 @@ def check_command(**raw):
                      enforce=run.options.enforce_max_age)
     if as_files:
         _mark_files(rows, as_files, resolution, errors)
+    if run.options.verbose:
+        _mark_watch(rows, plan, resolution, run)
     if run.options.as_json:
         print_json(rows, errors)
     else:

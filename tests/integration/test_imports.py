@@ -32,7 +32,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
     "shim.scan", "shim.devenv", "shim.render", "shim.watch",
     "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
-    "shim.compose", "shim.helper", "shim.imports", "select",
+    "shim.compose", "shim.helper", "shim.imports", "select", "shim.metrics", "shim.probes",
     "shim.sops", "shim.providers.sops", "pyrage", "gnupg",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
