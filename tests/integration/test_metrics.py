@@ -211,3 +211,16 @@ def test_the_opt_in_serves_on_any_address(start_shim, canaries, tmp_path):
     assert wait_for(lambda: get(port, "/healthz") == (200, "ok\n"), timeout=30)
     process.send_signal(signal.SIGTERM)
     assert finish_process(process, canaries)[0] == 143
+
+
+def test_the_program_does_not_inherit_the_listening_socket(start_shim, canaries, tmp_path):
+    """A hostile program must not be able to answer /healthz or /metrics in shim's name."""
+    port = free_port()
+    fds = tmp_path / "fds"
+    process = start_shim(["exec", "--watch", "1h", "--metrics", f"127.0.0.1:{port}", "--",
+                          "sh", "-c", f"ls -l /proc/$$/fd > {fds}; exec sleep 60"], {})
+    assert wait_for(lambda: fds.exists() and fds.read_text(), timeout=30)
+    assert "socket:" not in fds.read_text()
+    assert get(port, "/healthz") == (200, "ok\n")
+    process.send_signal(signal.SIGTERM)
+    assert finish_process(process, canaries)[0] == 143
