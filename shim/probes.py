@@ -7,6 +7,7 @@ first asks, per secret, the cheapest question that tells whether its value chang
 | reference | probe | requests |
 |---|---|---|
 | Vault KV v2, latest version | `GET <mount>/metadata/<path>`: `current_version` | 1 |
+| Google Secret Manager, `latest` | `GET .../versions/latest` (no payload): its name's number | 1 |
 | `file:`, NAME_FILE, sops files | the file's content hash (local) | 0 |
 | a leased secret kept across ticks | none needed: it is renewed, not read | 0 |
 | anything else (KV v1, dynamic secrets, pinned versions, other stores) | none: read | - |
@@ -36,6 +37,7 @@ FILE_PROBE_CAP = 16 * 1024 * 1024   # a sops file larger than this is read, not 
 WATCH_KINDS = {
     "metadata": "probe: KV v2 metadata",
     "hash": "probe: content hash",
+    "latest": "probe: versions/latest name",
     "lease": "lease renewal",
     "read": "read every tick",
 }
@@ -108,9 +110,14 @@ def _probe(reference, pool, deadline, result: ProbeResult) -> str | None:
     if kind == "hash":
         result.probes[reference.provider] = result.probes.get(reference.provider, 0) + 1
         return _content_hash(reference.locator)
-    if kind == "metadata":
-        result.probes["vault"] = result.probes.get("vault", 0) + 1
-        return pool.get("vault").probe(reference, deadline)   # Unavailable: the caller's
+    if kind in ("metadata", "latest"):
+        result.probes[reference.provider] = result.probes.get(reference.provider, 0) + 1
+        try:
+            return pool.get(reference.provider).probe(reference, deadline)
+        except Unavailable:
+            raise       # the caller fails the tick
+        except ShimError:
+            return None     # anything else: the read will say it, with its own words
     return None
 
 
@@ -126,6 +133,8 @@ def probe_kind(reference, pool, deadline) -> str:
     """"metadata", "hash" or "read": the probe a reference gets (leases are the Watcher's)."""
     if reference.provider in ("file", "sops"):
         return "hash"
+    if reference.provider == "gcpsecrets" and reference.version is None:
+        return "latest"
     if reference.provider == "vault":
         try:
             if pool.get("vault").metadata_path(reference, deadline) is not None:

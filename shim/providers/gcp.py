@@ -499,6 +499,31 @@ class SecretManagerProvider:
         return {key: results[key] for key in groups}
 
 
+    # -- --watch change probes (shim.probes) ----------------------------------------------
+
+    def probe(self, reference, deadline) -> Optional[str]:
+        """"vN" from the name of `versions/latest` (a get: metadata, no payload); "denied" when
+        the identity may access but not get versions (roles/secretmanager.secretAccessor);
+        None when there is nothing to ask (a pinned version) or the answer is unreadable."""
+        if reference.version is not None:
+            return None
+        endpoint = endpoint_for(reference.locator, self._endpoint)
+        bearer = self._tokens.token()
+        url = f"{endpoint}/v1/{reference.locator}/versions/latest"
+        answer = retry(lambda: http_attempt(self._shared_session(), url, bearer,
+                                            deadline.remaining()),
+                       deadline, self.context.log, provider=self.name, title=TITLE,
+                       operation="probe", hint="transient failures were retried until "
+                       "--deadline; raise it or check the service's status",
+                       reference=reference.canonical)
+        if answer.status in (401, 403):
+            return "denied"
+        name = answer.body.get("name") if answer.status == 200 and isinstance(answer.body, dict) \
+            else None
+        version = name.rsplit("/", 1)[-1] if isinstance(name, str) else ""
+        return f"v{version}" if re.fullmatch(r"[1-9][0-9]{0,18}", version) else None
+
+
 def _endpoint_setting(value: Optional[str]) -> Optional[str]:
     """SHIM_GCP_ENDPOINT: an https:// base URL (a bearer token never travels in clear text)."""
     if value is not None and not re.fullmatch(r"https://[^/?#\s]+(/[^?#\s]*)?", value):

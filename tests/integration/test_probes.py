@@ -153,3 +153,38 @@ def test_a_metadata_answer_shim_cannot_read_falls_back_to_reading(start_shim, va
     rotate(vault, seen, second)
     stop(process, canaries)
     assert seen.read_text().split()[:2] == [first, second]
+
+
+@pytest.mark.parametrize("allow_get", [True, False], ids=["probe", "get-denied"])
+def test_gcp_latest_is_probed_by_its_version_name(start_shim, canaries, tmp_path, allow_get):
+    """A get of versions/latest (no payload) says which version is latest; `:access` only on a
+    change. Without secretmanager.versions.get (the accessor role) every tick accesses."""
+    from tests.doubles.gcp import SecretManagerDouble
+    from tests.integration.test_gcp import credential_env
+
+    first, second = canaries.new("v1"), canaries.new("v2")
+    with SecretManagerDouble(tmp_path / "gcp") as gcp:
+        gcp.allow_get = allow_get
+        gcp.add_version("db", first)
+        seen = tmp_path / "seen"
+        env = {**credential_env(gcp, tmp_path, "metadata"),
+               "APP_PASSWORD": f"sm://{gcp.project}/db"}
+        process = watch(start_shim, env, seen)
+
+        def count(suffix: str) -> int:
+            return len([r for r in gcp.requests() if r.path.endswith(suffix)])
+
+        # Each tick asks one question: the probe, or (refused once, then not asked) the access.
+        every_tick, once = ("/versions/latest", ":access") if allow_get else (":access",
+                                                                             "/versions/latest")
+        assert wait_for(lambda: count(every_tick) >= 5, timeout=30)
+        assert count(once) == 1
+        gcp.add_version("db", second)
+        assert wait_for(lambda: second in (seen.read_text() if seen.exists() else ""),
+                        timeout=30)
+        stderr = stop(process, canaries)
+    if allow_get:
+        assert count(":access") == 2
+        assert not events(stderr, "watch.probe_denied")
+    else:
+        assert len(events(stderr, "watch.probe_denied")) == 1
