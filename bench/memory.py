@@ -8,6 +8,8 @@
   BENCH_01 per resolution).
 - `exec --init` without --watch once the program runs (the lean loop), the same providers.
 - tini (`tini -s -- sleep`) in the same run, as the floor of a supervisor.
+- `--with-metrics`: the same --watch runs again with `--metrics` on a loopback port, its
+  /metrics page scraped every 50 ms meanwhile (the metrics server's cost: docs/metrics.md).
 - `--compare-with REV`: the same --watch runs with the shim package of git revision REV (e.g.
   the commit before the helper processes), run by the same interpreter, for a before/after.
 - The simpler options the helper design was weighed against, measured as the floor they
@@ -18,7 +20,7 @@
 Every variant runs from this worktree's .venv (`make install-test` installs every extra),
 as `python -m shim`. --watch variants run at the same time.
 
-    .venv/bin/python bench/memory.py [--resolutions 1000] [--compare-with REV]
+    .venv/bin/python bench/memory.py [--resolutions 1000] [--compare-with REV] [--with-metrics]
 """
 
 from __future__ import annotations
@@ -130,14 +132,36 @@ class Stores:
 
 # -- the runs -------------------------------------------------------------------------------------
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scrape(port: int) -> None:
+    import http.client
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        connection.getresponse().read()
+    except OSError:
+        pass     # not listening yet
+    finally:
+        connection.close()
+
+
 def watch_run(label: str, env: dict, directory: Path, checkpoints: list[int],
-              pythonpath: str | None) -> list[tuple[int, int, float]]:
-    """(re-resolutions, supervisor VmRSS KiB, seconds) at each checkpoint."""
+              pythonpath: str | None, metrics_port: int | None = None) -> list[tuple[int, int, float]]:
+    """(re-resolutions, supervisor VmRSS KiB, seconds) at each checkpoint; with
+    `metrics_port`, --metrics on that port, scraped between samples."""
     audit = directory / f"audit-{label}.jsonl"
     stderr_path = directory / f"stderr-{label}.txt"
     env = dict(env, PYTHONPATH=pythonpath) if pythonpath else env
     argv = [str(DEV_PYTHON), "-m", "shim", "exec", "--init", "--watch", "10ms",
-            "--secrets-dir", str(directory), "--audit-file", str(audit), "--", "sleep", "100000"]
+            "--secrets-dir", str(directory), "--audit-file", str(audit),
+            *(["--metrics", f"127.0.0.1:{metrics_port}"] if metrics_port else []),
+            "--", "sleep", "100000"]
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=stderr)
@@ -154,6 +178,8 @@ def watch_run(label: str, env: dict, directory: Path, checkpoints: list[int],
                 if resolutions >= pending[0]:
                     samples.append((resolutions, rss_kib(process.pid), time.monotonic() - started))
                     pending.pop(0)
+                if metrics_port:
+                    scrape(metrics_port)
                 time.sleep(0.05)
         finally:
             process.send_signal(signal.SIGTERM)
@@ -235,6 +261,8 @@ def main(argv=None) -> list[str]:
     parser.add_argument("--compare-with", metavar="REV",
                         help="also run --watch with the shim package of this git revision")
     parser.add_argument("--providers", default=",".join(PROVIDERS))
+    parser.add_argument("--with-metrics", action="store_true",
+                        help="also run --watch with --metrics, scraped every 50 ms")
     args = parser.parse_args(argv)
     last = args.resolutions
     providers = [p for p in args.providers.split(",") if p]
@@ -254,12 +282,15 @@ def main(argv=None) -> list[str]:
             if args.compare_with:
                 old = package_of(args.compare_with, directory)
                 runs += [(p, args.compare_with, old) for p in providers]
+            if args.with_metrics:
+                runs += [(p, "metrics", None) for p in providers]
 
             def run(provider, version, pythonpath):
                 label = f"{provider}-{version}"
                 try:
-                    results[(provider, version)] = watch_run(label, envs[provider], directory,
-                                                             checkpoints, pythonpath)
+                    results[(provider, version)] = watch_run(
+                        label, envs[provider], directory, checkpoints, pythonpath,
+                        free_port() if version == "metrics" else None)
                 except Exception as error:  # noqa: BLE001 - reported after every thread ended
                     results[(provider, version)] = error
 
@@ -279,10 +310,12 @@ def main(argv=None) -> list[str]:
     for (provider, version), samples in results.items():
         growth = samples[-1][1] - samples[1][1]
         peak = max(rss for _, rss, _ in samples) / 1024
-        rows.append([provider, "helper processes" if version == "now" else f"in-process ({version})",
+        kind = {"now": "helper processes", "metrics": "helper processes, --metrics scraped"}
+        rows.append([provider, kind.get(version, f"in-process ({version})"),
                      *(f"{rss / 1024:.1f}" for _, rss, _ in samples),
                      f"{growth:+d}", f"{samples[-1][2]:.0f} s"])
-        if version == "now":
+        if version in ("now", "metrics"):
+            provider = provider if version == "now" else f"{provider} with --metrics"
             targets.append([f"--watch supervisor, {provider}: at most", f"{peak:.1f} MiB",
                             f"{TARGET_MIB:g} MiB", verdict(peak <= TARGET_MIB)])
             targets.append([f"--watch supervisor, {provider}: growth {checkpoints[0]} -> {last}",

@@ -27,6 +27,7 @@ def run_exec(run: Pipeline, command) -> None:
     run.prepare_as_files(identity)
     run.prepare_fallback(identity)
     run.prepare_templates()
+    run.open_metrics()      # --metrics: its address is checked and bound before anything runs
     if options.watch is not None and not run.as_files:
         # The supervisor lives as long as the container: every resolution, the first
         # included, runs in a helper process, so no store SDK is ever loaded here.
@@ -117,7 +118,9 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
     output = redacted_output(options, redacted or {})
     supervisor = Supervisor(command, log=run.log, forward_to_group=options.forward_to == "group",
                             stop_signal=options.stop_signal, stop_timeout=options.stop_timeout,
-                            prepare_child=prepare_child, output=output)
+                            prepare_child=prepare_child, output=output,
+                            on_restart=run.metrics and (
+                                lambda: run.metrics.count("shim_program_restarts_total")))
     supervisor.install()
     as_files = run.as_files
     if not watching:
@@ -146,6 +149,7 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
     # The watcher (and what it imports) is made before the program runs: from then on nothing
     # the program can change is imported or read (shim.program_writable).
     if resolved is not None:
+        run.first_resolution_done(resolved)
         watcher = run.watcher_in_process(lambda new: run.child_environment(new, identity), env,
                                          apply, resolved)
     else:

@@ -51,8 +51,11 @@ from datetime import datetime
 from shim import errors as _errors
 from shim.errors import ShimError, Unavailable
 from shim.deadline import Deadline
+from shim.metrics import resolution_stats
 from shim.options import Options, parse_imports, parse_placeholder_source
 from shim.pipeline import Pipeline, secret_values
+from shim.plan import build_plan
+from shim.probes import probe_plan
 from shim.providers.base import Fetched, SecretMeta
 
 # The options a resolution depends on; everything else stays with the supervisor.
@@ -238,6 +241,12 @@ class RemotePool:
         self._received: dict[str, float] = {}      # monotonic time each session arrived
         self._lock = threading.Lock()
         self._running: set[int] = set()
+        # Change probes (shim.probes): the digest of the last full resolution and its output,
+        # which a helper that finds nothing changed does not send again; references whose
+        # probe the store refused (logged once, then read).
+        self._digest: str | None = None
+        self._last_output: dict | None = None
+        self._probe_denied: set[str] = set()
 
     def close(self) -> None:
         """On exit: kill a helper still running (a resolution in its background thread)."""
@@ -270,17 +279,34 @@ class RemotePool:
             raise decode_error(answer["errors"][0])
         return answer
 
-    def resolve(self, output: str, reuse=None):
+    def resolve(self, output: str, reuse=None, on_stats=None):
         """(output, errors, lease metas) of one resolution in a helper; `reuse` holds the leased
-        secrets kept across ticks (fetch_key -> Fetched), which the helper does not read again."""
+        secrets kept across ticks (fetch_key -> Fetched), which the helper does not read again.
+        `on_stats(stats)` gets the resolution's counts and dates (shim.metrics), failed or not."""
         kept = [[list(key), encode_fetched(fetched)] for key, fetched in (reuse or {}).items()]
+        probe = {"previous": self._digest if self._last_output is not None else None,
+                 "denied": sorted(self._probe_denied)}
         try:
-            answer = self.job("resolve", output=output, reuse=kept)
+            answer = self.job("resolve", output=output, reuse=kept, probe=probe)
         except ShimError as error:
             return None, [error], []
+        if on_stats is not None and answer.get("stats"):
+            on_stats(answer["stats"])
+        probed = answer.get("probe") or {}
+        for reference in probed.get("denied") or []:
+            if reference not in self._probe_denied:
+                self._probe_denied.add(reference)
+                self.log.event("watch.probe_denied", "info",
+                               f"{reference}: the store refused the change probe (for Vault, "
+                               f"the policy denies its metadata path); reading the value on "
+                               f"every tick instead", reference=reference)
+        if answer.get("unchanged") and self._last_output is not None:
+            return dict(self._last_output), [], []
         resolution_errors = [decode_error(e) for e in answer.get("resolution_errors") or []]
         if resolution_errors:
+            self._digest = None
             return None, resolution_errors, []
+        self._digest, self._last_output = probed.get("digest"), dict(answer["output"])
         leases = []
         for key, provider, data in answer.get("leases") or []:
             fetched = decode_fetched(data)
@@ -363,6 +389,13 @@ def _be_helper(request: dict, answer_read: int, answer_write: int) -> None:
         os._exit(0)     # no interpreter teardown: nothing is left to flush, and it takes time
 
 
+def _probe(run: Pipeline, probe: dict, reuse: dict, deadline):
+    """The change probes of this run's plan (shim.probes): built from the same environment,
+    so the same references a resolution would read."""
+    plan = build_plan(run.environ, run.settings)
+    return probe_plan(plan, run.pool, deadline, reuse, frozenset(probe.get("denied") or ()))
+
+
 def serve(request: dict) -> dict:
 
     run = Pipeline(Options(request["command"], **decode_options(request["options"])))
@@ -375,7 +408,22 @@ def serve(request: dict) -> dict:
     try:
         if job == "resolve":
             reuse = {_as_tuple(key): decode_fetched(data) for key, data in request["reuse"]}
+            if request.get("probe") is not None:
+                probed = _probe(run, request["probe"], reuse, deadline)
+                answer["probe"] = {"digest": probed.digest, "denied": probed.denied}
+                answer["stats"] = {"probes": probed.probes}
+                if probed.error is not None:
+                    answer["resolution_errors"] = [encode_error(probed.error)]
+                    return answer
+                if probed.digest is not None and probed.digest == request["probe"]["previous"]:
+                    answer["unchanged"] = True
+                    return answer
             resolved = run.resolve(reuse)
+            if request.get("probe") is not None:
+                probed.kept(key for key, *_ in resolved.resolution.lease_metas())
+                answer["probe"]["digest"] = probed.digest
+            answer["stats"] = dict(answer.get("stats") or {},
+                                   **resolution_stats(resolved.resolution, reuse))
             if resolved.errors:
                 answer["resolution_errors"] = [encode_error(e) for e in resolved.errors]
             else:

@@ -152,6 +152,11 @@ OPTIONS: tuple[Option, ...] = (
     _o("forward_to", ["--forward-to"], "SHIM_FORWARD_TO", "choice", "group",
        "--init: forward signals to CMD's process group (default) or CMD only.", _SUPERVISES,
        choices=("group", "child")),
+    _o("metrics", ["--metrics"], "SHIM_METRICS", "text", None,
+       "--watch: serve /metrics and /healthz on HOST:PORT (loopback only, unless "
+       "--metrics-allow-remote).", _WATCHES, metavar="HOST:PORT", env_refused_by=_NEVER_DROPS),
+    _o("metrics_allow_remote", ["--metrics-allow-remote"], "SHIM_METRICS_ALLOW_REMOTE", "flag",
+       False, "Let --metrics listen on an address that is not loopback.", _WATCHES),
     _o("revoke_on_exit", ["--revoke-on-exit"], "SHIM_REVOKE_ON_EXIT", "flag", False,
        "Revoke leases and the store token when CMD (or render --watch) exits.", _WATCHES),
     _o("deadline", ["--deadline"], "SHIM_DEADLINE", "duration", 60.0,

@@ -16,7 +16,7 @@ from shim import privileges
 from shim.audit import Log, record_resolution
 from shim.deadline import Deadline
 from shim.environment import child_environment, starting_environment
-from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError
+from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, UsageError
 from shim.options import Options
 from shim.plan import Plan, Settings, build_plan
 from shim.providers.base import ProviderContext
@@ -56,6 +56,7 @@ class Pipeline:
         self._fallback_ready = False
         self.templates = None  # --template, once prepare_templates() ran
         self._templates_ready = False
+        self.metrics = None    # --metrics: shim.metrics.Metrics, once open_metrics() ran
 
     def target_identity(self) -> privileges.Identity | None:
         """The identity CMD will run as, checked before anything is resolved."""
@@ -92,6 +93,11 @@ class Pipeline:
                            f"(add the directory with --secrets-dir, or the name to --file-vars)",
                            variable=file_var)
         binary_ok = self.as_files.delivers if self.as_files else None  # files may hold bytes
+        rotation_policy = bool(self.options.max_age) or any(
+            ref.option("max_age") for ref in plan.references() + list(plan.imports))
+        # What reads a secret's dates: check's ages, a rotation policy, record_resolution below.
+        self.pool.context.wants_dates = (self.options.command == "check" or rotation_policy
+                                         or self.log.wants("info"))
         fallback = self.prepare_fallback()
         templates = self.prepare_templates()
         extra = tuple(templates.references()) if templates else ()
@@ -101,8 +107,7 @@ class Pipeline:
         if resolution.stale:
             record_stale(self.log, resolution)
         rotation_errors = []
-        if self.options.max_age or any(ref.option("max_age")
-                                       for ref in plan.references() + list(plan.imports)):
+        if rotation_policy:
             from shim.rotation import check_rotation  # lazy: only with a rotation policy
             rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
                                              enforce=self.options.enforce_max_age, log=self.log)
@@ -216,11 +221,44 @@ class Pipeline:
     def fail(self, errors) -> NoReturn:
         sys.exit(self.report(errors))
 
+    def open_metrics(self) -> None:
+        """--metrics: check the address and listen now, before anything is resolved or started
+        (64 for a bad or non-loopback address, 78 when it cannot listen), then serve the page
+        from a thread (shim.metrics)."""
+        if self.options.metrics is None:
+            return
+        if self.options.watch is None:
+            raise UsageError("--metrics needs --watch: without it nothing is re-read to report",
+                             hint="add --watch DURATION, or drop --metrics")
+        from shim.metrics import Metrics, MetricsServer, parse_address  # lazy: only with --metrics
+        host, port = parse_address(self.options.metrics, self.options.metrics_allow_remote)
+        self.metrics = Metrics()
+        MetricsServer(self.metrics, host, port, self.log).start()
+
+    def first_resolution_done(self, resolved: Resolved) -> None:
+        """--watch --as-files resolved here the first time: count it as a helper's would be."""
+        if self.metrics is not None:
+            self._record_resolution(resolved.resolution)
+            self.metrics.resolution_succeeded()
+
+    def _record_resolution(self, resolution, reuse=None) -> None:
+        """--metrics: the counts and dates of a resolution made in this process."""
+        if self.metrics is not None:
+            from shim.metrics import resolution_stats  # lazy: only with --metrics
+            self._record(resolution_stats(resolution, reuse))
+
+    def _record(self, stats: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.record_stats(stats)
+
     def resolve_elsewhere(self, output: str):
         """--watch: (output, errors, lease metas) of a resolution made in a short-lived helper
         process (shim.helper), so this long-lived process never imports a store SDK.
         `output` is "environment" (the child's, without HOME) or "values" (render's)."""
-        return self.remote.resolve(output)
+        values, errors, metas = self.remote.resolve(output, on_stats=self._record)
+        if self.metrics is not None and not errors:
+            self.metrics.resolution_succeeded()
+        return values, errors, metas
 
     @property
     def remote(self):
@@ -237,7 +275,7 @@ class Pipeline:
     def watcher(self, output: str, finish: Callable[[dict], dict], current, apply, leases):
         """A Watcher that re-resolves (in helpers) every --watch interval and keeps `leases`."""
         def resolve(reuse):
-            values, errors, metas = self.remote.resolve(output, reuse)
+            values, errors, metas = self.remote.resolve(output, reuse, on_stats=self._record)
             return (finish(values) if values is not None else None), errors, metas
 
         return self._watcher(resolve, self.remote, current, apply, leases)
@@ -248,6 +286,7 @@ class Pipeline:
         back, so here the store SDK stays loaded (docs/as-files.md)."""
         def resolve(reuse):
             again = self.resolve(reuse)
+            self._record_resolution(again.resolution, reuse)
             if again.errors:
                 return None, again.errors, []
             return finish(again), [], again.resolution.lease_metas()
@@ -259,7 +298,7 @@ class Pipeline:
 
         watcher = Watcher(resolve=resolve, current=current, interval=self.options.watch,
                           apply=apply, log=self.log, pool=pool,
-                          deadline_seconds=self.options.deadline)
+                          deadline_seconds=self.options.deadline, metrics=self.metrics)
         watcher.track(leases)
         return watcher
 

@@ -169,6 +169,7 @@ def render_command(**raw):
         parent = os.path.dirname(os.path.abspath(options.out_env_file))
         if not os.path.isdir(parent):
             raise UsageError(f"{parent} is not a directory", hint="create it (a tmpfs/emptyDir volume) first")
+    run.open_metrics()      # --metrics: its address is checked and bound before anything runs
     if options.watch is None:
         resolved = run.resolve()
         if resolved.errors:

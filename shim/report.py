@@ -120,6 +120,19 @@ def _mark_files(rows, as_files, resolution, errors) -> None:
         row["delivery"] = as_files.path(row["variable"]) if row["variable"] in names else "env"
 
 
+def _mark_watch(rows, plan, resolution, run) -> None:
+    """check -v: what --watch would do for each reference (WATCH / "watch"): a cheap change
+    probe, a lease renewal, or a read on every tick (shim/probes.py)."""
+    from shim.probes import watch_kind  # lazy: only for check -v
+    deadline = Deadline(run.options.deadline)
+    for row in rows:
+        entry = plan.entries.get(row["variable"])
+        result = resolution.variables.get(row["variable"])
+        metas = dict((ref.fetch_key, meta) for ref, meta in result.metas) if result else {}
+        row["watch"] = [watch_kind(part.reference, metas.get(part.reference.fetch_key), run.pool,
+                                   deadline) for part in entry.secret_parts] if entry else []
+
+
 def _mark_overdue(row: dict, metas, max_age, enforce: bool) -> None:
     verdicts = [v for v in (overdue(ref, meta, max_age) for ref, meta in metas) if v is not None]
     if not verdicts:
@@ -143,12 +156,14 @@ def print_json(rows, errors) -> None:
 def print_table(rows) -> None:
     header = ("VARIABLE", "SOURCE", "REFERENCE", "STATUS", "VERSION", "AGE")
     files = any("delivery" in row for row in rows)
-    table = [header + ("DELIVERY",) if files else header]
+    watch = any("watch" in row for row in rows)     # check -v
+    table = [header + ("DELIVERY",) * files + ("WATCH",) * watch]
     for row in rows:
         status = row["status"] + (f" ({row['effect']})" if "effect" in row else "")
         line = (row["variable"], row["source"], " ".join(row["references"]) or "-",
                 status, row["version"] or "-", _age(row["age_seconds"]))
-        table.append(line + (row.get("delivery", "env"),) if files else line)
+        line += (row.get("delivery", "env"),) * files
+        table.append(line + ("; ".join(row.get("watch") or ()) or "-",) * watch)
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
@@ -221,6 +236,7 @@ def check_command(**raw):
         _mark_files(rows, as_files, resolution, errors)
     if run.options.verbose:
         _say_what_redaction_skips(run, resolution)
+        _mark_watch(rows, plan, resolution, run)
     if run.options.as_json:
         print_json(rows, errors)
     else:

@@ -39,7 +39,7 @@ class Supervisor:
     """Starts CMD, forwards signals, reaps zombies, restarts on request."""
 
     def __init__(self, argv, *, log, forward_to_group=True, stop_signal=signal.SIGTERM,
-                 stop_timeout=10.0, prepare_child=None, output=None):
+                 stop_timeout=10.0, prepare_child=None, output=None, on_restart=None):
         self.argv = list(argv)
         self.log = log
         self.forward_to_group = forward_to_group
@@ -51,6 +51,7 @@ class Supervisor:
         self._pending_env: dict | None = None  # set while a restart is in progress
         self._kill_at: float | None = None     # when a stopping child gets SIGKILL
         self._exit_after_stop = False
+        self.on_restart = on_restart           # --metrics: counts each restart
 
     # -- set-up -------------------------------------------------------------
 
@@ -128,6 +129,8 @@ class Supervisor:
                             self.log.event("child.restarted", "info", "restarting the command with the new values",
                                            exited_with=status)
                             self.start(env)
+                            if self.on_restart is not None:
+                                self.on_restart()
                             continue
                         if self.output is not None:
                             self.output.finish()   # the redactor writes what it still holds

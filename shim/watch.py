@@ -57,7 +57,7 @@ class Watcher:
 
     def __init__(self, *, resolve: Callable[[dict], tuple[dict | None, list, list]], current: dict,
                  interval: float, apply: Callable[[dict, list[str]], None], log, pool,
-                 deadline_seconds: float, settle: float | None = None):
+                 deadline_seconds: float, settle: float | None = None, metrics=None):
         self.resolve = resolve            # reuse -> (env or None, errors, fetched metas)
         self.current = current
         self.interval = interval
@@ -79,6 +79,7 @@ class Watcher:
         self._dropped: set[str] = set()
         self._resolution_drops = 0    # len(_dropped) when the running resolution started
         self.resolutions = 0
+        self.metrics = metrics            # --metrics: shim.metrics.Metrics, or None
 
     # The supervisor (or render's loop) asks when to call tick().
     def next_tick(self) -> float:
@@ -123,6 +124,8 @@ class Watcher:
                 meta.lease_id, provider, fetch_key, duration,
                 due=now + max(1.0, duration * RENEW_FRACTION), expiring=not meta.renewable,
                 generation=self._token_generation(provider))
+            if self.metrics is not None:
+                self.metrics.lease_expires(fetch_key, now + duration)
         self._schedule_token(now)
 
     # -- resolution ---------------------------------------------------------
@@ -148,6 +151,11 @@ class Watcher:
         env, errors, metas = result
         self.resolutions += 1
         now = time.monotonic()
+        if self.metrics is not None:
+            if errors or env is None:
+                self.metrics.resolution_failed()
+            else:
+                self.metrics.resolution_succeeded()
         if self._resolution_drops != len(self._dropped):
             # Started before a lease was dropped: it still holds the dropped credentials.
             # Keep the leases it minted, and read again at once.
@@ -204,9 +212,13 @@ class Watcher:
             except ShimError as error:
                 self.log.event("lease.renew_failed", "warning",
                                f"lease renewal failed: {error.line()}", lease_id=lease.lease_id)
+                self._count("shim_lease_renewals_total", outcome="failure")
                 self._forget(lease, "fetching new credentials", now)
                 continue
             self.log.event("lease.renewed", "debug", lease_id=lease.lease_id, duration=granted)
+            self._count("shim_lease_renewals_total", outcome="success")
+            if self.metrics is not None:
+                self.metrics.lease_expires(lease.fetch_key, now + granted)
             if granted < lease.duration or granted <= 0:
                 # Capped by the lease's max TTL: it dies in `granted` seconds whatever shim
                 # does. Replace it now, while the program's credentials still work.
@@ -255,10 +267,16 @@ class Watcher:
         try:
             ttl = self._bounded(provider.renew_token, "token renewal")
             self.log.event("token.renewed", "debug", provider=self._token_provider, ttl=ttl)
+            self._count("shim_token_renewals_total", outcome="success")
         except ShimError as error:
             self.log.event("token.renew_failed", "warning", f"token renewal failed: {error.line()}")
+            self._count("shim_token_renewals_total", outcome="failure")
             ttl = None
         self._token_due = now + max(1.0, ttl * RENEW_FRACTION) if ttl else None
+
+    def _count(self, name: str, **labels) -> None:
+        if self.metrics is not None:
+            self.metrics.count(name, **labels)
 
     def revoke_all(self) -> None:
         """--revoke-on-exit: leases first, then each provider's token."""

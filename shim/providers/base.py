@@ -59,6 +59,10 @@ class ProviderContext:
         self.environ = environ
         self.log = log
         self.read_only = read_only
+        # Does anything read a secret's dates (check, a rotation policy, an audit or info log
+        # of ages)? A store that dates a secret only at the cost of another request (GCP)
+        # skips it when not (Pipeline.resolve sets this for each resolution).
+        self.wants_dates = True
 
 
 # The interfaces, for readers and type checkers only: building Protocol classes costs

@@ -12,8 +12,10 @@ the locator is the resource name `projects/P[/locations/L]/secrets/S`, the versi
    with google-auth's public loaders; `TokenSource` asks for one token per run (and again only
    when it has expired, in --watch).
 2. Reads: one `versions/V:access` call per fetch key, all at once through the shared mechanism
-   (retries within --deadline, abandoning what outlasts it); then a best-effort `versions/V` get
-   for the create time.
+   (retries within --deadline, abandoning what outlasts it); then, only when something reads
+   the dates (check, a rotation policy, an audit or info log of ages), a best-effort
+   `versions/V` get for the create time. A pinned version that `latest` of the same secret
+   turns out to be is not read a second time.
 3. Answers: `outcome_of_status()` maps a google.rpc.Status error to a ShimError; the payload is
    checked against `dataCrc32c` with `crc32c()`.
 
@@ -270,8 +272,10 @@ def http_attempt(session, url: str, token: str, timeout: float) -> Answer:
     return Answer(response.status_code, body)
 
 
-def read_version(reference, token: Callable[[], str], session, endpoint: str, deadline, log):
-    """Fetched, or the ShimError that says why not (one access call, then a best-effort get)."""
+def read_version(reference, token: Callable[[], str], session, endpoint: str, deadline, log,
+                 wants_date: bool = True):
+    """Fetched, or the ShimError that says why not (one access call, then a best-effort get
+    when `wants_date`)."""
     name = shown(reference)
     try:
         bearer = token()
@@ -302,7 +306,8 @@ def read_version(reference, token: Callable[[], str], session, endpoint: str, de
     if not re.fullmatch(r"[1-9][0-9]{0,18}", version):
         return Unavailable(f"the answer for {name} names no version number",
                            hint="check SHIM_GCP_ENDPOINT points at Secret Manager")
-    created = _create_time(session, endpoint, reference.locator, version, bearer, deadline)
+    created = (_create_time(session, endpoint, reference.locator, version, bearer, deadline)
+               if wants_date else None)
     return Fetched(data, SecretMeta(version=version, created=created))
 
 
@@ -471,18 +476,61 @@ class SecretManagerProvider:
         token_once = _Once(self._tokens.token)
         session = self._shared_session()
 
-        def read(reference):
-            return read_version(reference, token_once, session,
-                                endpoint_for(reference.locator, self._endpoint), deadline,
-                                self.context.log)
+        wants_dates = getattr(self.context, "wants_dates", True)
 
-        jobs = [lambda first=same[0]: read(first) for same in groups.values()]
-        results = run_concurrently(jobs, deadline, title=TITLE, workers=MAX_CONCURRENT_READS)
+        def read_all(keys) -> dict:
+            jobs = [lambda first=groups[key][0]: read_version(
+                        first, token_once, session, endpoint_for(first.locator, self._endpoint),
+                        deadline, self.context.log, wants_dates)
+                    for key in keys]
+            return dict(zip(keys, run_concurrently(jobs, deadline, title=TITLE,
+                                                   workers=MAX_CONCURRENT_READS)))
+
+        # `latest` first; a pinned version of the same secret waits for its answer, and is read
+        # only when `latest` turned out to be another version.
+        with_latest = {same[0].locator for same in groups.values() if same[0].version is None}
+        waiting = [key for key, same in groups.items()
+                   if same[0].version is not None and same[0].locator in with_latest]
+        results = read_all([key for key in groups if key not in waiting])
+        if waiting:
+            latest = {(groups[key][0].locator, outcome.meta.version): outcome
+                      for key, outcome in results.items()
+                      if groups[key][0].version is None and isinstance(outcome, Fetched)}
+            for key in waiting:
+                same_version = latest.get((groups[key][0].locator, groups[key][0].version))
+                if same_version is not None:
+                    results[key] = same_version
+            results.update(read_all([key for key in waiting if key not in results]))
         if token_once.succeeded:
             self.context.log.event("gcp.credential", "debug",
                                    f"authenticated to Secret Manager with {self._tokens.source}",
                                    provider=self.name, credential=self._tokens.source)
-        return dict(zip(groups, results))
+        return {key: results[key] for key in groups}
+
+
+    # -- --watch change probes (shim.probes) ----------------------------------------------
+
+    def probe(self, reference, deadline) -> Optional[str]:
+        """"vN" from the name of `versions/latest` (a get: metadata, no payload); "denied" when
+        the identity may access but not get versions (roles/secretmanager.secretAccessor);
+        None when there is nothing to ask (a pinned version) or the answer is unreadable."""
+        if reference.version is not None:
+            return None
+        endpoint = endpoint_for(reference.locator, self._endpoint)
+        bearer = self._tokens.token()
+        url = f"{endpoint}/v1/{reference.locator}/versions/latest"
+        answer = retry(lambda: http_attempt(self._shared_session(), url, bearer,
+                                            deadline.remaining()),
+                       deadline, self.context.log, provider=self.name, title=TITLE,
+                       operation="probe", hint="transient failures were retried until "
+                       "--deadline; raise it or check the service's status",
+                       reference=reference.canonical)
+        if answer.status in (401, 403):
+            return "denied"
+        name = answer.body.get("name") if answer.status == 200 and isinstance(answer.body, dict) \
+            else None
+        version = name.rsplit("/", 1)[-1] if isinstance(name, str) else ""
+        return f"v{version}" if re.fullmatch(r"[1-9][0-9]{0,18}", version) else None
 
 
 def _endpoint_setting(value: Optional[str]) -> Optional[str]:

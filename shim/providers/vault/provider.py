@@ -67,6 +67,36 @@ class VaultProvider:
         return {key: fetched.get(p, p) if isinstance(p, tuple) else p
                 for key, p in planned.items()}
 
+    # -- --watch change probes (shim.probes) ------------------------------------------------
+
+    def metadata_path(self, reference, deadline: Deadline) -> str | None:
+        """The KV v2 metadata path whose current_version tells whether `reference` (its latest
+        version) changed; None when there is none (KV v1, a dynamic secret, a pinned version,
+        a mount Vault would not tell)."""
+        self.auth.ensure(deadline)      # the mount lookup is a request too
+        mount = self.mounts.mount_for(reference.locator, deadline, Run())
+        plans = plans_for(reference, mount)
+        if mount is None or len(plans) != 1 or plans[0].kv_version != 2 or plans[0].version:
+            return None
+        data_prefix = mount.path + "data/"
+        if not plans[0].api_path.startswith(data_prefix):
+            return None
+        return mount.path + "metadata/" + plans[0].api_path[len(data_prefix):]
+
+    def probe(self, reference, deadline: Deadline) -> str | None:
+        """"vN" for the secret's current_version; "denied" when the policy refuses the metadata
+        path (a separate ACL: the caller reads instead); None when there is nothing to ask."""
+        path = self.metadata_path(reference, deadline)
+        if path is None:
+            return None
+        answer = self.http.request("GET", path, deadline, f"the metadata of {path}")
+        if answer.status in (401, 403):
+            return "denied"
+        data = answer.body.get("data") if answer.status == 200 and isinstance(answer.body, dict) \
+            else None
+        version = data.get("current_version") if isinstance(data, dict) else None
+        return f"v{version}" if isinstance(version, int) and not isinstance(version, bool) else None
+
     # -- the LeaseKeeper interface ----------------------------------------------------------
 
     def renew_lease(self, lease_id: str, increment: int | None, deadline: Deadline) -> int:
