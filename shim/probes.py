@@ -47,7 +47,7 @@ class ProbeResult:
     def __init__(self):
         self.digest: str | None = None      # None: something has no probe, so read everything
         self.probes: dict[str, int] = {}    # store -> probe requests made
-        self.denied: list[str] = []         # canonical references whose probe was refused
+        self.denied: list[str] = []         # references (as shown) whose probe was refused
         self.error: ShimError | None = None # the store is unavailable: the tick fails here
         self._answers: dict[tuple, str] = {}
         self._unanswered: set[tuple] = set()
@@ -82,23 +82,25 @@ def probe_plan(plan, pool, deadline, reuse=None, denied=frozenset()) -> ProbeRes
             result._answers[key] = "kept"
             continue
         answer = None
-        if reference.canonical not in denied:
+        if reference.shown not in denied:
             try:
                 answer = _probe(reference, pool, deadline, result)
             except Unavailable as error:
                 # A store that cannot answer its cheapest question will not answer the read
                 # either: fail the tick now rather than wait out the deadline a second time.
                 result.error = type(error)(error.message, variable=_user_of(plan, key),
-                                           reference=reference.canonical, hint=error.hint)
+                                           reference=reference.shown, hint=error.hint)
                 return result
         if answer == DENIED:
-            result.denied.append(reference.canonical)
+            result.denied.append(reference.shown)
             answer = None
         if answer is None:
             result._unanswered.add(key)    # keep going: every probe is counted, denials noted
         else:
             result._answers[key] = answer
-    result._shape = sorted((name, entry.source, tuple(part.reference.canonical
+    # What each variable reads (never printed: the digest only changes when the plan does).
+    result._shape = sorted((name, entry.source, tuple(repr((part.reference.fetch_key,
+                                                            part.reference.selector))
                                                       for part in entry.secret_parts))
                            for name, entry in plan.entries.items())
     result._finish()

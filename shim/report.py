@@ -128,6 +128,11 @@ def _mark_watch(rows, plan, resolution, run) -> None:
     for row in rows:
         entry = plan.entries.get(row["variable"])
         result = resolution.variables.get(row["variable"])
+        if result is not None and isinstance(result.error, NotRead):
+            # check did not read it because a read mints a lease: --watch renews that lease
+            row["watch"] = ["lease renewal" if "mint" in result.error.effect
+                            else "read every tick"]
+            continue
         metas = dict((ref.fetch_key, meta) for ref, meta in result.metas) if result else {}
         row["watch"] = [watch_kind(part.reference, metas.get(part.reference.fetch_key), run.pool,
                                    deadline) for part in entry.secret_parts] if entry else []

@@ -524,7 +524,7 @@ class SecretManagerProvider:
                        deadline, self.context.log, provider=self.name, title=TITLE,
                        operation="probe", hint="transient failures were retried until "
                        "--deadline; raise it or check the service's status",
-                       reference=reference.canonical)
+                       reference=reference.shown)
         if answer.status in (401, 403):
             return "denied"
         name = answer.body.get("name") if answer.status == 200 and isinstance(answer.body, dict) \

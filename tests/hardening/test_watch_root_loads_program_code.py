@@ -11,6 +11,7 @@ started must come from a path the program cannot change (shim.program_writable).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,8 +80,13 @@ def test_a_module_the_program_rewrites_is_not_imported_as_root(run_shim, shared_
     marker = shared_dir / "root-ran-this"
     secret = tmp_path / "secret"
     secret.write_text(canaries.new())
+    # An --import is read at every tick (a file reference alone is only hashed by the change
+    # probe, which imports no provider): each helper loads shim.providers.files again.
+    imported = tmp_path / "imported.json"
+    imported.write_text('{"IMPORTED_KEY": "%s"}' % canaries.new("imported"))
     plant = f"open({str(module)!r}, 'a').write('\\n' + {_root_code(marker)!r} + '\\n')"
-    result = run_shim(["exec", "--user", "nobody", "--watch", "300ms", "--",
+    result = run_shim(["exec", "--user", "nobody", "--watch", "300ms",
+                       "--import", f"ref+file://{imported}", "--",
                        *_program(marker, plant)],
                       {"PYTHONPATH": str(lib), "PYTHONDONTWRITEBYTECODE": "1",
                        "SECRET": f"file:{secret}"}, python=SYSTEM_PYTHON, cwd=shared_dir,
@@ -88,4 +94,7 @@ def test_a_module_the_program_rewrites_is_not_imported_as_root(run_shim, shared_
     assert result.returncode == 0, result.stderr
     assert "_root_code" not in module.read_text() and "ran this" in module.read_text()
     assert not marker.exists(), marker.read_text()
-    assert f"refused to import shim.providers.files from {module}" in result.stderr
+    # The first module of the program's copy a helper would import is refused (shim.imports
+    # for the --import, before shim.providers.files).
+    assert re.search(rf"refused to import shim\.[\w.]+ from {re.escape(str(lib))}/shim/",
+                     result.stderr), result.stderr

@@ -205,10 +205,14 @@ def test_the_opt_in_serves_on_any_address(start_shim, canaries, tmp_path):
     port = free_port()
     secret = tmp_path / "token"
     secret.write_text("plain-not-secret")
+    ready = tmp_path / "ready"
     process = start_shim(["exec", "--watch", "1h", "--metrics", f"0.0.0.0:{port}",
-                          "--metrics-allow-remote", "--", "sleep", "60"],
+                          "--metrics-allow-remote", "--", "sh", "-c",
+                          f"touch {ready}; exec sleep 60"],
                          {"TOKEN_FILE": str(secret)})
     assert wait_for(lambda: get(port, "/healthz") == (200, "ok\n"), timeout=30)
+    # SIGTERM once the program runs: before, the supervisor's signal handling is not set up.
+    assert wait_for(ready.exists, timeout=30)
     process.send_signal(signal.SIGTERM)
     assert finish_process(process, canaries)[0] == 143
 

@@ -71,7 +71,7 @@ def events(stderr: str, name: str) -> list[dict]:
     # No secret/metadata/* in the policy: refused once, logged once, then not asked again;
     # each tick reads the value instead.
     (["secret/data/app"], "secret/data/app", "secret/metadata/app",
-     ["vault:secret/data/app#password"]),
+     ["vault:secret/data/app#..."]),
 ], ids=["probe", "metadata-denied"])
 def test_kv2_values_are_read_only_when_current_version_changes(start_shim, vault, canaries,
                                                                 tmp_path, policies, every_tick,

@@ -61,7 +61,9 @@ def test_watch_v_names_the_token_source_once_per_run(openbao, start_shim, canari
     openbao.put_kv2(path, {"key": canaries.new("watched")})
     process = start_shim(["exec", "--watch", "300ms", "-v", "--allow-root", "--", "sleep", "60"],
                          {**openbao.vault_env(), "HOME": str(tmp_path),
-                          "API_KEY": f"vault:secret/data/{path}#key"})
+                          # A pinned version is read at every tick (no change probe for it):
+                          # several resolutions, each in a helper.
+                          "API_KEY": f"ref+vault://secret/{path}?version=1#/key"})
     time.sleep(4)      # the first resolution and several ticks, each in a helper
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=20)
