@@ -530,10 +530,6 @@ def test_throttling_and_server_errors_are_retried(vault, run_shim, probe, canari
     assert [e["attempt"] for e in events(result.stderr, "provider.retry")] == [1, 2, 3]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 23, 'Where the doubles disagree with OpenBao' (403 wording): OpenBao, and now the "
-    "double, word a policy denial '1 error occurred:\\n\\t* permission denied'; shim quotes the "
-    "wrapper ('HTTP 403: 1 error occurred: permission denied'); the Vault fixes (vaultreal) unwrap it"))
 def test_permission_denied_is_77_without_retry(vault, run_shim, probe, canaries, home):
     vault.kv2_put("secret", "app", {"password": canaries.new()})
     token = vault.create_token(["secret/data/other"])

@@ -244,9 +244,6 @@ def test_a_sealed_store_is_covered_but_a_leased_secret_never_is(vault_double, ru
     assert probe.read()["env"]["API_KEY"].startswith("canary-kv-")
 
 
-@pytest.mark.xfail(strict=True, reason="the Vault token lookup a --watch helper makes after its "
-                   "resolution retries for the connection timeout, not --deadline, so the "
-                   "supervisor kills the helper before it answers")
 def test_a_watch_started_while_the_store_is_sealed_runs_on_the_cache(vault_double, run_shim,
                                                                      start_shim, canaries, probe,
                                                                      cache):

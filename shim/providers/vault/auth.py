@@ -50,6 +50,8 @@ class Authenticator:
         self._relogin_reason: str | None = None
 
     def ensure(self, deadline: Deadline) -> None:
+        # The run's deadline: the token lookup made afterwards for --watch stays within it.
+        self._run_deadline = deadline
         # Bounded: a login stuck on a slow Vault (in an abandoned resolution) must not hold
         # lease and token renewal behind it.
         if not self._auth_lock.acquire(timeout=deadline.remaining()):
@@ -300,7 +302,10 @@ class Authenticator:
     def token_ttl(self) -> int | None:
         """Seconds left on shim's token; None when it never expires or cannot be looked up."""
         if not self._token_ttl_known:
-            deadline = Deadline(self.http.connection.timeout)
+            # Within the run's --deadline when there was one: a --watch helper asks this after
+            # its resolution, and an unreachable Vault must not keep it past the deadline (the
+            # supervisor would kill it, a value served from the fallback cache with it).
+            deadline = getattr(self, "_run_deadline", None) or Deadline(self.http.connection.timeout)
             try:
                 self.ensure(deadline)
                 answer = self.http.request("GET", "auth/token/lookup-self", deadline, "token lookup")

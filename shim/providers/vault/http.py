@@ -121,7 +121,7 @@ class VaultHttp:
 
     def status_text(self, answer: "Answer") -> str:
         """'HTTP 403: permission denied', with every credential shim holds redacted."""
-        text = "; ".join(" ".join(e.replace("*", " ").split()) for e in answer.errors)
+        text = "; ".join(" ".join(_unwrapped(e).replace("*", " ").split()) for e in answer.errors)
         for secret in self.redact:
             if secret:
                 text = text.replace(secret, "<redacted>")
@@ -134,6 +134,19 @@ class VaultHttp:
         if answer.status in (401, 403):
             return PermissionDenied(f"Vault denied {doing} ({status})")
         return NotFound(f"Vault refused {doing} ({status})")
+
+
+# Vault and OpenBao wrap a policy's refusal in Go's multierror list ("1 error occurred:\n\t*
+# permission denied\n\n"): the operator wants the items, not the wrapper.
+_MULTIERROR = re.compile(r"^\s*\d+ errors? occurred:\s*(.*)$", re.S)
+
+
+def _unwrapped(error: str) -> str:
+    match = _MULTIERROR.match(error)
+    if match is None:
+        return error
+    items = [item.strip() for item in match.group(1).split("\t*") if item.strip()]
+    return "; ".join(items) if items else error
 
 
 @dataclass(frozen=True)
