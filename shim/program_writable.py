@@ -115,9 +115,17 @@ def arm(target: Target | None) -> None:
         sys.meta_path.insert(0, _ImportGuard())
 
 
-def check_read(path: str, what: str) -> None:
-    """shim.safe_read calls this before opening: refuse a path the program can change."""
+def check_read(path: str, what: str, *, delivered_as_is: bool = False) -> None:
+    """shim.safe_read calls this before opening: refuse a path the program can change.
+
+    A file whose content is delivered as it is (a secret file), read by a shim running as the
+    program's own uid, is the exception: such a shim can read nothing the program cannot read
+    itself, so what the program put there gives it nothing new (the sidecar case: files a
+    `render --watch` of the same uid writes). Env files (their references are resolved with
+    shim's credentials) and sops files (decrypted with shim's keys) are never the exception."""
     if _target is None:
+        return
+    if delivered_as_is and os.geteuid() == _target.uid:
         return
     part = _changeable_or_unknown(path)
     if part is not None:

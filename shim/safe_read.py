@@ -34,13 +34,15 @@ def read_capped(path: str, **options) -> bytes:
 def read_with_stat(path: str, *, cap: int, what: str = "file", follow_symlinks: bool = True,
                    missing=NotFound, unreadable=PermissionDenied, not_regular=NotFound,
                    too_large=UnusableValue, size_text: str | None = None,
-                   the_programs_own: bool = False) -> tuple[bytes, os.stat_result]:
+                   the_programs_own: bool = False,
+                   delivered_as_is: bool = False) -> tuple[bytes, os.stat_result]:
     """read_capped, plus the fstat of the descriptor that was read (for its mtime).
     `the_programs_own`: a file the program is meant to write (render's --pid-file), whose
     content the caller treats as hostile; every other read refuses, once the program runs,
-    a path the program can change."""
+    a path the program can change. `delivered_as_is`: the content becomes a value and nothing
+    else (a secret file), so a shim with no more privilege than the program may read it."""
     if not the_programs_own:
-        program_writable.check_read(path, what)
+        program_writable.check_read(path, what, delivered_as_is=delivered_as_is)
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
     if not follow_symlinks:
         flags |= os.O_NOFOLLOW

@@ -41,7 +41,8 @@ class FileProvider:
 
 def read_secret_file(path: str) -> Fetched:
     # Symlinks followed: Kubernetes secret volumes are links into ..data/.
-    content, info = read_with_stat(path, cap=MAX_FILE_BYTES, what="file", size_text="1 MiB")
+    content, info = read_with_stat(path, cap=MAX_FILE_BYTES, what="file", size_text="1 MiB",
+                                   delivered_as_is=True)
     content = _TRAILING_NEWLINES.sub(b"", content)
     updated = datetime.fromtimestamp(info.st_mtime, timezone.utc)
     return Fetched(content, SecretMeta(updated=updated))

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from tests.conftest import BASE_ENV
 from tests.integration.test_supervise import finish, wait_for
 
 NOBODY = 65534
@@ -177,3 +178,29 @@ def _swap_for_a_link(path, target):
         path.symlink_to(target)
     finally:
         os.seteuid(0), os.setegid(0)
+
+
+def test_a_shim_of_the_programs_own_uid_re_reads_its_secret_files(canaries, program_dir,
+                                                                  shared_dir, nobody_python):
+    """The sidecar case (compose-examples/vault-init): shim runs as the program's uid and
+    re-reads files a `render --watch` of that uid writes. Such a shim reads nothing the program
+    could not read itself, so a secret file's content (delivered as it is) is re-read; env files
+    and sops files stay refused (the tests above)."""
+    secret = program_dir / "secret"
+    first, second = canaries.new("first"), canaries.new("second")
+    secret.write_text(first)
+    os.chown(secret, NOBODY, NOBODY)
+    record = shared_dir / "record"
+    python, python_env = nobody_python
+    process = subprocess.Popen([python, "-m", "shim", "exec", "--watch", "300ms", "--log-format",
+                                "json", "--", *_program(record)],
+                               env={**BASE_ENV, **python_env, "SECRET": f"file:{secret}"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               user=NOBODY, group=NOBODY, extra_groups=[], cwd=shared_dir)
+    assert wait_for(lambda: record.exists())
+    secret.write_text(second)
+    assert wait_for(lambda: second in record.read_text(), timeout=20), record.read_text()
+    process.send_signal(signal.SIGTERM)
+    returncode, _, stderr = finish(process, canaries)
+    assert returncode == 143
+    assert not _failures(stderr), stderr

@@ -167,7 +167,9 @@ def test_the_suite_fails_a_test_that_leaves_loopback_even_when_the_error_is_swal
                            "loopback_only")}
     assert failed == {"metadata_address": True, "public_address": True, "public_name": True,
                       "a_child_process": True, "loopback_only": False}, result.stdout
-    assert result.stdout.count("the test left loopback") == 4
+    # Once per test at teardown, and again in the summary when CI is set (pytest does not cut
+    # its summary lines under CI): at least four.
+    assert result.stdout.count("the test left loopback") >= 4
     assert "socket.connect to '169.254.169.254' port 80" in result.stdout
     assert "socket.getaddrinfo of 'example.com' (a DNS query)" in result.stdout
     assert "5 passed, 4 errors" in result.stdout   # failed at teardown, after the test body ran
