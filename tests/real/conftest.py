@@ -154,6 +154,22 @@ class OpenBao:
         assert 200 <= status < 300, f"{method} {path}: {status} {answer}"
         return answer
 
+    def mount_kv(self, path: str, version: int, namespace: str | None = None) -> str:
+        """A KV mount of the given version at `path`; its path. A new version-2 mount upgrades
+        itself in the background and answers 400 "Upgrading from non-versioned to versioned
+        data" until it is done, so this waits until the mount's config reads."""
+        self.ok("POST", f"sys/mounts/{path}", {"type": "kv", "options": {"version": str(version)}},
+                namespace=namespace)
+        if version == 2:
+            deadline = time.monotonic() + 20
+            while True:
+                status, answer = self.request("GET", f"{path}/config", namespace=namespace)
+                if status == 200:
+                    break
+                assert time.monotonic() < deadline, f"KV v2 mount {path}: {status} {answer}"
+                time.sleep(0.05)
+        return path
+
     def cli_env(self, token: str | None = None) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.directory),
                 "BAO_ADDR": self.address, "BAO_TOKEN": token or self.root_token,

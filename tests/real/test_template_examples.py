@@ -63,7 +63,7 @@ def test_the_page_has_the_examples_the_issue_asks_for():
 
 def test_every_example_renders_against_openbao(openbao, run_shim, canaries, tmp_path):
     mount = unique_path("web")
-    openbao.ok("POST", f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "2"}})
+    openbao.mount_kv(mount, 2)
     values = {
         # A PEM-shaped canary (the armour lines assembled here, so no key-looking line is
         # committed): the template writes it `raw`, newlines included.

@@ -251,8 +251,7 @@ class OpenBaoSide(Side):
     def namespace(self, path):
         parent, _, name = path.rpartition("/")
         self.server.ok("POST", f"sys/namespaces/{name}", {}, namespace=parent or None)
-        self.server.ok("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}},
-                       namespace=path)
+        self.server.mount_kv("secret", 2, namespace=path)
 
     def transit_key(self, name):
         status, _ = self.server.request("GET", "sys/mounts/transit")

@@ -41,9 +41,7 @@ def error_line(result) -> str:
 
 def enable_kv(server: OpenBao, path: str, version: int, namespace: str | None = None) -> str:
     """A KV mount of the given version at `path`; its path."""
-    server.ok("POST", f"sys/mounts/{path}", {"type": "kv", "options": {"version": str(version)}},
-              namespace=namespace)
-    return path
+    return server.mount_kv(path, version, namespace)
 
 
 def put(server: OpenBao, mount: str, name: str, data: dict, version: int,
