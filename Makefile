@@ -73,12 +73,12 @@ mutate: mutate-in-process mutate-subprocess
 # names; `mutmut browse` or `mutmut show NAME` afterwards.
 # MUTANTS picks mutants by name (module.x_function__mutmut_N, globs allowed): by default every
 # function of the covered modules, and only the pure functions of render.py and refs.py, whose
-# other functions no in-process test reaches. E.g. make mutate-in-process MUTANTS='shim.privileges*'.
-MUTANTS ?= shim.placeholders* shim.environment* shim.plan* shim.privileges* shim.decoding* \
-	shim.ciexport* shim.render.x_check_names* shim.render.x__printable* \
-	shim.render.x_contained_path* shim.render.x_format_env_file* shim.render.x__shell_quote* \
-	shim.render.x__dotenv_quote* shim.refs.x__malformed* shim.refs.x__syntax_of* \
-	shim.refs.x__spelling_of*
+# other functions no in-process test reaches. E.g. make mutate-in-process MUTANTS='shim.delivery.privileges*'.
+MUTANTS ?= shim.syntax.placeholders* shim.pipeline.environment* shim.pipeline.plan* shim.delivery.privileges* shim.pipeline.decoding* \
+	shim.delivery.ciexport* shim.delivery.render.x_check_names* shim.delivery.render.x__printable* \
+	shim.delivery.render.x_contained_path* shim.delivery.render.x_format_env_file* shim.delivery.render.x__shell_quote* \
+	shim.delivery.render.x__dotenv_quote* shim.syntax.refs.x__malformed* shim.syntax.refs.x__syntax_of* \
+	shim.syntax.refs.x__spelling_of*
 MUTATE_CHILDREN ?= 2
 mutate-in-process: install-test
 	$(PIP) install 'mutmut>=3.3,<4'

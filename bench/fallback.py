@@ -74,7 +74,7 @@ def main(argv=None) -> list[str]:
 
 
 def _save_only(scratch: Path, key: Path, count: int) -> float:
-    from shim.fallback import FallbackCache, read_identities
+    from shim.pipeline.fallback import FallbackCache, read_identities
     from shim.providers.base import Fetched, SecretMeta
 
     class Resolution:   # what save() reads of a resolution

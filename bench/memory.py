@@ -227,7 +227,7 @@ def tini_rss() -> int | None:
 
 _IN_PROCESS_FLOOR = """
 import ctypes, gc, sys
-import shim.cli, shim.supervise, shim.watch, shim.pipeline
+import shim.commands.cli, shim.delivery.supervise, shim.delivery.watch, shim.pipeline.run
 for name in sys.argv[1:]:
     __import__(name)
 gc.collect()

@@ -7,7 +7,7 @@ Target: shim's median at most 2.5x `python -c pass` (aim: 2x).
 
 shim is measured as a container runs it: `pip install .` (not editable) into a throwaway
 venv under .cache/bench, started through its console script, whose usual `exec` line is read
-by shim.fastpath without click. The checkout's own .venv is an editable install whose .pth
+by shim.commands.fastpath without click. The checkout's own .venv is an editable install whose .pth
 finder makes every interpreter start slower (the baseline too), so it is shown apart, for
 reference only.
 
@@ -110,11 +110,11 @@ if sys.argv[1] == "@regexes":
     re.compile = timed
     marks = [time.perf_counter()]
 args = sys.argv[2:]
-from shim.fastpath import parse_exec
+from shim.commands.fastpath import parse_exec
 marks.append(time.perf_counter())
 parse_exec(args, os.environ)
 marks.append(time.perf_counter())
-import shim.execute, shim.options, shim.pipeline
+import shim.commands.execute, shim.pipeline.options, shim.pipeline.run
 marks.append(time.perf_counter())
 from shim.entry import main
 
@@ -131,9 +131,9 @@ main(args)
 """
 
 PHASE_NAMES = (
-    "import shim.fastpath (shim.options, shim.refs, re, signal)",
+    "import shim.commands.fastpath (shim.pipeline.options, shim.syntax.refs, re, signal)",
     "parse_exec(): the command line and SHIM_* variables",
-    "import shim.execute (pipeline, plan, resolve, audit, privileges, launch, datetime)",
+    "import shim.commands.execute (pipeline, plan, resolve, audit, privileges, launch, datetime)",
     "main() up to execve: parse, Options, plan, 25 file reads, environment",
 )
 
@@ -248,7 +248,7 @@ def main(argv=None) -> list[str]:
             "floor: python, import re, execve": [python, "-c", "import re; " + EXEC_TRUE],
             # shim's imports on this path without its work.
             "python, shim's exec-path imports, execve": [
-                python, "-c", "import shim.fastpath, shim.execute, shim.providers.files; "
+                python, "-c", "import shim.commands.fastpath, shim.commands.execute, shim.providers.files; "
                 + EXEC_TRUE],
             # A line the fast path hands over: what every start cost before it.
             "shim --version (click's path)": [shim, "--version"],

@@ -1,6 +1,6 @@
 """The cost of one --watch helper: a resolution's round trip from the supervisor's side.
 
-Every --watch tick, lease renewal and token renewal runs in a helper process (shim/helper.py).
+Every --watch tick, lease renewal and token renewal runs in a helper process (shim/pipeline/helper.py).
 This times `RemotePool.resolve()` (start the helper, resolve, read its answer, reap it) for a
 run with one file reference, N times, with this tree's shim and, with `--compare-with REV`,
 with the shim package of git revision REV (e.g. 2c2b176, whose helpers were new interpreters
@@ -28,8 +28,8 @@ from memory import package_of  # noqa: E402
 # Runs inside the measured tree: its own Pipeline builds its own RemotePool.
 _DRIVER = """
 import json, sys, time
-from shim.options import Options
-from shim.pipeline import Pipeline
+from shim.pipeline.options import Options
+from shim.pipeline.run import Pipeline
 pool = Pipeline(Options("exec")).remote
 times = []
 for _ in range(int(sys.argv[1])):

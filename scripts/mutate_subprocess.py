@@ -12,7 +12,7 @@ files themselves instead, one mutant at a time, in a copy of the tree:
 
 pytest runs in <work>/tree with that venv's python: the pytest process, `python -m shim`
 children (cwd first on sys.path), the --watch helpers (they import shim from the directory of
-the running shim) and the lean loop (a path next to shim/supervise.py) all see the mutant.
+the running shim) and the lean loop (a path next to shim/delivery/supervise.py) all see the mutant.
 
 Mutants are small AST changes (comparisons, boolean operators, `not`, constants, arithmetic,
 break/continue, and a statement replaced by `pass`); log calls and docstrings are left alone.
@@ -47,23 +47,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Module -> the tests that exercise it as a real process (the cheapest set that reaches it).
 MODULE_TESTS: dict[str, list[str]] = {
-    "shim/resolve.py": ["tests/integration/test_exec_lookups.py", "tests/unit/test_resolve_environment.py",
+    "shim/pipeline/resolve.py": ["tests/integration/test_exec_lookups.py", "tests/unit/test_resolve_environment.py",
                         "tests/integration/test_guards.py", "tests/integration/test_exec.py",
                         "tests/integration/test_import.py",
                         "tests/integration/test_watch_policy.py::test_a_lease_kept_across_ticks_does_not_stop_the_reads_after_it"],
-    "shim/launch.py": ["tests/integration/test_exec_lookups.py", "tests/integration/test_exec_user.py"],
-    "shim/supervise.py": ["tests/integration/test_supervise.py", "tests/integration/test_watch_policy.py"],
-    "shim/initloop.py": ["tests/integration/test_initloop.py", "tests/integration/test_supervise.py",
+    "shim/delivery/launch.py": ["tests/integration/test_exec_lookups.py", "tests/integration/test_exec_user.py"],
+    "shim/delivery/supervise.py": ["tests/integration/test_supervise.py", "tests/integration/test_watch_policy.py"],
+    "shim/delivery/initloop.py": ["tests/integration/test_initloop.py", "tests/integration/test_supervise.py",
                          "tests/hardening/test_nondumpable.py"],
-    "shim/watch.py": ["tests/integration/test_watch_policy.py", "tests/integration/test_watch_vault.py",
+    "shim/delivery/watch.py": ["tests/integration/test_watch_policy.py", "tests/integration/test_watch_vault.py",
                       "tests/integration/test_supervise.py::test_watch_restarts_once_on_change_and_never_without"],
-    "shim/helper.py": ["tests/integration/test_watch_helper.py", "tests/integration/test_watch_policy.py",
+    "shim/pipeline/helper.py": ["tests/integration/test_watch_helper.py", "tests/integration/test_watch_policy.py",
                        "tests/real/test_watch_token_file.py"],
-    "shim/asfiles.py": ["tests/integration/test_asfiles.py", "tests/integration/test_asfiles_watch.py"],
+    "shim/delivery/asfiles.py": ["tests/integration/test_asfiles.py", "tests/integration/test_asfiles_watch.py"],
     "shim/providers/files.py": ["tests/integration/test_exec_lookups.py", "tests/integration/test_guards.py",
                                 "tests/hardening/test_file_reads.py", "tests/integration/test_exec.py"],
-    "shim/providers/sops.py": ["tests/integration/test_sops.py", "tests/real/test_sops_max_age.py"],
-    "shim/sops/cipher.py": ["tests/unit/test_sops_format.py", "tests/integration/test_sops.py"],
+    "shim/providers/sops/provider.py": ["tests/integration/test_sops.py", "tests/real/test_sops_max_age.py"],
+    "shim/providers/sops/cipher.py": ["tests/unit/test_sops_format.py", "tests/integration/test_sops.py"],
     "shim/providers/gcp.py": ["tests/unit/test_gcp_token_source.py", "tests/unit/test_gcp.py",
                               "tests/integration/test_gcp.py"],
     "shim/providers/vault/provider.py": ["tests/integration/test_vault.py", "tests/integration/test_watch_helper.py"],

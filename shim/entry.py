@@ -1,7 +1,7 @@
 """The `shim` console script: `exec`'s usual command line without click, the rest with it.
 
-shim.fastpath reads the common `shim exec` line from the option table; anything it does not
-read (another command, --help, a usage error, anything ambiguous) goes to click in shim.cli,
+shim.commands.fastpath reads the common `shim exec` line from the option table; anything it does not
+read (another command, --help, a usage error, anything ambiguous) goes to click in shim.commands.cli,
 imported only then. Both paths report failures here, the same way.
 
 Imports follow one rule (docs/performance.md, "Lazy imports: the rule"): at the top of the
@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import sys
 
-from shim import environ_block
-from shim.dumpable import protect
-from shim.errors import ShimError
+from shim.tools import environ_block
+from shim.tools.dumpable import protect
+from shim.tools.errors import ShimError
 
 EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in the shim (reported without details)
 EXIT_INTERRUPTED = 130
@@ -28,17 +28,17 @@ def main(argv=None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     environ_block.capture()  # before protect(): a non-root shim cannot read it afterwards
     protect()  # first: the environment may already hold store credentials
-    from shim.fastpath import parse_exec  # lazy: after protect()
+    from shim.commands.fastpath import parse_exec  # lazy: after protect()
     parsed = parse_exec(args, os.environ)
     if parsed is None:
-        from shim.cli import main as click_main  # lazy: click only when the fast path hands over
+        from shim.commands.cli import main as click_main  # lazy: click only when the fast path hands over
         click_main(args)
         return
     raw, command = parsed
     with reported_failures(args):
-        from shim.execute import run_exec  # lazy: after protect()
-        from shim.options import parse_options  # lazy: after protect()
-        from shim.pipeline import Pipeline  # lazy: after protect()
+        from shim.commands.execute import run_exec  # lazy: after protect()
+        from shim.pipeline.options import parse_options  # lazy: after protect()
+        from shim.pipeline.run import Pipeline  # lazy: after protect()
         run_exec(Pipeline(parse_options("exec", raw)), command)
 
 
@@ -72,7 +72,7 @@ class reported_failures:
 def print_error(error, args) -> None:
     """An error no command reported (bad option values, bad --user), in the asked-for format
     and to --audit-file as well: through the run's Log when there is one."""
-    from shim.audit import report_error  # lazy: after protect()
+    from shim.delivery.audit import report_error  # lazy: after protect()
     json_asked = (os.environ.get("SHIM_LOG_FORMAT") == "json"
                   or _option_value(args, "--log-format") == "json")
     report_error(error, log_format="json" if json_asked else "text",
@@ -85,7 +85,7 @@ def _option_value(args, name):
     is the program's own command line: `exec prog --audit-file /etc/x` must not make shim (as
     root) create /etc/x when it reports an error."""
     # Loaded already by then (the command line was parsed).
-    from shim.options import OPTIONS  # lazy: after protect()
+    from shim.pipeline.options import OPTIONS  # lazy: after protect()
     takes_value = {flag for option in OPTIONS if option.kind not in ("flag", "count")
                    for flag in (*option.flags, *(f for fs in option.flags_for.values() for f in fs))
                    if flag.startswith("--")}

@@ -214,8 +214,8 @@ def time_allowed(args, timeout: float) -> float:
     options = options[:options.index("--")] if "--" in options else options
     if "--deadline" not in options[:-1]:
         return timeout
-    from shim.durations import parse_duration
-    from shim.errors import UsageError
+    from shim.tools.durations import parse_duration
+    from shim.tools.errors import UsageError
     try:
         deadline = parse_duration(options[options.index("--deadline") + 1])
     except UsageError:  # a test of a malformed --deadline: shim refuses it at once

@@ -18,8 +18,8 @@ import sys
 
 _BOOTLOADER_PREFIX = "_PYI_"
 # The first argument that selects an internal job instead of the command line (the bundle has
-# no separate interpreter to run that module with): shim/initloop.py. (--watch's helpers are
-# forks of the supervisor: shim/helper.py.)
+# no separate interpreter to run that module with): shim/delivery/initloop.py. (--watch's helpers are
+# forks of the supervisor: shim/pipeline/helper.py.)
 _LEAN_LOOP_ARGUMENT = "--shim-internal-initloop"
 
 
@@ -44,15 +44,15 @@ def _restore_os_environ() -> None:
 
 if sys.argv[1:2] == [_LEAN_LOOP_ARGUMENT]:
     # exec --init after the program started: signals and wait, nothing else loaded.
-    from shim.initloop import main as lean_loop
+    from shim.delivery.initloop import main as lean_loop
     sys.exit(lean_loop(sys.argv[2:]))
 
 _restore_os_environ()
-import shim.environment  # noqa: E402 - after the check above: the lean loop needs none of it
+import shim.pipeline.environment  # noqa: E402 - after the check above: the lean loop needs none of it
 
 # Every reader of the starting environment (shim.pipeline, and the helpers it forks) goes
 # through this.
-shim.environment.restore_as_started = as_started
+shim.pipeline.environment.restore_as_started = as_started
 from shim.entry import main  # noqa: E402
 
 main()

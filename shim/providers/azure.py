@@ -4,7 +4,7 @@
     @Microsoft.KeyVault(VaultName=<vault>;SecretName=<name>[;SecretVersion=<version>])
     ref+azurekeyvault://<vault>/<name>[/<version>][?allow_expired=true][#/key]
 
-all parse (shim/refs.py) to a locator `https://<host>/secrets/<name>` plus a version; any host works
+all parse (shim/syntax/refs.py) to a locator `https://<host>/secrets/<name>` plus a version; any host works
 (sovereign clouds, private endpoints, host:port), always over HTTPS.
 
 Credentials: one DefaultAzureCredential, shared by every vault (and kept for --watch), so the
@@ -72,7 +72,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
-from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
+from shim.tools.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta, nested_too_deeply
 from shim.providers.bodycap import AZURE_BODY_CAP, CappedSession
 from shim.providers.mechanism import call_within, run_concurrently

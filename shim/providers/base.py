@@ -14,12 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from collections.abc import Callable, Mapping, Sequence
 
-from shim.deadline import Deadline
-from shim.errors import ShimError, UnusableValue
-from shim.records import record
-from shim.refs import Reference
+from shim.tools.deadline import Deadline
+from shim.tools.errors import ShimError, UnusableValue
+from shim.tools.records import record
+from shim.syntax.refs import Reference
 
-TYPE_CHECKING = False   # typing is not imported at start-up (shim.records)
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.tools.records)
 if TYPE_CHECKING:
     from typing import Any, Protocol, Union
 
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 
 class ProviderContext:
-    """What a provider may use: the starting environment and the logger (shim.audit.Log).
+    """What a provider may use: the starting environment and the logger (shim.delivery.audit.Log).
 
     `read_only` (shim check): change nothing in the store; a reference that cannot be read
     without doing so (a dynamic secret, a single-use credential) is answered with NotRead."""

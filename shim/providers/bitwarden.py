@@ -3,7 +3,7 @@
     ref+bws://SECRET_ID[#/json/pointer]     one secret's value
     ref+bws://project/PROJECT_ID            every secret of a project (for --import)
 
-The syntax is a row of shim/refs.py. A run logs in once (client credentials at the identity
+The syntax is a row of shim/syntax/refs.py. A run logs in once (client credentials at the identity
 server), opens the organization key from the login answer with the access token's own key
 (shim/providers/bwscrypto.py), then reads each secret with one GET, all at once; a project is
 one listing and one `get-by-ids` for all its secrets. Values arrive encrypted and are opened here.
@@ -21,7 +21,7 @@ import base64
 import json
 import re
 
-from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable, UnusableValue
+from shim.tools.errors import ConfigError, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers import bwscrypto, rest
 from shim.providers.base import Fetched, SecretMeta
 from shim.providers.bodycap import BITWARDEN_BODY_CAP

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Mapping
 
 import requests
 
-from shim.errors import ShimError, UnusableValue
+from shim.tools.errors import ShimError, UnusableValue
 
 VAULT_BODY_CAP = 4 * 1024 * 1024
 AWS_BODY_CAP = 1024 * 1024

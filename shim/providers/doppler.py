@@ -6,7 +6,7 @@
 The locator is `PROJECT/CONFIG`, or empty for the config a service token is scoped to; the
 secret's name is a selector into the config's map, so every reference into one config shares
 one `GET /v3/configs/config/secrets/download` (Doppler has no cheaper read of one secret: its
-single-secret endpoint costs a request per name). The syntax is a row of shim/refs.py.
+single-secret endpoint costs a request per name). The syntax is a row of shim/syntax/refs.py.
 
 Plain REST over `requests` (shim/providers/rest.py): Doppler's Python SDK adds nothing shim
 needs (docs/doppler.md has the measurements). Messages quote project and config names and HTTP
@@ -15,7 +15,7 @@ statuses, never a value, a token or Doppler's own message text.
 
 from __future__ import annotations
 
-from shim.errors import ConfigError, ShimError, Unavailable, UnusableValue
+from shim.tools.errors import ConfigError, ShimError, Unavailable, UnusableValue
 from shim.providers import rest
 from shim.providers.base import Fetched, SecretMeta
 from shim.providers.bodycap import DOPPLER_BODY_CAP

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from shim.errors import NotFound, PermissionDenied, UnusableValue
+from shim.tools.errors import NotFound, PermissionDenied, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
-from shim.safe_read import read_with_stat
+from shim.tools.safe_read import read_with_stat
 
 # A secret file larger than this is refused before reading it into memory.
 MAX_FILE_BYTES = 1024 * 1024

@@ -4,7 +4,7 @@
     ref+gcpsecrets://PROJECT/SECRET[?version=V][&location=L][#/json/ptr]   (vals; canonical)
     gcp:secretmanager:projects/P[/locations/L]/secrets/S[/versions/V]      (secrets-init)
 
-The three syntaxes are one row of shim/refs.py's table (parsed before any provider is imported);
+The three syntaxes are one row of shim/syntax/refs.py's table (parsed before any provider is imported);
 the locator is the resource name `projects/P[/locations/L]/secrets/S`, the version None for
 `latest`. This module has three pieces:
 
@@ -45,11 +45,10 @@ from typing import Callable, NamedTuple, Optional
 import google.auth  # noqa: F401
 import requests
 
-from shim.errors import (ConfigError, NotFound, PermissionDenied, ShimError, Unavailable,
-                         UnusableValue)
+from shim.tools.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers.base import Fetched, SecretMeta
 from shim.providers.mechanism import Transient, by_fetch_key, retry, run_concurrently
-from shim.refs import GCP_LOCATOR
+from shim.syntax.refs import GCP_LOCATOR
 
 DEFAULT_ENDPOINT = "https://secretmanager.googleapis.com"
 # Regional secrets live behind a regional endpoint (locational endpoints, `rep` domain).
@@ -448,7 +447,7 @@ class SecretManagerProvider:
         self._session = None
         self._tokens = TokenSource(context.environ, self._shared_session)
 
-    # -- handing over between --watch helpers (shim.helper) -----------------------------------
+    # -- handing over between --watch helpers (shim.pipeline.helper) -----------------------------------
 
     def export_session(self) -> dict:
         """The access token and the seconds it has left (less a margin), so the next helper
@@ -508,7 +507,7 @@ class SecretManagerProvider:
         return {key: results[key] for key in groups}
 
 
-    # -- --watch change probes (shim.probes) ----------------------------------------------
+    # -- --watch change probes (shim.pipeline.probes) ----------------------------------------------
 
     def probe(self, reference, deadline) -> Optional[str]:
         """"vN" from the name of `versions/latest` (a get: metadata, no payload); "denied" when

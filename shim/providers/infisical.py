@@ -4,7 +4,7 @@
 
 The locator is `PROJECT_ID/ENVIRONMENT[/FOLDER/...]` (no folder: the root, `/`); the key is a
 selector into the folder's map, so every reference into one folder shares one
-`GET /api/v4/secrets`. The syntax is a row of shim/refs.py.
+`GET /api/v4/secrets`. The syntax is a row of shim/syntax/refs.py.
 
 Credentials, in the Infisical CLI's order: INFISICAL_TOKEN (an access token used as it is), then
 a universal-auth machine identity (INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and _CLIENT_SECRET), which
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 
-from shim.errors import ConfigError, PermissionDenied, ShimError, Unavailable, UnusableValue
+from shim.tools.errors import ConfigError, PermissionDenied, ShimError, Unavailable, UnusableValue
 from shim.providers import rest
 from shim.providers.base import Fetched, SecretMeta
 from shim.providers.bodycap import INFISICAL_BODY_CAP
@@ -72,7 +72,7 @@ class InfisicalProvider:
         self._access_token = rest.Once(self._obtain)
         self._login_token = None       # (access token, monotonic expiry) of our own login
 
-    # -- handing over between --watch helpers (shim.helper) -------------------------------------
+    # -- handing over between --watch helpers (shim.pipeline.helper) -------------------------------------
 
     def export_session(self) -> dict:
         """The universal-auth access token and the seconds it has left (less a margin), so the

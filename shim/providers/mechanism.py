@@ -4,12 +4,12 @@ deadline, and one read per distinct fetch key.
 The provider contract, whole (a new store needs this module's three functions, nothing else):
 
     # shim/providers/example.py
-    from shim.errors import NotFound
+    from shim.tools.errors import NotFound
     from shim.providers.base import Fetched
     from shim.providers.mechanism import Transient, by_fetch_key, retry, run_concurrently
 
     class ExampleProvider:
-        name = "example"                          # its key in shim/providers/__init__.py
+        name = "example"                          # its key in shim/providers/registry.py
 
         def __init__(self, context):              # ProviderContext: .environ, .log
             self.context = context
@@ -25,8 +25,8 @@ The provider contract, whole (a new store needs this module's three functions, n
             jobs = [lambda key=key: read(key) for key in groups]
             return dict(zip(groups, run_concurrently(jobs, deadline, title="Example")))
 
-Then one line in shim/providers/__init__.py's REGISTRY (module, class, pip extra) and one
-`register(ProviderSyntax(...), Spelling(...)...)` call at the end of shim/refs.py: its ref+
+Then one line in shim/providers/registry.py's REGISTRY (module, class, pip extra) and one
+`register(ProviderSyntax(...), Spelling(...)...)` call at the end of shim/syntax/refs.py: its ref+
 scheme, options, parser and canonical render, plus any other spelling (a prefix such as `sm://`).
 The syntax lives in refs.py, not in the provider's module, because references are parsed before
 any provider is imported (a run that needs no store imports no SDK).
@@ -42,8 +42,8 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-from shim.deadline import Deadline
-from shim.errors import ShimError, Unavailable
+from shim.tools.deadline import Deadline
+from shim.tools.errors import ShimError, Unavailable
 from shim.providers.waiting import WaitingNotice
 
 # One backoff policy for every store: full-jitter exponential, sleeping a random time up to

@@ -4,7 +4,7 @@ secret-reference syntax, so an env file written for `op run` works unchanged.
 The locator is `VAULT/ITEM` (names or 26-character IDs); the section and field are a selector
 into the item's map, so every reference into one item shares one read. A read is at most three
 GETs: the vault by name (once per vault per run), the item by title, then the item itself. The
-syntax is a row of shim/refs.py.
+syntax is a row of shim/syntax/refs.py.
 
 Credentials: OP_CONNECT_HOST and OP_CONNECT_TOKEN, as 1Password's own tools read them. The token
 goes only to OP_CONNECT_HOST: https, or http to a loopback address (Connect as a sidecar); no
@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import threading
 
-from shim.errors import ConfigError, NotFound, ShimError, Unavailable, UnusableValue
+from shim.tools.errors import ConfigError, NotFound, ShimError, Unavailable, UnusableValue
 from shim.providers import rest
 from shim.providers.base import Fetched, SecretMeta
 from shim.providers.bodycap import ONEPASSWORD_BODY_CAP

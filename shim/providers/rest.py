@@ -16,7 +16,7 @@ from typing import Any, Mapping, NamedTuple, Optional
 
 import requests
 
-from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable
+from shim.tools.errors import ConfigError, NotFound, PermissionDenied, ShimError, Unavailable
 from shim.providers.bodycap import CHUNK, read_body
 from shim.providers.mechanism import Transient, by_fetch_key, run_concurrently
 

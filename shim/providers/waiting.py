@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 
-from shim.audit import LEVELS
+from shim.delivery.audit import LEVELS
 
 GRACE = 2.0
 TERMINAL_EVERY = 1.0

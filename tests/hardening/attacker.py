@@ -26,7 +26,7 @@ def core_soft_limit(pid):
 
 parent = os.getppid()
 if "--init" in sys.argv[2:]:
-    # Under --init the supervisor replaces itself with the lean loop (shim/initloop.py) once the
+    # Under --init the supervisor replaces itself with the lean loop (shim/delivery/initloop.py) once the
     # program runs; execve makes a process dumpable, and the loop says non-dumpable again first
     # thing. Attack the supervisor it settles into (its moment in between holds no secret:
     # tests/integration/test_supervise.py reads its environment and memory then).

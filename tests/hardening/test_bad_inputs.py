@@ -84,7 +84,7 @@ ROWS = [
     ("env-file-bad-name", ["--env-file", "{tmp}/secrets/name.env"], {}, {"name.env": b"1ABC={canary}\n"}, 64, "line 1"),
     ("env-file-missing", ["--env-file", "{tmp}/secrets/none.env"], {}, {}, 66, "does not exist"),
     ("env-file-not-utf8", ["--env-file", "{tmp}/secrets/latin.env"], {}, {"latin.env": b"A=\xe9{canary}\n"}, 64, "not UTF-8"),
-    # ?encoding= (shim/decoding.py)
+    # ?encoding= (shim/pipeline/decoding.py)
     ("encoding-unknown", [], {"X": "ref+file:///x?encoding=rot13"}, {}, 64, "unknown encoding"),
     ("encoding-lookalike", [], {"X": "ref+file:///x?encoding={canary}"}, {}, 64, "unknown encoding"),
     ("encoding-bad-base64", [], {"X": "ref+file://{tmp}/secrets/b64?encoding=base64"}, {"b64": b"{canary}*"}, 65,
@@ -94,7 +94,7 @@ ROWS = [
     ("encoding-not-utf8", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"//79"}, 65, "not valid UTF-8"),
     ("encoding-nul", [], {"X": "ref+file://{tmp}/secrets/b?encoding=base64"}, {"b": b"YQBi"}, 65, "NUL byte"),
     ("encoding-on-object", [], {"X": "ref+file://{tmp}/secrets/doc?encoding=hex#/k"}, {"doc": b'{"k": {"n": "{canary}"}}'}, 65, "JSON object"),
-    # --as-files (shim/asfiles.py)
+    # --as-files (shim/delivery/asfiles.py)
     ("as-files-missing-dir", ["--as-files", "{tmp}/nowhere"], {}, {}, 78, "No such file or directory"),
     ("as-files-not-a-directory", ["--as-files", "{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 78, "is not a directory"),
     ("as-files-symlink-dir", ["--as-files", "/proc/self/cwd"], {}, {}, 78, "a symlink is refused"),
@@ -106,7 +106,7 @@ ROWS = [
      {"X_FILE": "{tmp}/secrets/nul"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
     ("as-files-binary-inside-larger", ["--as-files", "{tmp}/secrets", "--as-files-allow-disk"],
      {"X": "pre-${ref+file://{tmp}/secrets/nul}"}, {"nul": b"{canary}\0x"}, 65, "NUL byte"),
-    # --import (shim/imports.py)
+    # --import (shim/pipeline/imports.py)
     ("import-not-an-object", ["--import", "ref+file://{tmp}/secrets/list.json"], {}, {"list.json": b'["{canary}"]'}, 65,
      "shim: error: --import ref+file://{tmp}/secrets/list.json: the secret is not a JSON object"),
     ("import-plain-text", ["--import", "ref+file://{tmp}/secrets/plain"], {}, {"plain": b"{canary}"}, 65,
@@ -167,7 +167,7 @@ def test_the_table_is_large_enough():
     assert len(ROWS) >= 40
 
 
-# `shim render --format github-actions|azure-pipelines` (shim/ciexport.py): the same promises.
+# `shim render --format github-actions|azure-pipelines` (shim/delivery/ciexport.py): the same promises.
 # (id, args, env (with {canary}, {tmp}), exit code, fragment)
 CI_ROWS = [
     ("gha-outside-actions", ["--format", "github-actions"], {}, 78, "only runs in a GitHub Actions job"),

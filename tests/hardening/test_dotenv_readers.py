@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from shim.render import format_env_file
+from shim.delivery.render import format_env_file
 from tests.conftest import ROOT
 
 DOC = ROOT / "docs" / "long-running.md"

@@ -61,7 +61,7 @@ def test_a_2_mb_value_with_many_inline_openings_is_scanned_in_linear_time(unit):
     timeout is the only clock. A quadratic scan of this value takes hours.
     """
     value_size = 2 * 1024 * 1024 // len(unit)
-    code = ("from shim.plan import _split_inline; "
+    code = ("from shim.pipeline.plan import _split_inline; "
             f"pieces = _split_inline({unit!r} * {value_size}); "
             "print(len(''.join(pieces)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

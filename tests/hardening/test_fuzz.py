@@ -12,11 +12,11 @@ import subprocess
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from shim.envfiles import load_env_files
-from shim.errors import ShimError
-from shim.placeholders import PLACEHOLDER, find_placeholders
-from shim.plan import Settings, build_plan
-from shim.render import format_env_file
+from shim.pipeline.envfiles import load_env_files
+from shim.tools.errors import ShimError
+from shim.syntax.placeholders import PLACEHOLDER, find_placeholders
+from shim.pipeline.plan import Settings, build_plan
+from shim.delivery.render import format_env_file
 
 NAMES = st.from_regex(r"[A-Z_][A-Z0-9_]{0,12}", fullmatch=True)
 # Values an environment can hold: any text without NUL.

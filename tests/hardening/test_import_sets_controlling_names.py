@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.controlling_names import EXACT, PREFIXES, controls_programs
+from shim.syntax.controlling_names import EXACT, PREFIXES, controls_programs
 from tests.hardening.conftest import one_line
 
 ROOT = Path(__file__).resolve().parents[2]

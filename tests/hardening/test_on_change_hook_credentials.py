@@ -3,7 +3,7 @@
 The hook used to get shim's whole starting environment minus SHIM_* and VAULT_*: the age key
 that opens sops files (SOPS_AGE_KEY, SOPS_AGE_KEY_FILE) went to it. Now the hook's environment
 is the starting environment scrubbed by the same definition as the program's
-(shim.environment.without_credentials), with references as written (never the values).
+(shim.pipeline.environment.without_credentials), with references as written (never the values).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""shim.program_writable.changeable_part on real files: what "the program can change" means.
+"""shim.tools.program_writable.changeable_part on real files: what "the program can change" means.
 
 Each case builds the tree with real owners and modes (we are root) and asks about uid 65534
 (group 65534); the answer is the first place on the way that it can change, or None.
@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from shim.program_writable import Target, changeable_part
+from shim.tools.program_writable import Target, changeable_part
 
 NOBODY = 65534
 PROGRAM = Target(NOBODY, (NOBODY,))

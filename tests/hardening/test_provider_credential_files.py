@@ -1,5 +1,5 @@
 """Issue 12 item 12 (credential files): Vault's credential files are read like every other
-file shim is told to read (shim/safe_read.py): non-blocking, regular files only, capped.
+file shim is told to read (shim/tools/safe_read.py): non-blocking, regular files only, capped.
 
 A FIFO nobody writes to, /dev/zero and an oversized file as VAULT_TOKEN_FILE, as the AppRole
 secret-id file and as the Kubernetes service-account token: one line, exit 78 (a credential

@@ -103,7 +103,7 @@ def test_watch_keeps_renewing_the_lease_while_a_re_resolution_hangs(vault, home,
     # The KV read answers once (the start), then trickles: every re-resolution hangs until
     # its (long) deadline, while the lease (2/3 of 6 s) must be renewed in the meantime.
     vault.trickle("secret/data/app", 1.0, after=1)
-    # A re-resolution first asks the KV secret's metadata (shim/probes.py): that hangs too.
+    # A re-resolution first asks the KV secret's metadata (shim/pipeline/probes.py): that hangs too.
     vault.trickle("secret/metadata/app", 1.0, after=1)
     env = dict(BASE_ENV)
     env.update(vault_env(vault.url, home, vault.root_token,

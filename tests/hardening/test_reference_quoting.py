@@ -1,7 +1,7 @@
 """Issue 22 item 11: what an error or the audit file may quote of a reference.
 
 A literal value that parses as a reference (a password such as `vault:Tr0ub4dor&3#xkcd`) used to
-be printed whole in errors and in the audit file. The rule now (shim.refs.shown_reference): the
+be printed whole in errors and in the audit file. The rule now (shim.syntax.refs.shown_reference): the
 path, yes (an operator needs it, and the variable is named beside it); the `#` selector and the
 `?query`, the likeliest place for the rest of such a value, never: they are shown as `#...` and
 `?...`. One helper does it, and a static check makes sure nothing quotes `.canonical` instead.
@@ -97,7 +97,7 @@ def test_nothing_bypasses_the_quoting_helper():
 
 
 def test_the_helper_hides_selector_and_query():
-    from shim.refs import parse_reference, shown_reference
+    from shim.syntax.refs import parse_reference, shown_reference
 
     assert parse_reference("vault:secret/data/app#password#3").shown == "vault:secret/data/app#..."
     assert parse_reference("ref+vault://secret/app?version=2#/password").shown == \

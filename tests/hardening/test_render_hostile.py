@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from shim import render
+from shim.delivery import render
 from tests.conftest import BASE_ENV, ROOT
 
 

@@ -5,7 +5,7 @@ could have written.
 root: `site` ran, so a .pth file in the interpreter's site-packages ran as root, and a program
 that could write there (a virtualenv chowned to the app) had root on the next tick. Helpers
 are now forks (no interpreter start, no `site`), and every module imported after the program
-started must come from a path the program cannot change (shim.program_writable).
+started must come from a path the program cannot change (shim.tools.program_writable).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def test_a_module_the_program_rewrites_is_not_imported_as_root(run_shim, shared_
     assert result.returncode == 0, result.stderr
     assert "_root_code" not in module.read_text() and "ran this" in module.read_text()
     assert not marker.exists(), marker.read_text()
-    # The first module of the program's copy a helper would import is refused (shim.imports
+    # The first module of the program's copy a helper would import is refused (shim.pipeline.imports
     # for the --import, before shim.providers.files).
     assert re.search(rf"refused to import shim\.[\w.]+ from {re.escape(str(lib))}/shim/",
                      result.stderr), result.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shim.refs import parse_reference
+from shim.syntax.refs import parse_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 

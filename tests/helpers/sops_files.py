@@ -18,8 +18,8 @@ from pathlib import Path
 import pyrage
 import yaml
 
-from shim.sops import keys, stores, tree
-from shim.sops.writer import DEFAULT_RULES, new_data_key, seal
+from shim.providers.sops import keys, stores, tree
+from shim.providers.sops.writer import DEFAULT_RULES, new_data_key, seal
 
 
 class AgeKey:

@@ -372,7 +372,7 @@ def _setup_missing_cases(aws, canaries):
 ])
 def test_missing_is_66_and_nothing_runs(run_shim, probe, canaries, aws, reference, expected):
     _setup_missing_cases(aws, canaries)
-    from shim.refs import parse_reference
+    from shim.syntax.refs import parse_reference
     shown = parse_reference(reference).shown      # errors quote a reference up to its path
     variables = {"GOOD_A": "ref+awssecrets://exists", "GOOD_B": "ref+awssecrets://other",
                  "GOOD_C": "ref+awsssm:///exists/p", "MISSING": reference}

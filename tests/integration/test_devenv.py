@@ -20,7 +20,7 @@ import tarfile
 
 import pytest
 
-from shim.devenv import compose_call
+from shim.commands.devenv import compose_call
 from tests.conftest import unavailable
 
 URLSAFE = re.compile(r"[A-Za-z0-9_-]{43,}")

@@ -1,6 +1,6 @@
 """`shim exec` lookups that only a real run shows: which list element a `#/list/N` selector
 picks, whose PATH finds the program, which variables `--import` may fill, and which path
-options the fast path (shim/fastpath.py) must hand to click.
+options the fast path (shim/commands/fastpath.py) must hand to click.
 
 Each test here was written against a change that passed every other test (issue 31); the
 breakage table in docs/testing.md names it.
@@ -17,7 +17,7 @@ from tests.hardening.conftest import NOBODY, as_nobody, nobody_python  # noqa: F
 from tests.integration.test_devenv import repo  # noqa: F401 - fixture
 
 
-# --- #/list/N selectors (shim/resolve.py, _walk) ------------------------------------------------
+# --- #/list/N selectors (shim/pipeline/resolve.py, _walk) ------------------------------------------------
 
 def test_a_list_index_selects_exactly_that_element(run_shim, probe, canaries, tmp_path):
     first, middle, last = (canaries.new(label) for label in ("first", "middle", "last"))
@@ -43,7 +43,7 @@ def test_a_list_index_outside_the_list_is_not_found(run_shim, probe, canaries, t
     assert not probe.ran
 
 
-# --- the program is looked up in its own PATH (shim/launch.py, candidate_paths) -----------------
+# --- the program is looked up in its own PATH (shim/delivery/launch.py, candidate_paths) -----------------
 
 def test_the_program_is_found_in_the_path_the_program_gets(run_shim, probe, shared_dir):
     """shim starts without PATH (its own lookups use the default /bin:/usr/bin); the env file
@@ -73,7 +73,7 @@ def test_a_program_only_in_shims_own_path_is_not_found(run_shim, shared_dir):
     assert "command 'true' not found in PATH" in result.stderr
 
 
-# --- --import and SHIM_SKIP (shim/imports.py, apply_imports) -------------------------------------
+# --- --import and SHIM_SKIP (shim/pipeline/imports.py, apply_imports) -------------------------------------
 
 def test_an_import_never_fills_a_variable_shim_skip_names(run_shim, probe, canaries, tmp_path):
     store = tmp_path / "store.json"
@@ -92,7 +92,7 @@ def test_an_import_never_fills_a_variable_shim_skip_names(run_shim, probe, canar
     assert applied["kept"] == ["KEPT_AS_IS"] and applied["names"] == ["FILLED"]
 
 
-# --- the fast path hands an unreadable path option to click (shim/fastpath.py, _checked) ----------
+# --- the fast path hands an unreadable path option to click (shim/commands/fastpath.py, _checked) ----------
 
 @pytest.mark.parametrize("given", ["option", "variable"])
 def test_an_unreadable_audit_file_is_refused_as_click_refuses_it(run_shim, probe, shared_dir,
@@ -114,7 +114,7 @@ def test_an_unreadable_audit_file_is_refused_as_click_refuses_it(run_shim, probe
     assert audit.stat().st_size == 0
 
 
-# --- `shim run` resets signals 32/33 too (shim/launch.py, reset_signals) --------------------------
+# --- `shim run` resets signals 32/33 too (shim/delivery/launch.py, reset_signals) --------------------------
 
 def _ignore_the_reserved_signals():
     """preexec_fn: ignore signals 32 and 33 (glibc's own; Python's signal module refuses them)."""

@@ -77,7 +77,7 @@ AS_NOBODY = (
     "        importlib.import_module(m.name)\n"
     "import dotenv.parser, concurrent.futures, json, ctypes, shlex, random, threading, tempfile, datetime\n"
     "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
-    "from shim.cli import main\n"
+    "from shim.commands.cli import main\n"
     "main(sys.argv[1:])\n"
 )
 

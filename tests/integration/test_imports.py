@@ -32,11 +32,11 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
     "shim.providers.rest", "shim.providers.doppler", "shim.providers.infisical",
     "shim.providers.onepassword", "shim.providers.bitwarden", "shim.providers.bwscrypto",
-    "shim.scan", "shim.devenv", "shim.render", "shim.watch",
-    "shim.asfiles", "shim.ciexport", "shim.decoding", "shim.supervise", "shim.providers.mechanism",
-    "shim.compose", "shim.helper", "shim.imports", "select", "shim.failures", "shim.metrics",
-    "shim.probes", "shim.sops", "shim.providers.sops", "pyrage", "gnupg", "re2", "shim.fallback",
-    "shim.templates", "jinja2", "markupsafe", "shim.atomic", "shim.redact", "shim.redactor",
+    "shim.commands.scan", "shim.commands.devenv", "shim.delivery.render", "shim.delivery.watch",
+    "shim.delivery.asfiles", "shim.delivery.ciexport", "shim.pipeline.decoding", "shim.delivery.supervise", "shim.providers.mechanism",
+    "shim.tools.compose", "shim.pipeline.helper", "shim.pipeline.imports", "select", "shim.delivery.repeated_failures", "shim.delivery.metrics",
+    "shim.pipeline.probes", "shim.providers.sops.decrypt", "shim.providers.sops", "pyrage", "gnupg", "re2", "shim.pipeline.fallback",
+    "shim.delivery.templates", "jinja2", "markupsafe", "shim.delivery.atomic", "shim.delivery.redact", "shim.delivery.redactor",
     "termios", "tty", "ahocorasick_rs",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
@@ -46,14 +46,14 @@ NEVER_ON_THE_LOCAL_PATH = (
 # a reference or a secret inside a URL's user-info, shlex only for --on-change run:CMD,
 # difflib only to name the nearest option of a mistyped `?option`.
 LAZY = ("dotenv", "ctypes", "json", "urllib.parse", "shlex", "difflib")
-# click and shim's click side: `shim exec`'s usual command line is read by shim.fastpath from
+# click and shim's click side: `shim exec`'s usual command line is read by shim.commands.fastpath from
 # the option table; click is imported only when the fast path hands over (--help, an error,
 # another command).
-CLICK_SIDE = ("click", "shim.cli", "shim.report", "gettext")
-# typing: shim's records on this path are built by shim.records, its annotations are strings.
+CLICK_SIDE = ("click", "shim.commands.cli", "shim.commands.check", "gettext")
+# typing: shim's records on this path are built by shim.tools.records, its annotations are strings.
 NOT_ON_THE_FAST_PATH = CLICK_SIDE + ("typing",)
 # Only with a rotation policy (--max-age, ?max_age=); `check` reports ages, so it loads it.
-ROTATION = ("shim.rotation",)
+ROTATION = ("shim.pipeline.rotation",)
 # The rule for a local-only `shim exec` (bench/startup.py reports the same list).
 NOT_ON_THE_EXEC_PATH = NEVER_ON_THE_LOCAL_PATH + LAZY + NOT_ON_THE_FAST_PATH + ROTATION
 FILE_VARIABLES, PLACEHOLDERS = 20, 5
@@ -122,7 +122,7 @@ def test_exec_of_files_and_placeholders_imports_only_what_it_uses(
     imported = _importtime_modules(result.stderr) - interpreter_modules
     # The measurement works. (Modules loaded through importlib.import_module, as providers are,
     # are not reported by -X importtime; the SDKs they import are.)
-    assert {"shim.fastpath", "shim.plan", "shim.resolve"} <= imported
+    assert {"shim.commands.fastpath", "shim.pipeline.plan", "shim.pipeline.resolve"} <= imported
     unwanted = sorted(m for m in imported if _matches(m, NOT_ON_THE_EXEC_PATH))
     assert unwanted == []
 
@@ -136,7 +136,7 @@ def test_a_line_the_fast_path_hands_over_runs_through_click(run_shim, local_env,
                        "/bin/true"], {**env, "PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 64, result.stderr
     assert "'JSON' is not one of 'text', 'json'" in result.stderr
-    assert {"click", "shim.cli"} <= _importtime_modules(result.stderr) - interpreter_modules
+    assert {"click", "shim.commands.cli"} <= _importtime_modules(result.stderr) - interpreter_modules
 
 
 def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_modules, canaries):
@@ -145,7 +145,7 @@ def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_mod
     dump = tmp_path / "modules.json"
     code = (
         "import sys\n"
-        "from shim.cli import main\n"
+        "from shim.commands.cli import main\n"
         "try:\n"
         f"    main(['check', '--secrets-dir', {secrets_dir!r}])\n"
         "except SystemExit as exit:\n"
@@ -162,7 +162,7 @@ def test_check_leaves_no_sdk_in_sys_modules(local_env, tmp_path, interpreter_mod
     assert report["code"] == 0
     modules = set(report["modules"]) - interpreter_modules
     assert "shim.providers.files" in modules
-    # `check` prints its table through shim.report, which uses json; the rest is as for exec.
+    # `check` prints its table through shim.commands.check, which uses json; the rest is as for exec.
     unwanted = sorted(m for m in modules
                       if _matches(m, NEVER_ON_THE_LOCAL_PATH + tuple(n for n in LAZY if n != "json")))
     assert unwanted == []

@@ -1,4 +1,4 @@
-"""The lean loop (shim/initloop.py) run directly: the paths after the mode go once the program
+"""The lean loop (shim/delivery/initloop.py) run directly: the paths after the mode go once the program
 has exited, and the program's status is the loop's."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import shim.initloop
+import shim.delivery.initloop
 
-LOOP = shim.initloop.__file__
+LOOP = shim.delivery.initloop.__file__
 
 
 def run_loop(tmp_path, *paths, program="sleep 0.3; exit 7"):

@@ -87,7 +87,7 @@ def test_metrics_count_resolutions_reads_ages_leases_and_restarts(start_shim, va
     assert vault.root_token not in page and "secret/data/app" not in page
     found = samples(page)
     # Both secrets were read once at the start; since then each tick asked the KV secret's
-    # metadata (it did not change) and kept the leased credential (shim/probes.py).
+    # metadata (it did not change) and kept the leased credential (shim/pipeline/probes.py).
     assert found[("shim_store_reads_total", (("store", "vault"),))] == 2
     probes = found[("shim_store_probes_total", (("store", "vault"),))]
     assert found[success] <= probes <= found[success] + 1

@@ -1,4 +1,4 @@
-"""Each command offers exactly the options it honours (shim.options.OPTIONS), refuses the
+"""Each command offers exactly the options it honours (shim.pipeline.options.OPTIONS), refuses the
 others with 64 naming the command, and the small warnings a newcomer needs."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from shim.options import PIPELINE_COMMANDS, ignored_flags, options_of, refused_flags
+from shim.pipeline.options import PIPELINE_COMMANDS, ignored_flags, options_of, refused_flags
 
 
 def _help_flags(text: str) -> set[str]:

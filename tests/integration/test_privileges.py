@@ -1,7 +1,7 @@
-"""shim.privileges against real processes: gosu's test matrix, refusals, no_new_privs, setuid.
+"""shim.delivery.privileges against real processes: gosu's test matrix, refusals, no_new_privs, setuid.
 
 Every test starts a fresh Python process (the harness below) that becomes the caller with plain
-os calls, runs shim.privileges, and execs a shell that reports what the kernel says the process
+os calls, runs shim.delivery.privileges, and execs a shell that reports what the kernel says the process
 is: `id` (as gosu's matrix reads it) and /proc/self/status. Nothing is mocked; this needs root.
 
 gosu's matrix (tianon/gosu hack/test.sh, identical in DockerTestDebian/Dockerfile and
@@ -49,8 +49,8 @@ def _needs_root():
 HARNESS = textwrap.dedent("""
     import ctypes, json, os, sys
     sys.path.insert(0, sys.argv[2])
-    from shim import privileges
-    from shim.errors import ShimError
+    from shim.delivery import privileges
+    from shim.tools.errors import ShimError
 
     config = json.loads(sys.argv[1])
     caller = config.get("caller")

@@ -373,7 +373,7 @@ def test_missing_detect_secrets_is_78(tmp_path, run_shim):
 
 
 def test_importing_the_command_does_not_import_detect_secrets():
-    code = ("import sys, shim.scan; "
+    code = ("import sys, shim.commands.scan; "
             "print(sorted(m for m in sys.modules if m.startswith(('detect_secrets', 'yaml'))))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env=dict(BASE_ENV)).stdout

@@ -389,7 +389,7 @@ def test_azure_key_vault_refusal_is_77(run_shim, probe, canaries, kv, tmp_path):
 
 def test_encrypted_regex_and_mac_only_encrypted_as_sops_applies_them(run_shim, probe, canaries, age_key,
                                                                       tmp_path):
-    from shim.sops.tree import Rules
+    from shim.providers.sops.tree import Rules
     value = canaries.new()
     rules = Rules(encrypted_regex="^(data|stringData)$", mac_only_encrypted=True)
     path = sops_file(tmp_path / "secret.yaml", {"metadata": {"name": "app"}, "data": {"password": value}},

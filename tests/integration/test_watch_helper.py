@@ -27,7 +27,7 @@ def events(stderr: str, name: str) -> list[dict]:
 
 def app_requests(vault) -> int:
     """Reads and change probes of the KV secret: a tick asks for its metadata, and reads the
-    value only when that changed (shim/probes.py)."""
+    value only when that changed (shim/pipeline/probes.py)."""
     return vault.count("secret/data/app", "GET") + vault.count("secret/metadata/app", "GET")
 
 

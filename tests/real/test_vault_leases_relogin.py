@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from shim.audit import Log
-from shim.deadline import Deadline
+from shim.delivery.audit import Log
+from shim.tools.deadline import Deadline
 from shim.providers.vault.http import Connection, VaultHttp
 from tests.integration.test_supervise import finish, wait_for
 from tests.real.conftest import unique_path

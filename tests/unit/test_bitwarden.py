@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from shim.errors import UsageError
+from shim.tools.errors import UsageError
 from shim.providers import bwscrypto
-from shim.refs import parse_import_reference, parse_reference
+from shim.syntax.refs import parse_import_reference, parse_reference
 from tests.helpers.doc_rows import assert_rows_round_trip, documented_rows
 
 

@@ -9,9 +9,8 @@ import re
 
 import pytest
 
-from shim.ciexport import (AZURE, GITHUB, azure_command, azure_escape, export, github_masks,
-                           new_delimiter, preflight)
-from shim.errors import ConfigError, UnusableValue, UsageError
+from shim.delivery.ciexport import AZURE, GITHUB, azure_command, azure_escape, export, github_masks, new_delimiter, preflight
+from shim.tools.errors import ConfigError, UnusableValue, UsageError
 
 IN_GITHUB = {"GITHUB_ACTIONS": "true", "GITHUB_ENV": "/x"}
 

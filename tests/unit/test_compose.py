@@ -1,4 +1,4 @@
-"""shim/compose.py: the two readers agree on where a service's variables are, and differ only
+"""shim/tools/compose.py: the two readers agree on where a service's variables are, and differ only
 where its docstring says they must (values as YAML reads them, anchors and merges)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from shim.compose import COMPOSE_FILE, COMPOSE_LIKE_FILE, environment_entries, text_lines
+from shim.tools.compose import COMPOSE_FILE, COMPOSE_LIKE_FILE, environment_entries, text_lines
 
 pytest.importorskip("yaml")
 

@@ -1,4 +1,4 @@
-"""shim/decoding.py: strict decoding, and the ?encoding= rows of docs/references.md."""
+"""shim/pipeline/decoding.py: strict decoding, and the ?encoding= rows of docs/references.md."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shim.decoding import decode
-from shim.errors import UnusableValue
-from shim.refs import parse_reference
+from shim.pipeline.decoding import decode
+from shim.tools.errors import UnusableValue
+from shim.syntax.refs import parse_reference
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "references.md"
 

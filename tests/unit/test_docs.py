@@ -141,9 +141,9 @@ def test_scan_md_pins_no_tag_that_does_not_exist():
 
 def test_the_bundles_entry_point_is_what_performance_md_says():
     entry = (ROOT / "images" / "shim" / "entry.py").read_text()
-    assert "from shim.entry import main" in entry and "shim.cli" not in entry
+    assert "from shim.entry import main" in entry and "shim.commands.cli" not in entry
     performance = (ROOT / "docs" / "performance.md").read_text()
-    assert "still starts through `shim.cli" not in performance
+    assert "still starts through `shim.commands.cli" not in performance
     assert "starts through `shim.entry:main`" in performance
 
 

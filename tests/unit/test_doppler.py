@@ -3,8 +3,8 @@ malformed forms (64, quoting nothing)."""
 
 import pytest
 
-from shim.errors import UsageError
-from shim.refs import parse_import_reference, parse_reference
+from shim.tools.errors import UsageError
+from shim.syntax.refs import parse_import_reference, parse_reference
 from tests.helpers.doc_rows import assert_rows_round_trip, documented_rows
 
 

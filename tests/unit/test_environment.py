@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from shim import environment
-from shim.environment import SCRUBBED_PREFIXES, child_environment, starting_environment
-from shim.plan import Settings, build_plan
-from shim.resolve import Resolution, VariableResult
+from shim.pipeline import environment
+from shim.pipeline.environment import SCRUBBED_PREFIXES, child_environment, starting_environment
+from shim.pipeline.plan import Settings, build_plan
+from shim.pipeline.resolve import Resolution, VariableResult
 
 
 def _resolution(plan, values) -> Resolution:

@@ -1,7 +1,7 @@
-"""shim.failures.said_once: alike failures of several variables become one line (issue 25)."""
+"""shim.delivery.repeated_failures.said_once: alike failures of several variables become one line (issue 25)."""
 
-from shim.errors import ConfigError, NotFound
-from shim.failures import said_once
+from shim.tools.errors import ConfigError, NotFound
+from shim.delivery.repeated_failures import said_once
 
 
 def test_alike_failures_are_merged_at_the_first_ones_place_naming_each_variable():

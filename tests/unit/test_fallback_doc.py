@@ -4,7 +4,7 @@ import re
 
 import yaml
 
-from shim.options import options_of
+from shim.pipeline.options import options_of
 from tests.conftest import ROOT
 
 DOC = ROOT / "docs" / "fallback.md"

@@ -1,4 +1,4 @@
-"""The fast path for `shim exec` (shim.fastpath) and click agree on every command line.
+"""The fast path for `shim exec` (shim.commands.fastpath) and click agree on every command line.
 
 Two parsers are acceptable only if they cannot drift: hypothesis draws command lines and SHIM_*
 environments from the option table (valid and invalid, every option, every spelling) and checks
@@ -17,10 +17,10 @@ import click
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from shim import cli
-from shim.errors import ShimError
-from shim.fastpath import parse_exec
-from shim.options import BY_NAME, OPTIONS, options_of, parse_options, refused_flags
+from shim.commands import cli
+from shim.tools.errors import ShimError
+from shim.commands.fastpath import parse_exec
+from shim.pipeline.options import BY_NAME, OPTIONS, options_of, parse_options, refused_flags
 
 EXEC = options_of("exec")
 FLAGGED = [option for option in EXEC if option.flags]

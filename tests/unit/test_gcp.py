@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from shim.errors import UsageError
+from shim.tools.errors import UsageError
 from shim.providers.gcp import crc32c, endpoint_for, parse_time
-from shim.refs import looks_like_reference, parse_reference
+from shim.syntax.refs import looks_like_reference, parse_reference
 
 CANONICAL = [
     ("sm://my-project/db-password", "ref+gcpsecrets://my-project/db-password"),

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from shim.audit import Log
+from shim.delivery.audit import Log
 from shim.providers.base import ProviderContext
 from shim.providers.gcp import SecretManagerProvider, TokenSource
 from tests.doubles.gcp import SecretManagerDouble

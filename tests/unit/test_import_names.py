@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shim.errors import UsageError
-from shim.imports import as_map, variable_name
-from shim.refs import parse_import_reference, parse_reference
+from shim.tools.errors import UsageError
+from shim.pipeline.imports import as_map, variable_name
+from shim.syntax.refs import parse_import_reference, parse_reference
 
 
 @pytest.mark.parametrize("key, prefix, name", [

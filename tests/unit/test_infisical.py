@@ -3,9 +3,9 @@ malformed forms (64, quoting nothing)."""
 
 import pytest
 
-from shim.errors import UsageError
+from shim.tools.errors import UsageError
 from shim.providers.infisical import split_locator
-from shim.refs import parse_import_reference, parse_reference
+from shim.syntax.refs import parse_import_reference, parse_reference
 from tests.helpers.doc_rows import assert_rows_round_trip, documented_rows
 
 
@@ -54,7 +54,7 @@ def test_malformed_references_are_usage_errors_that_quote_nothing(text):
 
 
 def test_a_personal_override_wins_and_a_hidden_value_is_refused():
-    from shim.errors import PermissionDenied
+    from shim.tools.errors import PermissionDenied
     from shim.providers.infisical import folder_map
 
     answer = {"secrets": [

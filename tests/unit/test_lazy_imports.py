@@ -5,7 +5,7 @@ keeps off `shim exec`'s local path (its lists say which and why), and it carries
 `# lazy: <why>` on its line. Everything else, shim's own modules included, is imported at
 the top of the module, where a reader sees what a module depends on. The one exception:
 shim/entry.py makes the process non-dumpable before shim imports the rest of itself, so its
-imports after protect() are tagged `# lazy: after protect()`; and shim/initloop.py runs as a
+imports after protect() are tagged `# lazy: after protect()`; and shim/delivery/initloop.py runs as a
 script under `python -I -S` after an execve, so its one import of shim, made once it has found
 the package, is tagged `# lazy: after the execve`.
 """

@@ -10,13 +10,13 @@ import threading
 
 import pytest
 
-from shim.audit import Log
-from shim.deadline import Deadline
-from shim.errors import NotFound, Unavailable
+from shim.delivery.audit import Log
+from shim.tools.deadline import Deadline
+from shim.tools.errors import NotFound, Unavailable
 from shim.providers.mechanism import (
     SLACK, Transient, by_fetch_key, call_within, retry, run_concurrently,
 )
-from shim.refs import parse_reference
+from shim.syntax.refs import parse_reference
 
 
 def test_the_runner_returns_at_the_deadline_whatever_a_job_does():

@@ -1,4 +1,4 @@
-"""shim.metrics: the text format as Prometheus's own parser reads it, hostile variable names
+"""shim.delivery.metrics: the text format as Prometheus's own parser reads it, hostile variable names
 included, /healthz's threshold, and the address rules of --metrics."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shim.errors import UsageError
-from shim.metrics import DEFINITIONS, UNHEALTHY_AFTER, Metrics, parse_address
+from shim.tools.errors import UsageError
+from shim.delivery.metrics import DEFINITIONS, UNHEALTHY_AFTER, Metrics, parse_address
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 

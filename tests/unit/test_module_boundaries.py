@@ -24,5 +24,5 @@ def test_no_module_imports_a_private_name():
 
 
 def test_the_check_sees_one():
-    assert private_imports("from shim.cli import _prepare, run\nfrom os import _exit") == \
-        ["shim.cli._prepare"]
+    assert private_imports("from shim.commands.cli import _prepare, run\nfrom os import _exit") == \
+        ["shim.commands.cli._prepare"]

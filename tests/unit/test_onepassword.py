@@ -3,9 +3,9 @@ and the malformed forms (64, quoting nothing)."""
 
 import pytest
 
-from shim.errors import UsageError
+from shim.tools.errors import UsageError
 from shim.providers.onepassword import item_map
-from shim.refs import parse_import_reference, parse_reference
+from shim.syntax.refs import parse_import_reference, parse_reference
 from tests.helpers.doc_rows import assert_rows_round_trip, documented_rows
 
 

@@ -1,4 +1,4 @@
-"""shim.options: the table's shape and parse_options' typed values."""
+"""shim.pipeline.options: the table's shape and parse_options' typed values."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from shim.errors import UsageError
-from shim.options import (KINDS, OPTIONS, PIPELINE_COMMANDS, parse_mode, parse_options,
-                          refused_flags, split_paths)
+from shim.tools.errors import UsageError
+from shim.pipeline.options import KINDS, OPTIONS, PIPELINE_COMMANDS, parse_mode, parse_options, refused_flags, split_paths
 
 
 def test_the_table_is_consistent():
@@ -26,8 +25,8 @@ def test_the_table_is_consistent():
 
 
 def test_the_table_imports_without_click():
-    code = ("import sys; import shim.options; "
-            "assert 'click' not in sys.modules, 'shim.options imported click'")
+    code = ("import sys; import shim.pipeline.options; "
+            "assert 'click' not in sys.modules, 'shim.pipeline.options imported click'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -89,7 +88,7 @@ def test_path_lists_split_on_colon_and_comma():
 
 
 def test_commands_taking_a_flag_as_spelled():
-    from shim.options import commands_taking
+    from shim.pipeline.options import commands_taking
     assert commands_taking("--from-env-file") == ("render",)
     assert commands_taking("--env-file") == ("exec", "check", "render", "run")
     assert commands_taking("--user") == ("exec", "check")

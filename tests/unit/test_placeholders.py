@@ -1,6 +1,6 @@
 """Where a placeholder's value may live, and what counts as one (in-process, for mutation testing)."""
 
-from shim.placeholders import find_placeholders, has_placeholder, secrets_dir_candidates
+from shim.syntax.placeholders import find_placeholders, has_placeholder, secrets_dir_candidates
 
 
 def test_candidates_in_order_for_a_whole_value():

@@ -7,12 +7,12 @@ import io
 
 import pytest
 
-from shim.audit import Log
-from shim.deadline import Deadline
-from shim.environment import child_environment
-from shim.plan import Settings, build_plan
+from shim.delivery.audit import Log
+from shim.tools.deadline import Deadline
+from shim.pipeline.environment import child_environment
+from shim.pipeline.plan import Settings, build_plan
 from shim.providers.base import ProviderContext
-from shim.resolve import ProviderPool, resolve_plan
+from shim.pipeline.resolve import ProviderPool, resolve_plan
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_child_environment_goes_on_past_a_variable_without_result(secrets_dir, c
 
 
 def test_starting_environment_is_the_block_the_process_started_with():
-    from shim.environment import starting_environment
+    from shim.pipeline.environment import starting_environment
 
     with open("/proc/self/environ", "rb") as stream:
         items = [item for item in stream.read().split(b"\0") if item]
@@ -146,7 +146,7 @@ def test_only_placeholders_in_a_urls_user_info_are_percent_encoded(secrets_dir, 
 
 
 def test_placeholder_sources_in_order(secrets_dir, tmp_path):
-    from shim.refs import parse_reference
+    from shim.syntax.refs import parse_reference
 
     source = tmp_path / "source.json"
     source.write_text('{"PG": "from-source", "API": "api-from-source"}')

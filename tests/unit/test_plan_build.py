@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shim.errors import ConfigError
-from shim.plan import SecretPart, Settings, build_plan
+from shim.tools.errors import ConfigError
+from shim.pipeline.plan import SecretPart, Settings, build_plan
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from shim.errors import ConfigError, PermissionDenied, UsageError
-from shim.privileges import (MAX_ID, Identity, _ensure_cannot_regain_root, _verify_switched,
-                             check_not_setuid, drop_privileges, ensure_may_switch, refuse_root,
-                             resolve_identity, set_no_new_privs)
+from shim.tools.errors import ConfigError, PermissionDenied, UsageError
+from shim.delivery.privileges import MAX_ID, Identity, _ensure_cannot_regain_root, _verify_switched, check_not_setuid, drop_privileges, ensure_may_switch, refuse_root, resolve_identity, set_no_new_privs
 from tests.conftest import unavailable
 
 

@@ -1,10 +1,10 @@
-"""shim.records.record builds what typing.NamedTuple would, without importing typing."""
+"""shim.tools.records.record builds what typing.NamedTuple would, without importing typing."""
 
 from __future__ import annotations
 
 import pytest
 
-from shim.records import record
+from shim.tools.records import record
 
 
 @record

@@ -1,4 +1,4 @@
-"""shim/redact.py in process: both matchers find the same forms; the held tail is a prefix only."""
+"""shim/delivery/redact.py in process: both matchers find the same forms; the held tail is a prefix only."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import secrets
 
 from hypothesis import given, strategies as st
 
-from shim import redact
-from shim.redact import MIN_LENGTH, Patterns, Redactor, forms
+from shim.delivery import redact
+from shim.delivery.redact import MIN_LENGTH, Patterns, Redactor, forms
 
 
 def patterns_with(values, matcher_of):

@@ -1,4 +1,4 @@
-"""docs/reference.md's option table is the code's table (shim.options.OPTIONS), and every
+"""docs/reference.md's option table is the code's table (shim.pipeline.options.OPTIONS), and every
 SHIM_* variable the code reads is documented."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_the_option_table_in_the_doc_matches_the_code():
 
 
 def test_every_option_of_the_table_has_a_row():
-    from shim.options import OPTIONS
+    from shim.pipeline.options import OPTIONS
     table = _generator().table()
     for option in OPTIONS:
         assert f"`{option.env}`" in table if option.env else f"`{option.flags[0]}`" in table
@@ -41,8 +41,8 @@ def test_every_shim_variable_in_the_code_is_documented():
 
 
 def test_every_dev_init_option_is_in_the_commands_table():
-    """dev-init's options live in shim/devenv.py, not the option table: its row names them."""
-    from shim.devenv import dev_init_command
+    """dev-init's options live in shim/commands/devenv.py, not the option table: its row names them."""
+    from shim.commands.devenv import dev_init_command
     row = next(line for line in (ROOT / "docs" / "reference.md").read_text().splitlines()
                if line.startswith("| `shim dev-init"))
     flags = [flag for param in dev_init_command.params for flag in param.opts

@@ -3,8 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from shim.errors import ShimError, UsageError
-from shim.refs import looks_like_reference, parse_reference
+from shim.tools.errors import ShimError, UsageError
+from shim.syntax.refs import looks_like_reference, parse_reference
 
 CANONICAL = [
     # bank-vaults

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shim.errors import UsageError
-from shim.refs import parse_import_reference, parse_reference
+from shim.tools.errors import UsageError
+from shim.syntax.refs import parse_import_reference, parse_reference
 
 
 def _message(text: str, parse=parse_reference) -> str:

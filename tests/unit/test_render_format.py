@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from shim.errors import UnusableValue
-from shim.render import check_names, contained_path, format_env_file
+from shim.tools.errors import UnusableValue
+from shim.delivery.render import check_names, contained_path, format_env_file
 
 # Each would run a command if the quoting let sh see it as code.
 HOSTILE = ["$(touch {mark})", "`touch {mark}`", "'; touch {mark}; '", "\\'`touch {mark}`",

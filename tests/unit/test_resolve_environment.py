@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from shim.audit import Log
-from shim.deadline import Deadline
-from shim.environment import child_environment
-from shim.plan import Settings, build_plan
+from shim.delivery.audit import Log
+from shim.tools.deadline import Deadline
+from shim.pipeline.environment import child_environment
+from shim.pipeline.plan import Settings, build_plan
 from shim.providers.base import ProviderContext
-from shim.resolve import MAX_ENV_STRING, ProviderPool, resolve_plan
+from shim.pipeline.resolve import MAX_ENV_STRING, ProviderPool, resolve_plan
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import hashlib
 
 import pytest
 
-from shim.sops import cipher, metadata, stores, tree
-from shim.sops.tree import Branch, Rules
+from shim.providers.sops import cipher, metadata, stores, tree
+from shim.providers.sops.tree import Branch, Rules
 
 KEY = bytes(range(32))
 DEFAULT = Rules(unencrypted_suffix="_unencrypted")
@@ -145,7 +145,7 @@ def test_format_from_the_file_name_as_sops_chooses_it():
 
 
 def test_yaml_scalars_resolve_as_yaml_1_2():
-    from shim.sops.yamlstore import load_yaml
+    from shim.providers.sops.yamlstore import load_yaml
     branch = load_yaml("a: yes\nb: 010\nc: true\nd: '5'\ne: 0x1F\nf: ~\ng: 1.5\n")[0]
     assert dict(branch) == {"a": "yes", "b": 10, "c": True, "d": "5", "e": 31, "f": None, "g": 1.5}
 
@@ -153,7 +153,7 @@ def test_yaml_scalars_resolve_as_yaml_1_2():
 def test_the_sops_rows_of_the_references_table():
     import re
     from pathlib import Path
-    from shim.refs import parse_reference
+    from shim.syntax.refs import parse_reference
     text = (Path(__file__).resolve().parents[2] / "docs" / "references.md").read_text()
     rows = re.findall(r"^\| `(ref\+sops://[^`]+)` \| (?:`([^`]+)`|same)", text, re.M)
     assert len(rows) == 2

@@ -14,11 +14,11 @@ import threading
 import time
 from typing import Mapping
 
-from shim.deadline import Deadline
-from shim.errors import ConfigError, NotRead, PermissionDenied, ShimError, Unavailable
+from shim.tools.deadline import Deadline
+from shim.tools.errors import ConfigError, NotRead, PermissionDenied, ShimError, Unavailable
 from shim.providers.vault.http import Answer, VaultHttp, parse_bool, past_max_ttl
 from shim.providers.vault.settings import VaultSettings
-from shim.safe_read import read_capped
+from shim.tools.safe_read import read_capped
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")

@@ -19,9 +19,9 @@ import hvac.adapters
 import requests
 import tenacity  # noqa: F401 - the retry mechanism needs it: missing, the registry says "install shim-secrets[vault]"
 
-from shim.deadline import Deadline
-from shim.durations import parse_duration
-from shim.errors import ConfigError, NotFound, PermissionDenied, ShimError, UnusableValue
+from shim.tools.deadline import Deadline
+from shim.tools.durations import parse_duration
+from shim.tools.errors import ConfigError, NotFound, PermissionDenied, ShimError, UnusableValue
 from shim.providers.base import nested_too_deeply
 from shim.providers.bodycap import VAULT_BODY_CAP, CappedSession
 from shim.providers.mechanism import MAX_WORKERS, Transient, retry

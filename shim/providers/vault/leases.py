@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shim.deadline import Deadline
-from shim.errors import NotRead
+from shim.tools.deadline import Deadline
+from shim.tools.errors import NotRead
 from shim.providers.vault.http import VaultHttp
 
 # Engines whose reads return what is stored and mint nothing. Any other engine's read may

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from shim.deadline import Deadline
-from shim.errors import NotFound, ShimError, Unavailable
+from shim.tools.deadline import Deadline
+from shim.tools.errors import NotFound, ShimError, Unavailable
 from shim.providers.base import Fetched, SecretMeta
 
 
@@ -68,7 +68,7 @@ class MountFinder:
             return None
 
     def export(self) -> list:
-        """The mounts detected so far, for the next --watch helper (shim.helper)."""
+        """The mounts detected so far, for the next --watch helper (shim.pipeline.helper)."""
         return [[m.path, m.type, m.kv_version] for m in list(self._mounts.values())]
 
     def resume(self, mounts) -> None:

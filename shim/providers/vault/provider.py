@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from shim.deadline import Deadline
-from shim.errors import NotFound, NotRead, PermissionDenied, ShimError, Unavailable
+from shim.tools.deadline import Deadline
+from shim.tools.errors import NotFound, NotRead, PermissionDenied, ShimError, Unavailable
 from shim.providers.base import Fetched
 from shim.providers.mechanism import by_fetch_key, run_concurrently
 from shim.providers.vault import leases, transit
@@ -67,7 +67,7 @@ class VaultProvider:
         return {key: fetched.get(p, p) if isinstance(p, tuple) else p
                 for key, p in planned.items()}
 
-    # -- --watch change probes (shim.probes) ------------------------------------------------
+    # -- --watch change probes (shim.pipeline.probes) ------------------------------------------------
 
     def metadata_path(self, reference, deadline: Deadline) -> str | None:
         """The KV v2 metadata path whose current_version tells whether `reference` (its latest
@@ -125,7 +125,7 @@ class VaultProvider:
         (one the environment gives is never touched)."""
         self.auth.discard_login(deadline)
 
-    # -- handing over between --watch helpers (shim.helper) -----------------------------------
+    # -- handing over between --watch helpers (shim.pipeline.helper) -----------------------------------
 
     def export_session(self) -> dict:
         """What the next helper needs to go on from here: the token obtained by login (never
@@ -138,7 +138,7 @@ class VaultProvider:
         self.mounts.resume(state.get("mounts") or ())
         self.auth.resume_session(state)
 
-    # -- for sops files whose data key a transit key encrypted (shim.sops.keys) -------------
+    # -- for sops files whose data key a transit key encrypted (shim.providers.sops.keys) -------------
 
     def transit_decrypt(self, engine_path: str, key_name: str, ciphertext: str,
                         deadline: Deadline) -> bytes:

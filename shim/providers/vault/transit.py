@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 
-from shim.deadline import Deadline
-from shim.errors import PermissionDenied, UnusableValue
+from shim.tools.deadline import Deadline
+from shim.tools.errors import PermissionDenied, UnusableValue
 from shim.providers.vault.http import VaultHttp
 
 

@@ -1,0 +1,346 @@
+"""The pipeline every command shares: Plan -> Resolution -> Environment, once per run.
+
+A command parses its options into `shim.pipeline.options.Options`, builds one `Pipeline`, and
+chooses the ending: exec the program, print the plan, write files, supervise.
+The Pipeline reads the starting environment once, owns the log and the provider
+pool (so `--watch` re-resolutions reuse each store's login), and reports failures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from shim.delivery import privileges
+from shim.delivery.audit import Log, record_resolution
+from shim.tools.deadline import Deadline
+from shim.pipeline.environment import child_environment, starting_environment
+from shim.tools.errors import ConfigError, NotFound, PermissionDenied, ShimError, UsageError
+from shim.pipeline.options import Options
+from shim.pipeline.plan import Plan, Settings, build_plan
+from shim.providers.base import ProviderContext
+from shim.tools.records import record
+from shim.pipeline.resolve import ProviderPool, Resolution, resolve_plan, select
+
+TYPE_CHECKING = False   # typing is not imported at start-up (shim.tools.records)
+if TYPE_CHECKING:
+    from typing import NoReturn
+
+
+@record
+class Resolved:
+    plan: Plan
+    resolution: Resolution
+    errors: list[ShimError]      # plan, fetch and rotation failures, sorted by variable
+
+
+class Pipeline:
+    """One run of a command: its options, log, starting environment and provider pool."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.log = open_log(options)
+        self.settings = Settings(env_files=options.env_files, secrets_dirs=options.secrets_dirs,
+                                 file_vars=options.file_vars,
+                                 placeholder_source=options.placeholder_source,
+                                 allow_placeholders=options.allow_placeholders, skip=options.skip,
+                                 imports=options.imports)
+        self.environ = starting_environment()
+        self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
+        # check reads without changing any store (no lease minted, no single-use id spent).
+        self.pool = ProviderPool(ProviderContext(self.environ, self.log,
+                                                 read_only=options.command == "check"))
+        self._remote = None
+        self.fallback = None   # --fallback-cache, once prepare_fallback() ran
+        self._fallback_ready = False
+        self.templates = None  # --template, once prepare_templates() ran
+        self._templates_ready = False
+        self.metrics = None    # --metrics: shim.delivery.metrics.Metrics, once open_metrics() ran
+
+    def target_identity(self) -> privileges.Identity | None:
+        """The identity CMD will run as, checked before anything is resolved."""
+        privileges.check_not_setuid()
+        identity = None
+        if self.options.user is not None:   # '' is the caller's own uid
+            identity = privileges.resolve_identity(self.options.user)
+            privileges.ensure_may_switch(identity)
+        if self.options.require_non_root:
+            if identity is not None:
+                privileges.refuse_root(identity)
+                if identity.gid == 0:
+                    self.log.warning(f"--user {self.options.user}: the program runs with gid 0 "
+                                     f"(no group given and no passwd entry names another)",
+                                     event="privileges.gid_root")
+            elif os.getuid() == 0:
+                raise ConfigError("--require-non-root: the command would run as root (no --user given)",
+                                  hint="set --user to a non-root user or uid")
+        return identity
+
+    def warn_if_root(self, identity) -> None:
+        """exec without --user, started as root: the program keeps root; say so once."""
+        if identity is None and os.getuid() == 0 and not self.options.allow_root:
+            self.log.warning("running the program as root: no --user given "
+                             "(set --user, or --allow-root to silence this)", event="privileges.root")
+
+    def resolve(self, reuse=None) -> Resolved:
+        """Plan and Resolution, with every failure collected (sorted by variable)."""
+        plan = build_plan(self.environ, self.settings)
+        for file_var in plan.left_as_is:
+            # Not the path: a variable named *_FILE may hold anything, a secret included.
+            self.log.event("file_var.left_as_is", "info",
+                           f"{file_var}: its path is outside every secrets dir; left as is "
+                           f"(add the directory with --secrets-dir, or the name to --file-vars)",
+                           variable=file_var)
+        binary_ok = self.as_files.delivers if self.as_files else None  # files may hold bytes
+        rotation_policy = bool(self.options.max_age) or any(
+            ref.option("max_age") for ref in plan.references() + list(plan.imports))
+        # What reads a secret's dates: check's ages, a rotation policy, record_resolution below.
+        self.pool.context.wants_dates = (self.options.command == "check" or rotation_policy
+                                         or self.log.wants("info"))
+        fallback = self.prepare_fallback()
+        templates = self.prepare_templates()
+        extra = tuple(templates.references()) if templates else ()
+        resolution = resolve_plan(plan, self.pool, Deadline(self.options.deadline), reuse,
+                                  binary_ok=binary_ok, fallback=fallback, extra=extra)
+        record_resolution(self.log, resolution)
+        if resolution.stale:
+            record_stale(self.log, resolution)
+        rotation_errors = []
+        if rotation_policy:
+            from shim.pipeline.rotation import check_rotation  # lazy: only with a rotation policy
+            rotation_errors = check_rotation(resolution, max_age=self.options.max_age,
+                                             enforce=self.options.enforce_max_age, log=self.log)
+        errors = plan.errors + resolution.errors + rotation_errors
+        if templates and not errors:
+            errors += self._render_templates(templates, resolved_plan=plan, resolution=resolution)
+        errors.sort(key=lambda error: (error.variable or "", error.line()))
+        if fallback is not None and not errors and not resolution.stale \
+                and self.options.command != "check":   # check changes nothing, not even this
+            self._save_fallback(fallback, resolution)
+        for entry in plan.entries.values():
+            for token in entry.kept_placeholders:
+                self.log.warning(f"{entry.name}: placeholder {token} left in place (--allow-placeholders)",
+                                 event="placeholder.kept", variable=entry.name)
+        return Resolved(plan, resolution, errors)
+
+    def child_environment(self, resolved: Resolved, identity=None) -> dict[str, str]:
+        env = child_environment(resolved.plan, resolved.resolution,
+                                keep_file_vars=self.options.keep_file_vars,
+                                passthrough=self.options.passthrough)
+        if identity is not None:
+            env["HOME"] = identity.home
+        if self.as_files:  # --as-files: the values become stand-ins until delivered()
+            env = self.as_files.stage(resolved.resolution, env)
+        return env
+
+    def prepare_fallback(self, identity=None):
+        """--fallback-cache: DIR and the key checked (against `identity`, who the program or
+        the files will belong to) before anything is resolved; None when not asked for."""
+        if not self._fallback_ready:
+            self._fallback_ready = True
+            if self.options.fallback_cache:
+                from shim.pipeline import fallback  # lazy: only with --fallback-cache
+                self.fallback = fallback.from_options(self.options, identity)
+        return self.fallback
+
+    def prepare_templates(self):
+        """--template: every SRC read and parsed, every DEST's directory checked, before
+        anything is resolved; None when not asked for."""
+        if not self._templates_ready:
+            self._templates_ready = True
+            if self.options.templates:
+                from shim.delivery import templates  # lazy: only with --template
+                self.templates = templates.from_options(self.options)
+        return self.templates
+
+    def _render_templates(self, templates, *, resolved_plan, resolution) -> list[ShimError]:
+        """Render every template in memory (resolution.rendered); the errors, if any."""
+        values, errors = {}, []
+        for template in templates.templates:
+            for text, reference in template.references.items():
+                try:
+                    values[text] = template_value(reference, resolution.outcomes)
+                except ShimError as error:
+                    errors.append(error.with_context(variable=f"template {template.spec.source}",
+                                                     reference=reference.shown))
+        if errors:
+            return errors
+        environment = child_environment(resolved_plan, resolution,
+                                        keep_file_vars=self.options.keep_file_vars,
+                                        passthrough=self.options.passthrough)
+        try:
+            resolution.rendered = templates.render(values, environment)
+        except ShimError as error:
+            return [error]
+        return []
+
+    def write_templates(self, resolved: Resolved, identity=None) -> None:
+        """Write what resolve() rendered, owned by `identity` (the program's user)."""
+        if not self.templates or not resolved.resolution.rendered:
+            return
+        uid = identity.uid if identity is not None else None
+        gid = identity.gid if identity is not None else None
+        self.templates.write(resolved.resolution.rendered, uid, gid)
+        self.log.event("template.written", "info", "templates written",
+                       files=sorted(resolved.resolution.rendered))
+
+    def _save_fallback(self, fallback, resolution) -> None:
+        # A cache that cannot be written must not stop a start whose store answered: say so.
+        try:
+            fallback.save(resolution)
+        except ShimError as error:
+            self.log.warning(error.line(), event="fallback.not_written")
+        else:
+            self.log.event("fallback.written", "debug", "fallback cache written",
+                           directory=fallback.directory)
+
+    def prepare_as_files(self, identity=None):
+        """--as-files: check DIR before anything is resolved; None when not asked for."""
+        if not (self.options.as_files or self.options.as_files_only):
+            return None
+        from shim.delivery import asfiles  # lazy: only with --as-files
+        self.as_files = asfiles.from_options(self.options)
+        if identity is not None:
+            self.as_files.uid, self.as_files.gid = identity.uid, identity.gid
+        return self.as_files
+
+    def delivered(self, env: dict) -> dict:
+        """The child's env: with --as-files, files written and NAME_FILE=DIR/NAME given."""
+        return self.as_files.materialize(env, self.log) if self.as_files else env
+
+    def report(self, errors) -> int:
+        """Log every error (in text, alike ones once: shim.delivery.repeated_failures); the exit code of the first."""
+        if self.log.format == "text" and not self.log.keeps_audit:
+            from shim.delivery.repeated_failures import said_once  # lazy: only when something failed
+            errors = said_once(errors)
+        for error in errors:
+            self.log.error(error, event="secret.failed" if error.variable else "error")
+        return errors[0].exit_code
+
+    def fail(self, errors) -> NoReturn:
+        sys.exit(self.report(errors))
+
+    def open_metrics(self) -> None:
+        """--metrics: check the address and listen now, before anything is resolved or started
+        (64 for a bad or non-loopback address, 78 when it cannot listen), then serve the page
+        from a thread (shim.delivery.metrics)."""
+        if self.options.metrics is None:
+            return
+        if self.options.watch is None:
+            raise UsageError("--metrics needs --watch: without it nothing is re-read to report",
+                             hint="add --watch DURATION, or drop --metrics")
+        from shim.delivery.metrics import Metrics, MetricsServer, parse_address  # lazy: only with --metrics
+        host, port = parse_address(self.options.metrics, self.options.metrics_allow_remote)
+        self.metrics = Metrics()
+        MetricsServer(self.metrics, host, port, self.log).start()
+
+    def first_resolution_done(self, resolved: Resolved) -> None:
+        """--watch --as-files resolved here the first time: count it as a helper's would be."""
+        if self.metrics is not None:
+            self._record_resolution(resolved.resolution)
+            self.metrics.resolution_succeeded()
+
+    def _record_resolution(self, resolution, reuse=None) -> None:
+        """--metrics: the counts and dates of a resolution made in this process."""
+        if self.metrics is not None:
+            from shim.delivery.metrics import resolution_stats  # lazy: only with --metrics
+            self._record(resolution_stats(resolution, reuse))
+
+    def _record(self, stats: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.record_stats(stats)
+
+    def resolve_elsewhere(self, output: str):
+        """--watch: (output, errors, lease metas) of a resolution made in a short-lived helper
+        process (shim.pipeline.helper), so this long-lived process never imports a store SDK.
+        `output` is "environment" (the child's, without HOME) or "values" (render's)."""
+        values, errors, metas = self.remote.resolve(output, on_stats=self._record)
+        if self.metrics is not None and not errors:
+            self.metrics.resolution_succeeded()
+        return values, errors, metas
+
+    @property
+    def remote(self):
+        if self._remote is None:
+            from shim.pipeline.helper import RemotePool  # lazy: only with --watch
+            self._remote = RemotePool(self.options, self.log)
+        return self._remote
+
+    def close_helpers(self) -> None:
+        """Kill --watch helpers still running (shim is exiting)."""
+        if self._remote is not None:
+            self._remote.close()
+
+    def watcher(self, output: str, finish: Callable[[dict], dict], current, apply, leases):
+        """A Watcher that re-resolves (in helpers) every --watch interval and keeps `leases`."""
+        def resolve(reuse):
+            values, errors, metas = self.remote.resolve(output, reuse, on_stats=self._record)
+            return (finish(values) if values is not None else None), errors, metas
+
+        return self._watcher(resolve, self.remote, current, apply, leases)
+
+    def watcher_in_process(self, finish: Callable[[Resolved], dict], current, apply, resolved):
+        """--watch with --as-files: re-resolve in this process. The files' stand-ins are made
+        from the resolution itself (binary values included), which a helper does not hand
+        back, so here the store SDK stays loaded (docs/as-files.md)."""
+        def resolve(reuse):
+            again = self.resolve(reuse)
+            self._record_resolution(again.resolution, reuse)
+            if again.errors:
+                return None, again.errors, []
+            return finish(again), [], again.resolution.lease_metas()
+
+        return self._watcher(resolve, self.pool, current, apply, resolved.resolution.lease_metas())
+
+    def _watcher(self, resolve, pool, current, apply, leases):
+        from shim.delivery.watch import Watcher  # lazy: only with --watch
+
+        watcher = Watcher(resolve=resolve, current=current, interval=self.options.watch,
+                          apply=apply, log=self.log, pool=pool,
+                          deadline_seconds=self.options.deadline, metrics=self.metrics)
+        watcher.track(leases)
+        return watcher
+
+    def log_dropped(self, identity) -> None:
+        self.log.event("privileges.dropped", "info", user=identity.name, uid=identity.uid,
+                       gid=identity.gid, groups=list(identity.groups))
+
+
+def open_log(options: Options) -> Log:
+    try:
+        return Log(options.log_format, options.log_level, audit_file=options.audit_file)
+    except OSError as error:
+        raise PermissionDenied(f"--audit-file {options.audit_file}: cannot open it ({error.strerror})",
+                               hint="point it at a writable location") from None
+
+
+def record_stale(log: Log, resolution) -> None:
+    """One `secret.stale` per variable that got a value from the fallback cache."""
+    for name in sorted(resolution.variables):
+        result = resolution.variables[name]
+        for reference, _ in result.metas:
+            served = resolution.stale.get(reference.fetch_key)
+            if served is None:
+                continue
+            age, error = served
+            log.event("secret.stale", "warning",
+                      f"{name}: served from the fallback cache ({int(age)}s old); the store "
+                      f"failed: {error.message}", variable=name, reference=reference.shown,
+                      age_seconds=int(age), error=error.message, exit_code=error.exit_code)
+
+
+def template_value(reference, outcomes) -> str:
+    """The text a template's secret("REF") stands for, or the ShimError of its read."""
+    outcome = outcomes.get(reference.fetch_key)
+    if outcome is None:
+        raise NotFound("nothing was fetched for this reference")
+    if isinstance(outcome, ShimError):
+        raise outcome
+    return select(reference, outcome)
+
+
+def secret_values(resolved: Resolved) -> dict[str, str]:
+    """The resolved variables that have a value (render's output)."""
+    return {name: result.value for name, result in resolved.resolution.variables.items()
+            if result.value is not None}
