@@ -120,8 +120,8 @@ def protect() -> None:
     dumpable, and the program it supervises may share its uid. It holds no secret, but a
     process of that uid could otherwise ptrace the container's PID 1."""
     if not __package__:
-        # Run as a script under -I -S: shim/tools/dumpable.py sits next to this file.
-        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # Run as a script under -I -S: the folder above shim/ (this file is shim/delivery/initloop.py).
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     try:
         from shim.tools.dumpable import protect as make_non_dumpable  # lazy: after the execve
     except ImportError:

@@ -194,7 +194,7 @@ def test_malformed_reference_messages_quote_nothing_from_the_value(template, run
 
 def test_every_malformed_reference_message_is_fixed_text():
     """refs._malformed is the only way to report a malformed reference, and only with literals."""
-    source = Path(__file__).resolve().parents[2] / "shim" / "refs.py"
+    source = Path(__file__).resolve().parents[2] / "shim" / "syntax" / "refs.py"
     tree = ast.parse(source.read_text())
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
     malformed = [c for c in calls if getattr(c.func, "id", None) == "_malformed"]

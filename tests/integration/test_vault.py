@@ -619,7 +619,7 @@ def test_debug_logging_never_shows_values_or_credentials(vault, run_shim, probe,
 def test_no_sdk_is_imported_until_a_vault_reference_is_resolved():
     # The provider module itself imports hvac: the registry loads it only for a Vault
     # reference, and turns a missing SDK into "install shim-secrets[vault]".
-    code = ("import sys, shim.providers, shim.pipeline.resolve, shim.pipeline.plan; "
+    code = ("import sys, shim.providers.registry, shim.pipeline.resolve, shim.pipeline.plan; "
             "print(sorted(m for m in ('hvac', 'requests', 'tenacity') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
