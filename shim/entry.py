@@ -2,7 +2,7 @@
 
 shim.commands.fastpath reads the common `shim exec` line from the option table; anything it does not
 read (another command, --help, a usage error, anything ambiguous) goes to click in shim.commands.cli,
-imported only then. Both paths report failures here, the same way.
+imported only then. Both paths report failures the same way (shim.commands.failures).
 
 Imports follow one rule (docs/performance.md, "Lazy imports: the rule"): at the top of the
 module, except for the modules tests/integration/test_imports.py keeps off this path, which are
@@ -18,10 +18,6 @@ import sys
 
 from shim.tools import environ_block
 from shim.tools.dumpable import protect
-from shim.tools.errors import ShimError
-
-EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in the shim (reported without details)
-EXIT_INTERRUPTED = 130
 
 
 def main(argv=None) -> None:
@@ -35,71 +31,9 @@ def main(argv=None) -> None:
         click_main(args)
         return
     raw, command = parsed
+    from shim.commands.failures import reported_failures  # lazy: after protect()
     with reported_failures(args):
         from shim.commands.execute import run_exec  # lazy: after protect()
         from shim.pipeline.options import parse_options  # lazy: after protect()
         from shim.pipeline.run import Pipeline  # lazy: after protect()
         run_exec(Pipeline(parse_options("exec", raw)), command)
-
-
-class reported_failures:
-    """Context manager: a ShimError exits with its code and one line, a bug with 70 and no
-    traceback (which may hold a value), Ctrl-C with 130; a normal end exits 0."""
-
-    def __init__(self, args):
-        self.args = args
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if kind is None:
-            sys.exit(0)
-        if issubclass(kind, SystemExit):
-            return False
-        if issubclass(kind, KeyboardInterrupt):
-            sys.stderr.write("\n")
-            sys.exit(EXIT_INTERRUPTED)
-        if issubclass(kind, ShimError):
-            print_error(error, self.args)
-            sys.exit(error.exit_code)
-        if issubclass(kind, Exception):
-            sys.stderr.write(f"shim: internal error ({kind.__name__}); please report it\n")
-            sys.exit(EXIT_INTERNAL)
-        return False
-
-
-def print_error(error, args) -> None:
-    """An error no command reported (bad option values, bad --user), in the asked-for format
-    and to --audit-file as well: through the run's Log when there is one."""
-    from shim.delivery.audit import report_error  # lazy: after protect()
-    json_asked = (os.environ.get("SHIM_LOG_FORMAT") == "json"
-                  or _option_value(args, "--log-format") == "json")
-    report_error(error, log_format="json" if json_asked else "text",
-                 audit_file=_option_value(args, "--audit-file") or os.environ.get("SHIM_AUDIT_FILE"))
-
-
-def _option_value(args, name):
-    """The value of shim's own option `name VALUE` or `name=VALUE`: read only up to the command
-    (`--`, or the first argument that is neither an option nor an option's value). What follows
-    is the program's own command line: `exec prog --audit-file /etc/x` must not make shim (as
-    root) create /etc/x when it reports an error."""
-    # Loaded already by then (the command line was parsed).
-    from shim.pipeline.options import OPTIONS  # lazy: after protect()
-    takes_value = {flag for option in OPTIONS if option.kind not in ("flag", "count")
-                   for flag in (*option.flags, *(f for fs in option.flags_for.values() for f in fs))
-                   if flag.startswith("--")}
-    found, index = None, 1          # args[0] is shim's command (exec, render, ...)
-    while index < len(args):
-        item = args[index]
-        if item == "--" or not item.startswith("-") or item == "-":
-            break                   # the command and its own arguments
-        flag, equals, value = item.partition("=")
-        if flag == name and equals:
-            found = value
-        elif flag in takes_value and not equals:
-            if item == name and index + 1 < len(args):
-                found = args[index + 1]
-            index += 1              # skip the option's value
-        index += 1
-    return found

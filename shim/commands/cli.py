@@ -14,8 +14,8 @@ import click
 
 from shim.tools import environ_block
 from shim.tools.dumpable import protect
-from shim.entry import EXIT_INTERRUPTED, reported_failures
 from shim.commands.execute import run_exec
+from shim.commands.failures import EXIT_INTERRUPTED, reported_failures
 from shim.pipeline.options import Option, commands_taking, ignored_flags, options_of, parse_options, refused_flags, split_names, split_paths
 from shim.pipeline.run import Pipeline
 
