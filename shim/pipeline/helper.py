@@ -33,7 +33,9 @@ keeps its values.
 
 Longer than our other modules on purpose: the two sides of one protocol (the supervisor's
 RemotePool and the helper's serve) and its encoding sit together, so a change to what crosses
-the pipe is made in one place.
+the pipe is made in one place. The helper runs the pipeline (shim.pipeline.run), which is the
+module that creates the RemotePool: it hands its Pipeline class in (`new_run`), so this module
+never imports shim.pipeline.run and the two do not import each other.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from shim.tools.errors import ShimError, Unavailable
 from shim.tools.deadline import Deadline
 from shim.delivery.metrics import resolution_stats
 from shim.pipeline.options import Options, parse_imports, parse_placeholder_source
-from shim.pipeline.run import Pipeline, secret_values
 from shim.pipeline.plan import build_plan
 from shim.pipeline.probes import probe_plan
 from shim.providers.base import Fetched, SecretMeta
@@ -154,9 +155,10 @@ class HelperFailed(Unavailable):
     """The helper did not answer (killed at its deadline, crashed, or said nothing)."""
 
 
-def run_helper(request: dict, timeout: float, log, running: set) -> dict:
+def run_helper(request: dict, timeout: float, log, running: set, serve) -> dict:
     """Fork a helper to do `request`, and return its answer; kill it after `timeout`.
-    `running` holds the helper's pid while it runs (RemotePool.close() kills those)."""
+    `running` holds the helper's pid while it runs (RemotePool.close() kills those); the
+    forked helper answers with `serve(request)`."""
     with _FORKING:
         answer_read, answer_write = os.pipe()
         try:
@@ -167,7 +169,7 @@ def run_helper(request: dict, timeout: float, log, running: set) -> dict:
             raise HelperFailed(f"cannot start the resolution helper ({error.strerror})",
                                hint="check the container's process and memory limits") from None
         if pid == 0:
-            _be_helper(request, answer_read, answer_write)    # never returns
+            _be_helper(request, answer_read, answer_write, serve)    # never returns
         os.close(answer_write)
     running.add(pid)
     log.event("helper.started", "debug", pid=pid, job=request["job"])
@@ -233,9 +235,10 @@ class RemotePool:
     gives it to the next helper. The Watcher uses it exactly like a ProviderPool.
     """
 
-    def __init__(self, options, log):
+    def __init__(self, options, log, new_run):
         self.options = options
         self.log = log
+        self.new_run = new_run      # shim.pipeline.run.Pipeline, which the helper runs
         self.timeout = options.deadline + START_ALLOWANCE_SECONDS
         self._sessions: dict[str, dict] = {}
         self._received: dict[str, float] = {}      # monotonic time each session arrived
@@ -269,7 +272,8 @@ class RemotePool:
                         for name, state in self._sessions.items()}
         request = {"job": job, "command": self.options.command, "options": options,
                    "sessions": sessions, **fields}
-        answer = run_helper(request, self.timeout, self.log, self._running)
+        answer = run_helper(request, self.timeout, self.log, self._running,
+                            lambda asked: serve(asked, self.new_run))
         with self._lock:
             now = time.monotonic()
             for name, state in (answer.get("sessions") or {}).items():
@@ -355,7 +359,7 @@ class RemoteProvider:
 
 # -- the helper's side ----------------------------------------------------------------------------
 
-def _be_helper(request: dict, answer_read: int, answer_write: int) -> None:
+def _be_helper(request: dict, answer_read: int, answer_write: int, serve) -> None:
     """In the forked child: do the job, write the answer, exit. Never returns into the
     supervisor's code, whatever happens."""
     try:
@@ -389,16 +393,17 @@ def _be_helper(request: dict, answer_read: int, answer_write: int) -> None:
         os._exit(0)     # no interpreter teardown: nothing is left to flush, and it takes time
 
 
-def _probe(run: Pipeline, probe: dict, reuse: dict, deadline):
+def _probe(run, probe: dict, reuse: dict, deadline):
     """The change probes of this run's plan (shim.pipeline.probes): built from the same environment,
     so the same references a resolution would read."""
     plan = build_plan(run.environ, run.settings)
     return probe_plan(plan, run.pool, deadline, reuse, frozenset(probe.get("denied") or ()))
 
 
-def serve(request: dict) -> dict:
-
-    run = Pipeline(Options(request["command"], **decode_options(request["options"])))
+def serve(request: dict, new_run) -> dict:
+    """In the helper: run the pipeline (`new_run(options)`: shim.pipeline.run.Pipeline) for the
+    request's job, and return the answer."""
+    run = new_run(Options(request["command"], **decode_options(request["options"])))
     run.log.event("helper.ran", "debug", pid=os.getpid(), job=request["job"])
     for name, state in (request.get("sessions") or {}).items():
         run.pool.get(name).resume_session(state)
@@ -428,7 +433,7 @@ def serve(request: dict) -> dict:
                 answer["resolution_errors"] = [encode_error(e) for e in resolved.errors]
             else:
                 answer["output"] = (run.child_environment(resolved) if request["output"] == "environment"
-                                    else secret_values(resolved))
+                                    else resolved.secret_values())
                 answer["leases"] = [[list(key), provider, encode_fetched(fetched)]
                                     for key, provider, _, fetched in resolved.resolution.lease_metas()]
         else:

@@ -34,6 +34,11 @@ class Resolved:
     resolution: Resolution
     errors: list[ShimError]      # plan, fetch and rotation failures, sorted by variable
 
+    def secret_values(self) -> dict[str, str]:
+        """The resolved variables that have a value (render's output)."""
+        return {name: result.value for name, result in self.resolution.variables.items()
+                if result.value is not None}
+
 
 class Pipeline:
     """One run of a command: its options, log, starting environment and provider pool."""
@@ -264,7 +269,7 @@ class Pipeline:
     def remote(self):
         if self._remote is None:
             from shim.pipeline.helper import RemotePool  # lazy: only with --watch
-            self._remote = RemotePool(self.options, self.log)
+            self._remote = RemotePool(self.options, self.log, new_run=Pipeline)
         return self._remote
 
     def close_helpers(self) -> None:
@@ -342,5 +347,4 @@ def template_value(reference, outcomes) -> str:
 
 def secret_values(resolved: Resolved) -> dict[str, str]:
     """The resolved variables that have a value (render's output)."""
-    return {name: result.value for name, result in resolved.resolution.variables.items()
-            if result.value is not None}
+    return resolved.secret_values()
