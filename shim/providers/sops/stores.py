@@ -12,15 +12,11 @@ from __future__ import annotations
 import json
 import re
 
-from shim.providers.sops.tree import Branch
+from shim.providers.sops.tree import Branch, FormatError
 
 METADATA_KEY = "sops"
 FLAT_PREFIX = "sops_"
 _MAP, _LIST = "__map_", "__list_"
-
-
-class FormatError(Exception):
-    """The file is not valid in its format, or has no sops metadata."""
 
 
 def format_for_path(path: str) -> str:

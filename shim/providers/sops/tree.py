@@ -21,6 +21,11 @@ DEFAULT_UNENCRYPTED_SUFFIX = "_unencrypted"
 MAC_ONLY_ENCRYPTED_PREFIX = hashlib.sha256(b"sops").digest()
 
 
+class FormatError(Exception):
+    """The file is not valid in its format, or has no sops metadata. Here, below every store
+    (shim.providers.sops.stores and the YAML one it loads lazily), so no store imports another."""
+
+
 class Branch(list):
     """An ordered mapping as a list of (key, value) pairs."""
 

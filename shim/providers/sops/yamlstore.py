@@ -12,8 +12,7 @@ import re
 
 import yaml
 
-from shim.providers.sops.stores import FormatError
-from shim.providers.sops.tree import Branch
+from shim.providers.sops.tree import Branch, FormatError
 
 _NULL = re.compile(r"~|null|Null|NULL|")
 _TRUE = re.compile(r"true|True|TRUE")
