@@ -11,7 +11,7 @@ from shim.commands.cli import command_options, ignored_given, pipeline_for
 from shim.tools.deadline import Deadline
 from shim.tools.errors import ConfigError, NotRead, ShimError
 from shim.pipeline.run import template_value
-from shim.pipeline.resolve import age_seconds
+from shim.providers.base import age_seconds
 from shim.pipeline.rotation import overdue
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 
 from shim.tools.errors import PermissionDenied, ShimError
-from shim.pipeline.resolve import age_seconds
+from shim.providers.base import age_seconds
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 

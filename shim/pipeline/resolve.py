@@ -9,7 +9,6 @@ only when `Resolution.errors` is empty.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
 
 from shim.tools.deadline import Deadline
 from shim.tools.errors import ConfigError, NotFound, ShimError, UnusableValue
@@ -329,11 +328,3 @@ def _check_text(text: str) -> str:
         raise UnusableValue("the secret contains a NUL byte, which no environment variable can hold",
                             hint="store it base64-encoded, or " + _AS_A_FILE)
     return text
-
-
-def age_seconds(meta: SecretMeta, now: datetime | None = None) -> float | None:
-    moment = meta.updated or meta.created
-    if moment is None:
-        return None
-    now = now or datetime.now(timezone.utc)
-    return max(0.0, (now - moment).total_seconds())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from shim.tools.durations import parse_duration
 from shim.tools.errors import ConfigError
-from shim.pipeline.resolve import age_seconds
+from shim.providers.base import age_seconds
 
 
 def check_rotation(resolution, *, max_age: float | None, enforce: bool, log) -> list[ConfigError]:

@@ -11,7 +11,7 @@ write a provider.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from collections.abc import Callable, Mapping, Sequence
 
 from shim.tools.deadline import Deadline
@@ -36,6 +36,15 @@ class SecretMeta:
     lease_id: str | None = None
     lease_duration: int | None = None
     renewable: bool = False
+
+
+def age_seconds(meta: SecretMeta, now: datetime | None = None) -> float | None:
+    """How long ago the store says the secret last changed (None when it does not say)."""
+    moment = meta.updated or meta.created
+    if moment is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (now - moment).total_seconds())
 
 
 @record
