@@ -133,7 +133,7 @@ class _LazyGroup(click.Group):
 
     lazy = {
         "check": "shim.commands.check:check_command",
-        "render": "shim.delivery.render:render_command",
+        "render": "shim.commands.render:render_command",
         "scan": "shim.commands.scan:scan_command",
         "run": "shim.commands.devenv:run_command",
         "dev-init": "shim.commands.devenv:dev_init_command",

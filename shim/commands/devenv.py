@@ -41,7 +41,7 @@ from shim.pipeline.options import parse_options
 from shim.commands.execute import run_redacted
 from shim.pipeline.run import Pipeline, secret_values
 from shim.syntax.placeholders import PLACEHOLDER, find_placeholders, secrets_dir_candidates
-from shim.delivery.render import write_atomically
+from shim.delivery.atomic import write_atomically
 from shim.tools.safe_read import read_capped
 from shim.tools.deadline import Deadline
 
@@ -374,7 +374,6 @@ def _dev_init_encrypted(directory: str, recipients: str) -> None:
     An existing file is decrypted with the age key this machine has (SOPS_AGE_KEY_FILE,
     ...) and its values kept; the file is re-encrypted to the recipients given.
     """
-    from shim.delivery.render import write_atomically  # lazy: only for dev-init --encrypt
     from shim.providers.sops.decrypt import decrypt_file  # lazy: only with a sops file
     try:
         import pyrage  # lazy: the sops extra, only for an age key  # noqa: F401 - the age encryption

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from shim.delivery import render
+from shim.commands import render
 from tests.conftest import BASE_ENV, ROOT
 
 
