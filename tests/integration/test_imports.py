@@ -32,7 +32,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.providers.vault", "shim.providers.aws", "shim.providers.azure", "shim.providers.gcp",
     "shim.providers.rest", "shim.providers.doppler", "shim.providers.infisical",
     "shim.providers.onepassword", "shim.providers.bitwarden", "shim.providers.bwscrypto",
-    "shim.commands.scan", "shim.commands.devenv", "shim.delivery.render", "shim.delivery.watch",
+    "shim.commands.scan", "shim.commands.devenv", "shim.commands.render", "shim.delivery.render", "shim.delivery.watch",
     "shim.delivery.asfiles", "shim.delivery.ciexport", "shim.pipeline.decoding", "shim.delivery.supervise", "shim.providers.mechanism",
     "shim.tools.compose", "shim.pipeline.helper", "shim.pipeline.imports", "select", "shim.delivery.repeated_failures", "shim.delivery.metrics",
     "shim.pipeline.probes", "shim.providers.sops.decrypt", "shim.providers.sops", "pyrage", "gnupg", "re2", "shim.pipeline.fallback",
