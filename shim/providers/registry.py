@@ -14,10 +14,10 @@ from shim.tools.errors import ConfigError
 REGISTRY = {
     "file": ("shim.providers.files", "FileProvider", None),
     "vault": ("shim.providers.vault", "VaultProvider", "vault"),
-    "awssecrets": ("shim.providers.aws", "SecretsManagerProvider", "aws"),
-    "awsssm": ("shim.providers.aws", "ParameterStoreProvider", "aws"),
+    "awssecrets": ("shim.providers.aws.secretsmanager", "SecretsManagerProvider", "aws"),
+    "awsssm": ("shim.providers.aws.ssm", "ParameterStoreProvider", "aws"),
     "azurekeyvault": ("shim.providers.azure", "KeyVaultProvider", "azure"),
-    "sops": ("shim.providers.sops", "SopsProvider", "sops"),
+    "sops": ("shim.providers.sops.provider", "SopsProvider", "sops"),
     "gcpsecrets": ("shim.providers.gcp", "SecretManagerProvider", "gcp"),
     "doppler": ("shim.providers.doppler", "DopplerProvider", "doppler"),
     "infisical": ("shim.providers.infisical", "InfisicalProvider", "infisical"),
