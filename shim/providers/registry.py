@@ -13,7 +13,7 @@ from shim.tools.errors import ConfigError
 # provider name -> (module, class, pip extra that installs its SDK)
 REGISTRY = {
     "file": ("shim.providers.files", "FileProvider", None),
-    "vault": ("shim.providers.vault", "VaultProvider", "vault"),
+    "vault": ("shim.providers.vault.provider", "VaultProvider", "vault"),
     "awssecrets": ("shim.providers.aws.secretsmanager", "SecretsManagerProvider", "aws"),
     "awsssm": ("shim.providers.aws.ssm", "ParameterStoreProvider", "aws"),
     "azurekeyvault": ("shim.providers.azure", "KeyVaultProvider", "azure"),

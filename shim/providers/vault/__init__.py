@@ -43,8 +43,3 @@ version included. Messages carry the API path and HTTP status (the resolver adds
 and canonical reference), never a value or a token; Vault's own error text is included with
 every credential shim holds replaced by <redacted>.
 """
-
-
-from shim.providers.vault.provider import VaultProvider
-
-__all__ = ["VaultProvider"]
