@@ -37,12 +37,18 @@ def _function_imports():
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]
                 elif isinstance(node, ast.ImportFrom):
-                    modules = [f"{node.module}.{alias.name}" if node.module == "shim" else node.module
-                               for alias in node.names]
+                    modules = [f"{node.module}.{alias.name}" if _is_module(f"{node.module}.{alias.name}")
+                               else node.module for alias in node.names]
                 else:
                     continue
                 for module in modules:
                     yield path, node.lineno, module, lines[node.lineno - 1]
+
+
+def _is_module(dotted: str) -> bool:
+    """`from shim.delivery import asfiles` imports the module shim.delivery.asfiles."""
+    path = SHIM.parent.joinpath(*dotted.split("."))
+    return dotted.startswith("shim.") and (path.with_suffix(".py").is_file() or path.is_dir())
 
 
 FUNCTION_IMPORTS = sorted(set(_function_imports()))
