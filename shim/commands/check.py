@@ -8,6 +8,8 @@ import sys
 import click
 
 from shim.commands.cli import command_options, ignored_given, pipeline_for
+from shim.commands.execute import prepare_as_files
+from shim.delivery import privileges
 from shim.tools.deadline import Deadline
 from shim.tools.errors import ConfigError, NotRead, ShimError
 from shim.pipeline.run import template_value
@@ -213,7 +215,7 @@ def check_command(**raw):
     identity_errors = []
     identity = None
     try:
-        identity = run.target_identity()
+        identity = privileges.target_identity(run.options, run.log)
     except ShimError as error:
         identity_errors.append(error)
     try:
@@ -226,7 +228,7 @@ def check_command(**raw):
     except ShimError as error:
         identity_errors.append(error)
     try:
-        as_files = run.prepare_as_files()  # --as-files: which variables become files
+        as_files = run.as_files = prepare_as_files(run.options)  # --as-files: which variables become files
     except ShimError as error:
         identity_errors.append(error)
         as_files = None

@@ -73,7 +73,7 @@ def run_command(command, **raw):
     options = parse_options("run", raw)
     run = Pipeline(options.replace(env_files=_with_dev_env(options.env_files)))
     _guard_dev_env_files(run.log, run.settings.env_files)
-    run.target_identity()   # refuses a setuid install, and uid 0 under --require-non-root
+    privileges.target_identity(run.options, run.log)   # refuses a setuid install, and uid 0 under --require-non-root
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)

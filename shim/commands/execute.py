@@ -24,8 +24,8 @@ def run_exec(run: Pipeline, command) -> None:
         # set_no_new_privs() runs after the drop to --user, when the interpreter's own files
         # may no longer be readable: load what it imports now.
         import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
-    identity = run.target_identity()
-    run.prepare_as_files(identity)
+    identity = privileges.target_identity(options, run.log)
+    run.as_files = prepare_as_files(options, identity)
     run.prepare_fallback(identity)
     run.prepare_templates()
     run.open_metrics()      # --metrics: its address is checked and bound before anything runs
@@ -35,28 +35,45 @@ def run_exec(run: Pipeline, command) -> None:
         env, errors, leases = run.resolve_elsewhere("environment")
         if errors:
             run.fail(errors)
-        run.warn_if_root(identity)
+        privileges.warn_if_root(options, run.log, identity)
         sys.exit(_supervise(run, command, _with_home(env, identity), identity, leases=leases,
                             redacted=_resolved_by_shim(env)))
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
-    run.warn_if_root(identity)
+    privileges.warn_if_root(options, run.log, identity)
     env = run.child_environment(resolved, identity)
     run.write_templates(resolved, identity)   # --template: as root, owned by the program's user
     if run.as_files:  # --as-files: written now, as root, before any drop
-        run.delivered(env)
+        _delivered(run, env)
     if options.init or options.watch or options.redact:   # --redact: output passes through shim
         sys.exit(_supervise(run, command, env, identity, resolved=resolved,
                             redacted=secret_values(resolved)))
     if identity is not None:
         privileges.drop_privileges(identity)
-        run.log_dropped(identity)
+        privileges.log_dropped(run.log, identity)
     if options.no_new_privs:
         privileges.set_no_new_privs()
     run.log.event("exec", "info", command=command[0], uid=os.getuid(), gid=os.getgid(),
                   variables=sorted(resolved.plan.entries))
-    execve_program(command, run.delivered(env))   # --as-files: NAME_FILE (nothing left to write)
+    execve_program(command, _delivered(run, env))   # --as-files: NAME_FILE (nothing left to write)
+
+
+def prepare_as_files(options, identity=None):
+    """--as-files: the AsFiles delivery, DIR checked before anything is resolved (files owned
+    by `identity`); None when not asked for."""
+    if not (options.as_files or options.as_files_only):
+        return None
+    from shim.delivery import asfiles  # lazy: only with --as-files
+    as_files = asfiles.from_options(options)
+    if identity is not None:
+        as_files.uid, as_files.gid = identity.uid, identity.gid
+    return as_files
+
+
+def _delivered(run: Pipeline, env: dict) -> dict:
+    """The child's env: with --as-files, files written and NAME_FILE=DIR/NAME given."""
+    return run.as_files.materialize(env, run.log) if run.as_files else env
 
 
 def _with_home(env: dict, identity) -> dict:
@@ -108,7 +125,7 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
         # imports ctypes lazily; after the drop the interpreter's files may be unreadable.
         import ctypes  # lazy: for prctl after the drop, loaded before it  # noqa: F401
         privileges.drop_privileges(identity)
-        run.log_dropped(identity)
+        privileges.log_dropped(run.log, identity)
 
     def prepare_child(child_env):
         if identity is not None and watching:
@@ -125,7 +142,7 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
     supervisor.install()
     as_files = run.as_files
     if not watching:
-        supervisor.start(run.delivered(env))
+        supervisor.start(_delivered(run, env))
         # The lean loop removes --as-files files when the program exits, as run() would.
         supervisor.hand_over(remove_on_exit=as_files.paths() if as_files else ())
         try:
@@ -139,7 +156,7 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
     def apply(new_env, changed):
         if output is not None:   # new values are redacted from now on, the old ones still
             output.update({name: new_env[name] for name in changed if name in new_env})
-        new_env = run.delivered(new_env)  # --as-files: rewrites the changed files
+        new_env = _delivered(run, new_env)  # --as-files: rewrites the changed files
         if action == "restart":
             supervisor.restart(new_env)
         elif action == "signal":
@@ -157,7 +174,7 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
         watcher = run.watcher("environment", lambda new: _with_home(new, identity), env, apply,
                               leases)
     program_writable.arm(program_target(identity))
-    supervisor.start(run.delivered(env))
+    supervisor.start(_delivered(run, env))
     try:
         return supervisor.run(tick=watcher.tick, next_tick=watcher.next_tick)
     finally:

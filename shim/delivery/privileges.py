@@ -15,6 +15,9 @@ of gosu's test matrix, so an image can swap `gosu app cmd` for `shim exec --user
 
 Names are looked up through the stdlib pwd/grp modules, i.e. NSS, which reads /etc/passwd and
 /etc/group in a container image.
+
+The commands that start a program (exec, run) or check that they could (check) call
+target_identity() before anything is resolved, warn_if_root() and log_dropped() around the drop.
 """
 
 from __future__ import annotations
@@ -225,3 +228,37 @@ def _describe(identity: Identity) -> str:
 
 def _format_ids(ids) -> str:
     return ",".join(str(number) for number in sorted(set(ids))) or "none"
+
+
+# --- the steps a command takes (exec, check, run), with the run's options and log ------------
+
+def target_identity(options, log) -> Identity | None:
+    """The identity CMD will run as, checked before anything is resolved."""
+    check_not_setuid()
+    identity = None
+    if options.user is not None:   # '' is the caller's own uid
+        identity = resolve_identity(options.user)
+        ensure_may_switch(identity)
+    if options.require_non_root:
+        if identity is not None:
+            refuse_root(identity)
+            if identity.gid == 0:
+                log.warning(f"--user {options.user}: the program runs with gid 0 "
+                            f"(no group given and no passwd entry names another)",
+                            event="privileges.gid_root")
+        elif os.getuid() == 0:
+            raise ConfigError("--require-non-root: the command would run as root (no --user given)",
+                              hint="set --user to a non-root user or uid")
+    return identity
+
+
+def warn_if_root(options, log, identity) -> None:
+    """exec without --user, started as root: the program keeps root; say so once."""
+    if identity is None and os.getuid() == 0 and not options.allow_root:
+        log.warning("running the program as root: no --user given "
+                    "(set --user, or --allow-root to silence this)", event="privileges.root")
+
+
+def log_dropped(log, identity) -> None:
+    log.event("privileges.dropped", "info", user=identity.name, uid=identity.uid,
+              gid=identity.gid, groups=list(identity.groups))

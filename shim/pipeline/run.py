@@ -1,22 +1,21 @@
 """The pipeline every command shares: Plan -> Resolution -> Environment, once per run.
 
 A command parses its options into `shim.pipeline.options.Options`, builds one `Pipeline`, and
-chooses the ending: exec the program, print the plan, write files, supervise.
-The Pipeline reads the starting environment once, owns the log and the provider
+chooses the ending: exec the program, print the plan, write files, supervise. The command
+takes the steps of delivery that are not about values (who the program runs as, --as-files,
+the program's start) itself, through shim.delivery. The Pipeline reads the starting environment once, owns the log and the provider
 pool (so `--watch` re-resolutions reuse each store's login), and reports failures.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 
-from shim.delivery import privileges
 from shim.delivery.audit import Log, record_resolution
 from shim.tools.deadline import Deadline
 from shim.pipeline.environment import child_environment, starting_environment
-from shim.tools.errors import ConfigError, NotFound, PermissionDenied, ShimError, UsageError
+from shim.tools.errors import NotFound, PermissionDenied, ShimError, UsageError
 from shim.pipeline.options import Options
 from shim.pipeline.plan import Plan, Settings, build_plan
 from shim.providers.base import ProviderContext
@@ -52,7 +51,9 @@ class Pipeline:
                                  allow_placeholders=options.allow_placeholders, skip=options.skip,
                                  imports=options.imports)
         self.environ = starting_environment()
-        self.as_files = None   # --as-files: the AsFiles delivery, once prepare_as_files() ran
+        # --as-files: the AsFiles delivery the command prepared (shim.commands.execute), or None:
+        # its variables may hold bytes, and they become stand-ins in the child's environment.
+        self.as_files = None
         # check reads without changing any store (no lease minted, no single-use id spent).
         self.pool = ProviderPool(ProviderContext(self.environ, self.log,
                                                  read_only=options.command == "check"))
@@ -62,31 +63,6 @@ class Pipeline:
         self.templates = None  # --template, once prepare_templates() ran
         self._templates_ready = False
         self.metrics = None    # --metrics: shim.delivery.metrics.Metrics, once open_metrics() ran
-
-    def target_identity(self) -> privileges.Identity | None:
-        """The identity CMD will run as, checked before anything is resolved."""
-        privileges.check_not_setuid()
-        identity = None
-        if self.options.user is not None:   # '' is the caller's own uid
-            identity = privileges.resolve_identity(self.options.user)
-            privileges.ensure_may_switch(identity)
-        if self.options.require_non_root:
-            if identity is not None:
-                privileges.refuse_root(identity)
-                if identity.gid == 0:
-                    self.log.warning(f"--user {self.options.user}: the program runs with gid 0 "
-                                     f"(no group given and no passwd entry names another)",
-                                     event="privileges.gid_root")
-            elif os.getuid() == 0:
-                raise ConfigError("--require-non-root: the command would run as root (no --user given)",
-                                  hint="set --user to a non-root user or uid")
-        return identity
-
-    def warn_if_root(self, identity) -> None:
-        """exec without --user, started as root: the program keeps root; say so once."""
-        if identity is None and os.getuid() == 0 and not self.options.allow_root:
-            self.log.warning("running the program as root: no --user given "
-                             "(set --user, or --allow-root to silence this)", event="privileges.root")
 
     def resolve(self, reuse=None) -> Resolved:
         """Plan and Resolution, with every failure collected (sorted by variable)."""
@@ -200,20 +176,6 @@ class Pipeline:
             self.log.event("fallback.written", "debug", "fallback cache written",
                            directory=fallback.directory)
 
-    def prepare_as_files(self, identity=None):
-        """--as-files: check DIR before anything is resolved; None when not asked for."""
-        if not (self.options.as_files or self.options.as_files_only):
-            return None
-        from shim.delivery import asfiles  # lazy: only with --as-files
-        self.as_files = asfiles.from_options(self.options)
-        if identity is not None:
-            self.as_files.uid, self.as_files.gid = identity.uid, identity.gid
-        return self.as_files
-
-    def delivered(self, env: dict) -> dict:
-        """The child's env: with --as-files, files written and NAME_FILE=DIR/NAME given."""
-        return self.as_files.materialize(env, self.log) if self.as_files else env
-
     def report(self, errors) -> int:
         """Log every error (in text, alike ones once: shim.delivery.repeated_failures); the exit code of the first."""
         if self.log.format == "text" and not self.log.keeps_audit:
@@ -306,10 +268,6 @@ class Pipeline:
                           deadline_seconds=self.options.deadline, metrics=self.metrics)
         watcher.track(leases)
         return watcher
-
-    def log_dropped(self, identity) -> None:
-        self.log.event("privileges.dropped", "info", user=identity.name, uid=identity.uid,
-                       gid=identity.gid, groups=list(identity.groups))
 
 
 def open_log(options: Options) -> Log:
