@@ -9,11 +9,13 @@ under `if TYPE_CHECKING:`) counts as much as one at the top.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-SHIM = Path(__file__).resolve().parents[2] / "shim"
+ROOT = Path(__file__).resolve().parents[2]
+SHIM = ROOT / "shim"
 
 # Top to bottom: a module may import from its own layer and the layers after it.
 LAYERS = (
@@ -124,6 +126,17 @@ def test_package_init_files_hold_no_code():
         return body[1:] if ast.get_docstring(ast.Module(body=body, type_ignores=[])) else body
 
     assert [str(path.relative_to(SHIM)) for path in SHIM.rglob("__init__.py") if code_in(path)] == []
+
+
+def test_the_architecture_page_lists_the_layers_in_order():
+    """docs/architecture.md's picture in words: one line per layer, in this order, and every
+    folder of the package on one of them."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    listed = re.findall(r"^- `(shim/[a-z_/]*)`", text, flags=re.M)
+    assert listed == ["shim/"] + [prefixes[0].replace(".", "/") + "/" for prefixes in LAYERS[1:]]
+    folders = {path.parent for path in SHIM.rglob("__init__.py")}
+    top_folders = {f"shim/{folder.relative_to(SHIM).parts[0]}/" for folder in folders if folder != SHIM}
+    assert top_folders == set(listed[1:])
 
 
 # -- the checks see what they are for ------------------------------------------------------------
