@@ -75,7 +75,8 @@ def upward_imports(graph) -> list[str]:
 
 
 def circles(graph) -> list[list[str]]:
-    """Every import circle, each once (as found from its first module in sorted order)."""
+    """Import circles found by a depth-first walk from each module in sorted order: empty
+    exactly when the graph has none (a walk that meets a module on its own path has one)."""
     edges = {module: sorted({target for _, target in imported if target in graph and target != module})
              for module, imported in graph.items()}
     found, done = [], set()
