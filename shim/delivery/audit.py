@@ -47,6 +47,10 @@ class Log:
         """An --audit-file records every event (one per variable, for machines)."""
         return self._audit is not None
 
+    def shows(self, level: str) -> bool:
+        """Would an event of this level be printed (whatever the audit file records)?"""
+        return LEVELS[level] >= self.threshold
+
     def wants(self, level: str) -> bool:
         """Would an event of this level be shown or recorded anywhere?"""
         return self._audit is not None or LEVELS[level] >= self.threshold

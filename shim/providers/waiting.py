@@ -15,8 +15,6 @@ from __future__ import annotations
 import threading
 import time
 
-from shim.delivery.audit import LEVELS
-
 GRACE = 2.0
 TERMINAL_EVERY = 1.0
 LOG_EVERY = 10.0
@@ -28,9 +26,9 @@ _state = {"waiting": 0, "shown_at": None, "on_line": False}
 
 def notice_wanted(log) -> bool:
     """Text logs at the default level: the retries are not shown, so the notice is."""
-    threshold = getattr(log, "threshold", None)
-    return (getattr(log, "format", None) == "text" and threshold is not None
-            and LEVELS["info"] < threshold <= LEVELS["warning"])
+    shows = getattr(log, "shows", None)     # the run's shim.delivery.audit.Log
+    return (getattr(log, "format", None) == "text" and shows is not None
+            and not shows("info") and shows("warning"))
 
 
 class WaitingNotice:
