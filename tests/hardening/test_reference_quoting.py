@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Where `.canonical` may still be read: not output.
 CANONICAL_ALLOWED = {
     ("helper.py", "encode_options"),     # a reference handed to a helper, parsed again there
-    ("report.py", "plan_rows"),          # `shim check` lists references as written (its job)
-    ("report.py", "template_rows"),      # the same listing for each --template reference
+    ("check.py", "plan_rows"),           # `shim check` lists references as written (its job)
+    ("check.py", "template_rows"),       # the same listing for each --template reference
     ("imports.py", "apply_imports"),     # an imported entry's origin, for `shim check`'s listing
 }
 
