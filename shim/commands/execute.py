@@ -32,18 +32,22 @@ def run_exec(run: Pipeline, command) -> None:
     if options.watch is not None and not run.as_files:
         # The supervisor lives as long as the container: every resolution, the first
         # included, runs in a helper process, so no store SDK is ever loaded here.
-        env, errors, leases = run.resolve_elsewhere("environment")
+        snapshot, errors, leases = run.resolve_elsewhere("environment")
         if errors:
             run.fail(errors)
         privileges.warn_if_root(options, run.log, identity)
-        sys.exit(_supervise(run, command, _with_home(env, identity), identity, leases=leases,
-                            redacted=_resolved_by_shim(env)))
+        # --template: the helper rendered them; written now, as root, owned by the program's user.
+        run.write_templates(snapshot.files, identity)
+        sys.exit(_supervise(run, command, _with_home(snapshot.values, identity), identity,
+                            leases=leases, files=snapshot.files,
+                            redacted=_resolved_by_shim(snapshot.values)))
     resolved = run.resolve()
     if resolved.errors:
         run.fail(resolved.errors)
     privileges.warn_if_root(options, run.log, identity)
     env = run.child_environment(resolved, identity)
-    run.write_templates(resolved, identity)   # --template: as root, owned by the program's user
+    # --template: as root, owned by the program's user.
+    run.write_templates(resolved.resolution.rendered, identity)
     if run.as_files:  # --as-files: written now, as root, before any drop
         _delivered(run, env)
     if options.init or options.watch or options.redact:   # --redact: output passes through shim
@@ -110,12 +114,13 @@ def run_redacted(run: Pipeline, command, env: dict, values: dict) -> int:
     return supervisor.run()
 
 
-def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=None,
+def _supervise(run: Pipeline, command, env, identity, *, leases=(), files=None, resolved=None,
                redacted=None) -> int:
     """--init (and --watch): stay as PID 1, supervise CMD, restart it on a change.
 
-    With --watch, `leases` come from the first resolution made in a helper; with --watch and
-    --as-files, `resolved` is the first resolution made here (re-resolved here too)."""
+    With --watch, `leases` and `files` (what --template rendered) come from the first
+    resolution made in a helper; with --watch and --as-files, `resolved` is the first
+    resolution made here (re-resolved here too)."""
     from shim.delivery.supervise import Supervisor  # lazy: only for --init/--watch
 
     options = run.options
@@ -151,11 +156,17 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
             if as_files:  # --as-files: the files go with the program
                 as_files.remove_all(run.log)
 
+    from shim.delivery.watch import Snapshot  # lazy: only with --watch
+
     action, argument = options.on_change
 
-    def apply(new_env, changed):
+    def apply(new: Snapshot, changed):
+        new_env = new.values
         if output is not None:   # new values are redacted from now on, the old ones still
             output.update({name: new_env[name] for name in changed if name in new_env})
+        # A file that cannot be written ends shim (as --as-files' does), before the program
+        # is signalled or restarted with half of the change.
+        run.write_templates(new.files, identity)   # --template: only DESTs whose text changed
         new_env = _delivered(run, new_env)  # --as-files: rewrites the changed files
         if action == "restart":
             supervisor.restart(new_env)
@@ -168,11 +179,12 @@ def _supervise(run: Pipeline, command, env, identity, *, leases=(), resolved=Non
     # the program can change is imported or read (shim.tools.program_writable).
     if resolved is not None:
         run.first_resolution_done(resolved)
-        watcher = run.watcher_in_process(lambda new: run.child_environment(new, identity), env,
-                                         apply, resolved)
+        current = Snapshot(env, dict(resolved.resolution.rendered))
+        watcher = run.watcher_in_process(lambda new: run.child_environment(new, identity),
+                                         current, apply, resolved)
     else:
-        watcher = run.watcher("environment", lambda new: _with_home(new, identity), env, apply,
-                              leases)
+        watcher = run.watcher("environment", lambda new: _with_home(new, identity),
+                              Snapshot(env, files or {}), apply, leases)
     program_writable.arm(program_target(identity))
     supervisor.start(_delivered(run, env))
     try:

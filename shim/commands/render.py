@@ -57,14 +57,16 @@ def render_command(**raw):
         resolved = run.resolve()
         if resolved.errors:
             run.fail(resolved.errors)
-        run.write_templates(resolved, identity)
-        values, leases = secret_values(resolved), []
+        run.write_templates(resolved.resolution.rendered, identity)
+        values, leases, files = secret_values(resolved), [], {}
     else:
         # A sidecar lives as long as the pod: every resolution runs in a helper process, so
-        # no store SDK is ever loaded here (shim.pipeline.helper).
-        values, errors, leases = run.resolve_elsewhere("values")
+        # no store SDK is ever loaded here (shim.pipeline.helper); it renders the templates too.
+        snapshot, errors, leases = run.resolve_elsewhere("values")
         if errors:
             run.fail(errors)
+        values, files = snapshot.values, snapshot.files
+        run.write_templates(files, identity)
     if ci_export:   # preflight refused --watch: values come from run.resolve() above
         ciexport.export(options.file_format, values, os.environ)
         run.log.event("render.exported", "info", f"exported for {options.file_format}",
@@ -77,7 +79,7 @@ def render_command(**raw):
                   directory=options.directory, env_file=options.out_env_file)
     if options.watch is None:
         return
-    sys.exit(_render_watch(run, renderer, leases, identity))
+    sys.exit(_render_watch(run, renderer, leases, identity, files))
 
 
 def _check_directory(path: str) -> None:
@@ -91,22 +93,31 @@ def _check_directory(path: str) -> None:
                           f"install -d -m 0700 -o USER {path}")
 
 
-def _render_watch(run: Pipeline, renderer, leases, owner) -> int:
+def _render_watch(run: Pipeline, renderer, leases, owner, files) -> int:
     """Sidecar: re-render on change until SIGTERM/SIGINT (exit 0); SIGHUP re-resolves now.
     With --owner, what that user can change is not read or imported from now on, as for
-    exec's program (shim.tools.program_writable)."""
+    exec's program (shim.tools.program_writable). `files`: what --template wrote first."""
+    from shim.delivery.watch import Snapshot  # lazy: only with --watch
 
     options = run.options
     stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    # With only --template, the values go nowhere but into the templates: a variable no
+    # template uses is not a change to act on.
+    delivers_values = bool(options.directory or options.out_env_file)
 
-    def apply(values, changed):
-        renderer.render(values)
+    def values_delivered(values):
+        return dict(values) if delivers_values else {}
+
+    def apply(new: Snapshot, changed):
+        run.write_templates(new.files, owner)   # only DESTs whose text changed
+        renderer.render(new.values)
         run.log.event("render.written", "info", f"rewrote {', '.join(changed)}", variables=changed)
         if options.on_change is not None:
             _notify(run, options.on_change, options.pid_file)
 
-    watcher = run.watcher("values", dict, dict(renderer.written), apply, leases)
+    watcher = run.watcher("values", values_delivered,
+                          Snapshot(values_delivered(renderer.written), files), apply, leases)
     if owner is not None:
         program_writable.arm(program_writable.Target.of(owner))
     try:

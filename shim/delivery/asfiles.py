@@ -28,8 +28,8 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 
+from shim.delivery.atomic import still_in_place, write_atomically
 from shim.tools.errors import ConfigError, PermissionDenied, UnusableValue
 
 FILESYSTEMS = ("tmpfs", "ramfs")
@@ -180,41 +180,8 @@ class AsFiles:
         self._written.pop(name, None)
         log.event("files.removed", "info", path=self.path(name), variable=name)
 
-    def _still_in_place(self) -> None:
-        """OSError unless the path DIR still names the directory checked: the program reads
-        its files through that path. (The write itself goes through the checked descriptor,
-        so a swap after this check cannot redirect it.)"""
-        checked = os.fstat(self.directory_fd)
-        try:
-            named = os.stat(self.directory, follow_symlinks=False)
-        except FileNotFoundError:
-            named = None
-        if named is None or (named.st_dev, named.st_ino) != (checked.st_dev, checked.st_ino):
-            raise OSError(errno.EXDEV, "the directory is no longer the one checked")
-
     def _write(self, name: str, content: bytes) -> None:
-        self._still_in_place()
-        directory = self.directory_fd
-        temporary = f".shim-{secrets.token_hex(8)}.tmp"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                             | os.O_CLOEXEC, 0o600, dir_fd=directory)
-        try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(descriptor, view):]
-            os.fsync(descriptor)
-            os.fchmod(descriptor, 0o400)
-            if self.uid is not None:
-                os.fchown(descriptor, self.uid, self.gid)
-            os.close(descriptor)
-            descriptor = None
-            os.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
-        except BaseException:
-            if descriptor is not None:
-                os.close(descriptor)
-            try:
-                os.unlink(temporary, dir_fd=directory)
-            except FileNotFoundError:
-                pass
-            raise
-        os.fsync(directory)
+        # The directory was opened with O_NOFOLLOW: the path must name it without a link.
+        still_in_place(self.directory, self.directory_fd, follow_symlinks=False)
+        write_atomically(name, content, mode=0o400, uid=self.uid, gid=self.gid,
+                         directory_fd=self.directory_fd)

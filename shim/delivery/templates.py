@@ -13,6 +13,12 @@ as it is). Writing one without a filter is an error (65) naming the file and lin
 
 All templates are rendered in memory first; only when every one succeeded are they written
 (atomically, mode --template-mode, owned by the program's user), so a failure writes nothing.
+
+Under --watch the templates are loaded here once, before the program starts, and rendered again
+by each tick's helper (a fork: it has them, parsed, in its memory), which hands back the texts;
+the supervisor rewrites only the DESTs whose text changed. Each DEST's directory is opened once,
+at the check, and every write goes through that descriptor, so a program that can change the
+path later cannot redirect a write made as root.
 """
 
 from __future__ import annotations
@@ -22,12 +28,11 @@ import binascii
 import json
 import os
 import shlex
-import stat
 import traceback
 from urllib.parse import quote
 
 from shim.delivery.asfiles import filesystem_type   # the same mount check as --as-files
-from shim.delivery.atomic import write_atomically
+from shim.delivery.atomic import DIRECTORY_FLAGS, still_in_place, write_atomically
 from shim.tools.errors import ConfigError, ShimError, UnusableValue, UsageError
 from shim.tools.records import record
 from shim.syntax.refs import Reference, parse_reference
@@ -96,10 +101,13 @@ class Template:
 class Templates:
     """Every --template of a run: loaded, their references known, rendered, written."""
 
-    def __init__(self, templates: list[Template], mode: int, allow_disk: bool):
+    def __init__(self, templates: list[Template], mode: int, allow_disk: bool,
+                 directories: dict[str, int]):
         self.templates = templates
         self.mode = mode
         self.allow_disk = allow_disk
+        self.directories = directories   # DEST -> descriptor of its directory, opened at the check
+        self.written: dict[str, bytes] = {}   # DEST -> what this run last wrote there
 
     def references(self) -> list[Reference]:
         return [reference for template in self.templates
@@ -112,41 +120,59 @@ class Templates:
             rendered[template.spec.destination] = _render(template, values, environment)
         return rendered
 
-    def write(self, rendered: dict[str, bytes], uid: int | None, gid: int | None) -> None:
-        for destination, content in rendered.items():
+    def write(self, rendered: dict[str, bytes], uid: int | None, gid: int | None) -> list[str]:
+        """Write each DEST whose content differs from what this run last wrote there (all of
+        them the first time); the DESTs written."""
+        changed = sorted(destination for destination, content in rendered.items()
+                         if self.written.get(destination) != content)
+        for destination in changed:
+            directory = self.directories[destination]
             try:
-                write_atomically(destination, content, mode=self.mode, uid=uid, gid=gid)
+                still_in_place(os.path.dirname(destination), directory, follow_symlinks=True)
+                write_atomically(os.path.basename(destination), rendered[destination],
+                                 mode=self.mode, uid=uid, gid=gid, directory_fd=directory)
             except OSError as error:
                 raise ConfigError(f"--template {destination}: cannot write it ({error.strerror})",
-                                  hint="check the directory's owner and free space") from None
+                                  hint="check the directory's owner and free space, and that "
+                                       "nothing replaced it") from None
+            self.written[destination] = rendered[destination]
+        return changed
 
 
 def from_options(options) -> Templates | None:
     specs = options.templates
     if not specs:
         return None
-    if options.watch is not None:
-        raise UsageError("--template does not work with --watch in this release",
-                         hint="render templates in an init container (shim render --template), "
-                              "or restart the container when a secret rotates")
     environment = _environment()
-    templates = []
+    templates, directories = [], {}
     for spec in specs:
-        _check_destination(spec.destination, options.template_allow_disk)
+        directories[spec.destination] = _check_destination(spec.destination,
+                                                           options.template_allow_disk)
         templates.append(_load(spec, environment))
-    return Templates(templates, options.template_mode, options.template_allow_disk)
+    return Templates(templates, options.template_mode, options.template_allow_disk, directories)
 
 
-def _check_destination(destination: str, allow_disk: bool) -> None:
+def _check_destination(destination: str, allow_disk: bool) -> int:
+    """A descriptor of DEST's directory, once it is known to be fit for secrets."""
     directory = os.path.dirname(destination)
     try:
-        info = os.stat(directory)
+        descriptor = os.open(directory, DIRECTORY_FLAGS)
+    except NotADirectoryError:
+        raise ConfigError(f"--template {destination}: {directory} is not a directory",
+                          hint="give a DEST inside a directory") from None
     except OSError as error:
         raise ConfigError(f"--template {destination}: its directory {directory}: "
                           f"{error.strerror}", hint="create it (a tmpfs mount) first") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"--template {destination}: {directory} is not a directory",
-                          hint="give a DEST inside a directory")
+    try:
+        _check_directory(destination, directory, os.fstat(descriptor), allow_disk)
+    except ConfigError:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _check_directory(destination: str, directory: str, info: os.stat_result,
+                     allow_disk: bool) -> None:
     # Whoever may write the directory could swap the file between our write and the program's
     # read: only its owner, and a group that is root's, may.
     if info.st_mode & 0o002 or (info.st_mode & 0o020 and info.st_gid != 0):

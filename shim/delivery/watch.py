@@ -12,6 +12,9 @@
 - A failed re-resolution changes nothing: the running program keeps its
   values and the next tick tries again. A store blip never kills a healthy
   process.
+- What is compared is a Snapshot: the values (the program's environment, or
+  render's values) and the text each --template renders, so a template whose
+  secret rotated is a change even when no variable is.
 - Secrets with a lease (Vault dynamic credentials) are not re-read on every
   tick — each read would mint new credentials. They are renewed at about 2/3
   of their TTL; when renewal is refused or capped by max_ttl, they are read
@@ -32,6 +35,7 @@ from typing import Callable
 
 from shim.tools.deadline import Deadline
 from shim.tools.errors import ShimError
+from shim.tools.records import record
 from shim.providers.mechanism import call_within
 
 RENEW_FRACTION = 2 / 3
@@ -39,6 +43,20 @@ POLL_SECONDS = 0.2
 # A failed read of replacement credentials is tried again this soon (the old ones are dying),
 # not after a whole --watch interval.
 REPLACEMENT_RETRY_SECONDS = 2.0
+
+
+@record
+class Snapshot:
+    """What one resolution gives the program, compared whole from tick to tick."""
+    values: dict            # the program's environment, or render's values
+    files: dict = {}        # --template: DEST -> the rendered content (never logged)
+
+    def changed_from(self, old: "Snapshot") -> list[str]:
+        """The variables, then the templates ("template DEST"), that differ from `old`."""
+        files = sorted(f"template {destination}"
+                       for destination in set(old.files) | set(self.files)
+                       if old.files.get(destination) != self.files.get(destination))
+        return _changed(old.values, self.values) + files
 
 
 @dataclass
@@ -53,12 +71,14 @@ class TrackedLease:
 
 
 class Watcher:
-    """Owns the timer, the debounce, the lease bookkeeping; calls `apply(env)` on change."""
+    """Owns the timer, the debounce, the lease bookkeeping; calls `apply(snapshot, changed)`
+    on a confirmed change."""
 
-    def __init__(self, *, resolve: Callable[[dict], tuple[dict | None, list, list]], current: dict,
-                 interval: float, apply: Callable[[dict, list[str]], None], log, pool,
+    def __init__(self, *, resolve: Callable[[dict], tuple[Snapshot | None, list, list]],
+                 current: Snapshot, interval: float,
+                 apply: Callable[[Snapshot, list[str]], None], log, pool,
                  deadline_seconds: float, settle: float | None = None, metrics=None):
-        self.resolve = resolve            # reuse -> (env or None, errors, fetched metas)
+        self.resolve = resolve            # reuse -> (Snapshot or None, errors, fetched metas)
         self.current = current
         self.interval = interval
         self.apply = apply
@@ -183,9 +203,9 @@ class Watcher:
             # First sight of a change: confirm it a moment later before acting.
             self._pending = env
             self._next = now + self.settle
-            self.log.event("secret.change_seen", "debug", changed=_changed(self.current, env))
+            self.log.event("secret.change_seen", "debug", changed=env.changed_from(self.current))
             return
-        changed = _changed(self.current, env)
+        changed = env.changed_from(self.current)
         self.log.event("secret.changed", "info",
                        f"values changed ({', '.join(changed)}); applying --on-change",
                        variables=changed)

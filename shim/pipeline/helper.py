@@ -26,6 +26,9 @@ What travels between helpers through the supervisor:
   (VAULT_TOKEN, VAULT_TOKEN_FILE) is read again by each helper, so a rotated file is seen.
 - leased secrets (Vault dynamic credentials) kept across ticks: sent to each resolution so
   they are not read (and minted) again, with their metadata (dates, bytes) intact.
+- --template: the helper renders the templates the supervisor loaded before the program
+  started (shim.pipeline.run hands them over; a fork has them parsed, Jinja2 imported) and
+  answers with each DEST's text, which the supervisor writes when it changed.
 
 A helper that does not answer within its deadline (the run's --deadline plus an allowance for
 its SDK imports) is killed; the watcher counts that as a failed re-resolution and the program
@@ -54,6 +57,7 @@ from shim.tools import errors as _errors
 from shim.tools.errors import ShimError, Unavailable
 from shim.tools.deadline import Deadline
 from shim.delivery.metrics import resolution_stats
+from shim.delivery.watch import Snapshot
 from shim.pipeline.options import Options, parse_imports, parse_placeholder_source
 from shim.pipeline.plan import build_plan
 from shim.pipeline.probes import probe_plan
@@ -248,7 +252,7 @@ class RemotePool:
         # which a helper that finds nothing changed does not send again; references whose
         # probe the store refused (logged once, then read).
         self._digest: str | None = None
-        self._last_output: dict | None = None
+        self._last_output: Snapshot | None = None
         self._probe_denied: set[str] = set()
 
     def close(self) -> None:
@@ -284,7 +288,9 @@ class RemotePool:
         return answer
 
     def resolve(self, output: str, reuse=None, on_stats=None):
-        """(output, errors, lease metas) of one resolution in a helper; `reuse` holds the leased
+        """(Snapshot, errors, lease metas) of one resolution in a helper: the snapshot's values
+        are `output` ("environment" or "values"), its files what --template rendered (the helper
+        renders them: they are values too); `reuse` holds the leased
         secrets kept across ticks (fetch_key -> Fetched), which the helper does not read again.
         `on_stats(stats)` gets the resolution's counts and dates (shim.delivery.metrics), failed or not."""
         kept = [[list(key), encode_fetched(fetched)] for key, fetched in (reuse or {}).items()]
@@ -305,17 +311,20 @@ class RemotePool:
                                f"the policy denies its metadata path); reading the value on "
                                f"every tick instead", reference=reference)
         if answer.get("unchanged") and self._last_output is not None:
-            return dict(self._last_output), [], []
+            return self._last_output, [], []
         resolution_errors = [decode_error(e) for e in answer.get("resolution_errors") or []]
         if resolution_errors:
             self._digest = None
             return None, resolution_errors, []
-        self._digest, self._last_output = probed.get("digest"), dict(answer["output"])
+        files = {destination: _decode_value(content)
+                 for destination, content in (answer.get("rendered") or {}).items()}
+        snapshot = Snapshot(dict(answer["output"]), files)
+        self._digest, self._last_output = probed.get("digest"), snapshot
         leases = []
         for key, provider, data in answer.get("leases") or []:
             fetched = decode_fetched(data)
             leases.append((_as_tuple(key), provider, fetched.meta, fetched))
-        return answer["output"], [], leases
+        return snapshot, [], leases
 
     def _ttl_left(self, name: str) -> float | None:
         ttl = self._sessions[name].get("ttl")
@@ -397,7 +406,9 @@ def _probe(run, probe: dict, reuse: dict, deadline):
     """The change probes of this run's plan (shim.pipeline.probes): built from the same environment,
     so the same references a resolution would read."""
     plan = build_plan(run.environ, run.settings)
-    return probe_plan(plan, run.pool, deadline, reuse, frozenset(probe.get("denied") or ()))
+    templates = run.prepare_templates()
+    return probe_plan(plan, run.pool, deadline, reuse, frozenset(probe.get("denied") or ()),
+                      extra=tuple(templates.references()) if templates else ())
 
 
 def serve(request: dict, new_run) -> dict:
@@ -434,6 +445,8 @@ def serve(request: dict, new_run) -> dict:
             else:
                 answer["output"] = (run.child_environment(resolved) if request["output"] == "environment"
                                     else resolved.secret_values())
+                answer["rendered"] = {destination: _encode_value(content) for destination, content
+                                      in resolved.resolution.rendered.items()}
                 answer["leases"] = [[list(key), provider, encode_fetched(fetched)]
                                     for key, provider, _, fetched in resolved.resolution.lease_metas()]
         else:

@@ -196,8 +196,8 @@ OPTIONS: tuple[Option, ...] = (
        _RESOLVING, metavar="DURATION"),
     # --template (shim/delivery/templates.py): secrets into config files of the user's own shape
     _o("templates", ["--template"], "SHIM_TEMPLATES", "list", (),
-       "Render the Jinja2 template SRC into DEST before the program starts (repeatable; the "
-       "variable takes a ',' list).", {"exec", "render", "check"}, metavar="SRC:DEST",
+       "Render the Jinja2 template SRC into DEST before the program starts, and again when "
+       "--watch sees its text change (repeatable; the variable takes a ',' list).", {"exec", "render", "check"}, metavar="SRC:DEST",
        multiple=True),
     _o("template_mode", ["--template-mode"], "SHIM_TEMPLATE_MODE", "mode", 0o400,
        "Mode of the files --template writes, octal (default 0400).", {"exec", "render", "check"},

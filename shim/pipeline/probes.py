@@ -69,12 +69,13 @@ class ProbeResult:
             self.digest = hashlib.sha256(text).hexdigest()
 
 
-def probe_plan(plan, pool, deadline, reuse=None, denied=frozenset()) -> ProbeResult:
-    """Probe every secret of `plan`; the digest when every one of them has a probe."""
+def probe_plan(plan, pool, deadline, reuse=None, denied=frozenset(), extra=()) -> ProbeResult:
+    """Probe every secret of `plan`, and the `extra` references no variable holds (--template's
+    `secret()`); the digest when every one of them has a probe."""
     result = ProbeResult()
     if plan.errors or plan.imports or plan.env_file_entries:
         return result     # env files and --import maps are read with the values: no probe
-    for reference in plan.references():
+    for reference in plan.references() + list(extra):
         key = reference.fetch_key
         if key in result._answers or key in result._unanswered:
             continue
@@ -99,6 +100,7 @@ def probe_plan(plan, pool, deadline, reuse=None, denied=frozenset()) -> ProbeRes
         else:
             result._answers[key] = answer
     # What each variable reads (never printed: the digest only changes when the plan does).
+    # (The templates' references are fixed for the run's life: loaded once, before the program.)
     result._shape = sorted((name, entry.source, tuple(repr((part.reference.fetch_key,
                                                             part.reference.selector))
                                                       for part in entry.secret_parts))

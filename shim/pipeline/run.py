@@ -156,15 +156,19 @@ class Pipeline:
             return [error]
         return []
 
-    def write_templates(self, resolved: Resolved, identity=None) -> None:
-        """Write what resolve() rendered, owned by `identity` (the program's user)."""
-        if not self.templates or not resolved.resolution.rendered:
-            return
+    def write_templates(self, files: dict[str, bytes], identity=None) -> list[str]:
+        """Write what --template rendered (`files`: DEST -> content, a resolution's `rendered`
+        or a --watch helper's), owned by `identity` (the program's user): only the DESTs whose
+        content changed since this run last wrote them. The DESTs written."""
+        if not self.templates or not files:
+            return []
         uid = identity.uid if identity is not None else None
         gid = identity.gid if identity is not None else None
-        self.templates.write(resolved.resolution.rendered, uid, gid)
-        self.log.event("template.written", "info", "templates written",
-                       files=sorted(resolved.resolution.rendered))
+        written = self.templates.write(files, uid, gid)
+        if written:
+            self.log.event("template.written", "info", f"wrote {', '.join(written)}",
+                           files=written)
+        return written
 
     def _save_fallback(self, fallback, resolution) -> None:
         # A cache that cannot be written must not stop a start whose store answered: say so.
@@ -219,20 +223,29 @@ class Pipeline:
             self.metrics.record_stats(stats)
 
     def resolve_elsewhere(self, output: str):
-        """--watch: (output, errors, lease metas) of a resolution made in a short-lived helper
-        process (shim.pipeline.helper), so this long-lived process never imports a store SDK.
-        `output` is "environment" (the child's, without HOME) or "values" (render's)."""
-        values, errors, metas = self.remote.resolve(output, on_stats=self._record)
+        """--watch: (snapshot, errors, lease metas) of a resolution made in a short-lived
+        helper process (shim.pipeline.helper), so this long-lived process never imports a store
+        SDK. The snapshot's values are `output`: "environment" (the child's, without HOME) or
+        "values" (render's); its files are what --template rendered."""
+        snapshot, errors, metas = self.remote.resolve(output, on_stats=self._record)
         if self.metrics is not None and not errors:
             self.metrics.resolution_succeeded()
-        return values, errors, metas
+        return snapshot, errors, metas
 
     @property
     def remote(self):
         if self._remote is None:
             from shim.pipeline.helper import RemotePool  # lazy: only with --watch
-            self._remote = RemotePool(self.options, self.log, new_run=Pipeline)
+            self._remote = RemotePool(self.options, self.log, new_run=self._helper_pipeline)
         return self._remote
+
+    def _helper_pipeline(self, options: Options) -> "Pipeline":
+        """The Pipeline a --watch helper runs. The templates come from this one: loaded before
+        the program started, they are in the forked helper's memory, so no helper reads a SRC
+        again (by then the program might have changed it) or imports Jinja2 again."""
+        run = Pipeline(options)
+        run.templates, run._templates_ready = self.prepare_templates(), True
+        return run
 
     def close_helpers(self) -> None:
         """Kill --watch helpers still running (shim is exiting)."""
@@ -240,10 +253,13 @@ class Pipeline:
             self._remote.close()
 
     def watcher(self, output: str, finish: Callable[[dict], dict], current, apply, leases):
-        """A Watcher that re-resolves (in helpers) every --watch interval and keeps `leases`."""
+        """A Watcher that re-resolves (in helpers) every --watch interval and keeps `leases`;
+        `finish` turns a helper's values into what the program gets."""
         def resolve(reuse):
-            values, errors, metas = self.remote.resolve(output, reuse, on_stats=self._record)
-            return (finish(values) if values is not None else None), errors, metas
+            snapshot, errors, metas = self.remote.resolve(output, reuse, on_stats=self._record)
+            if snapshot is not None:
+                snapshot = snapshot._replace(values=finish(snapshot.values))
+            return snapshot, errors, metas
 
         return self._watcher(resolve, self.remote, current, apply, leases)
 
@@ -251,12 +267,15 @@ class Pipeline:
         """--watch with --as-files: re-resolve in this process. The files' stand-ins are made
         from the resolution itself (binary values included), which a helper does not hand
         back, so here the store SDK stays loaded (docs/as-files.md)."""
+        from shim.delivery.watch import Snapshot  # lazy: only with --watch
+
         def resolve(reuse):
             again = self.resolve(reuse)
             self._record_resolution(again.resolution, reuse)
             if again.errors:
                 return None, again.errors, []
-            return finish(again), [], again.resolution.lease_metas()
+            return (Snapshot(finish(again), dict(again.resolution.rendered)), [],
+                    again.resolution.lease_metas())
 
         return self._watcher(resolve, self.pool, current, apply, resolved.resolution.lease_metas())
 

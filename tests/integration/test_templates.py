@@ -185,12 +185,3 @@ def test_one_read_per_secret_for_the_environment_and_every_template(run_shim, ca
         assert vault.count("/v1/secret/data/app") == 1
     password = probe.read()["env"]["DB_PASSWORD"]
     assert (on_tmpfs / "out").read_text() == f'"{password}"\napp\n'
-
-
-def test_templates_with_watch_are_refused_until_rotation_rewrites_them(run_shim, tmp_path,
-                                                                       on_tmpfs, probe):
-    template = tmp_path / "t.tmpl"
-    template.write_text("x\n")
-    result = run_shim(["exec", "--allow-root", "--watch", "1m", "--template",
-                       f"{template}:{on_tmpfs / 'out'}", "--", *probe.argv])
-    assert result.returncode == 64 and "--watch" in result.stderr and not probe.ran
