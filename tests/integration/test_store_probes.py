@@ -1,0 +1,167 @@
+"""--watch change probes of the REST stores (Doppler, 1Password Connect, Bitwarden Secrets
+Manager), counted on their doubles: over ticks with one change in the middle, values are read
+at the start and for the change only, and every tick asks the store's cheapest question; a
+probe the store refuses falls back to reading, logged once; Bitwarden logs in once, not once a
+tick; `check -v` says which kind of watch each reference gets. Infisical has no probe (its
+page says why): it is read on every tick, with one login for the token's lifetime.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+
+import pytest
+
+from tests.conftest import finish_process
+from tests.doubles.bitwarden import BitwardenDouble
+from tests.doubles.doppler import DOWNLOAD, DopplerDouble
+from tests.doubles.https import Reply
+from tests.doubles.onepassword import ConnectDouble
+from tests.integration.test_supervise import wait_for
+
+TICK_TIMEOUT = 30      # seconds for a handful of 200 ms ticks, on a loaded machine
+
+
+def watch(start_shim, env, seen, *extra):
+    """exec --watch every 200 ms; the program appends $APP_PASSWORD to `seen` at each start."""
+    return start_shim(["exec", "--watch", "200ms", "--deadline", "10s", "--log-format", "json",
+                       *extra, "--", "sh", "-c",
+                       f'echo "$APP_PASSWORD" >> {seen}; exec sleep 60'], env)
+
+
+@pytest.fixture
+def start_watch(start_shim):
+    """`watch`, and a supervisor still running when the test ends (it failed) killed at once:
+    its double is gone, so waiting for it would only delay the report."""
+    started = []
+
+    def start(env, seen, *extra):
+        started.append(watch(start_shim, env, seen, *extra))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+
+
+def stop(process, canaries) -> str:
+    """SIGTERM, as docker stop: the supervisor exits 143; its stderr."""
+    process.send_signal(signal.SIGTERM)
+    returncode, _, stderr = finish_process(process, canaries)
+    assert returncode == 143, stderr
+    return stderr
+
+
+def grows(count, by: int) -> bool:
+    """Wait until `count()` has grown by `by` (ticks going by)."""
+    target = count() + by
+    return wait_for(lambda: count() >= target, timeout=TICK_TIMEOUT)
+
+
+def shows(seen, value) -> bool:
+    """Wait until the program has been (re)started with `value`."""
+    return wait_for(lambda: value in (seen.read_text() if seen.exists() else ""),
+                    timeout=TICK_TIMEOUT)
+
+
+def events(stderr: str, name: str) -> list[dict]:
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [record for record in records if record.get("event") == name]
+
+
+# -- Doppler: the download made conditional --------------------------------------------------------
+
+def test_doppler_downloads_a_config_only_when_its_etag_changes(tmp_path, start_watch, canaries):
+    """Each tick sends the download with If-None-Match and gets a 304 without a body; the
+    values cross the wire at the start (no ETag yet) and for the change: the 200 to the probe
+    is that resolution's read (no second request)."""
+    first, second = canaries.new("v1"), canaries.new("v2")
+    with DopplerDouble(tmp_path) as doppler:
+        doppler.add_config("billing", "prd", {"DB_PASSWORD": first})
+        token = doppler.service_token("billing", "prd")
+        seen = tmp_path / "seen"
+        process = start_watch({**doppler.env(token),
+                               "APP_PASSWORD": "ref+doppler://billing/prd#/DB_PASSWORD"}, seen)
+
+        def count(status: int) -> int:
+            return doppler.count(path=DOWNLOAD, status=status)
+
+        assert grows(lambda: count(304), 5)
+        assert count(200) == 1
+        doppler.add_config("billing", "prd", {"DB_PASSWORD": second})
+        assert shows(seen, second)
+        assert grows(lambda: count(304), 3)
+        assert count(200) == 2
+        assert doppler.count() == count(200) + count(304)
+        stderr = stop(process, canaries)
+        doppler.assert_no_credentials(stderr)
+    assert seen.read_text().split() == [first, second]
+
+
+# -- Bitwarden: one login, one organization list a tick --------------------------------------------
+
+def watch_bws(start_watch, bws, canaries, tmp_path):
+    """exec --watch on one secret by id; returns the process, the secret's id, both values, the
+    listing's path and the file the program writes its value into at each start."""
+    project = str(uuid.uuid4())
+    first, second = canaries.new("v1"), canaries.new("v2")
+    secret_id = bws.add_secret("DB_PASSWORD", first, project=project)
+    seen = tmp_path / "seen"
+    process = start_watch({**bws.env(bws.access_token(project)),
+                           "APP_PASSWORD": f"ref+bws://{secret_id}"}, seen)
+    return process, secret_id, first, second, seen
+
+
+@pytest.mark.parametrize("list_denied", [False, True], ids=["probe", "list-denied"])
+def test_bitwarden_logs_in_once_and_reads_only_a_revised_secret(tmp_path, start_watch, canaries,
+                                                                 list_denied):
+    """With the list: every tick one GET of the organization's secrets (no values), the
+    secret's GET at the start and for the change. Refused (404, no access to the organization
+    list): asked once, logged once, and each tick reads the secret instead. Either way one
+    login for the whole run, not one a tick."""
+    with BitwardenDouble(tmp_path) as bws:
+        bws.list_denied = list_denied
+        process, secret_id, first, second, seen = watch_bws(start_watch, bws, canaries, tmp_path)
+        listing = f"/api/organizations/{bws.organization}/secrets"
+
+        def reads() -> int:
+            return bws.count(path=f"/api/secrets/{secret_id}")
+
+        every_tick = reads if list_denied else (lambda: bws.count(path=listing))
+        assert grows(every_tick, 5)
+        assert bws.count(path=listing) == 1 if list_denied else reads() == 1
+        bws.update_secret(secret_id, second)
+        assert shows(seen, second)
+        assert grows(every_tick, 3)
+        if not list_denied:
+            assert reads() == 2
+        assert bws.logins() == 1
+        stderr = stop(process, canaries)
+        bws.assert_no_credentials(stderr)
+    assert seen.read_text().split() == [first, second]
+    denied = events(stderr, "watch.probe_denied")
+    assert [event["reference"] for event in denied] == ([f"ref+bws://{secret_id}"] if list_denied
+                                                       else [])
+
+
+def test_bitwarden_logs_in_again_when_the_carried_bearer_is_refused(tmp_path, start_watch,
+                                                                     canaries):
+    """A bearer the API stops accepting (expired early, revoked) is replaced by one new login,
+    within the tick: the program keeps running with its value, and the next ticks use the new
+    bearer."""
+    with BitwardenDouble(tmp_path) as bws:
+        process, secret_id, first, _, seen = watch_bws(start_watch, bws, canaries, tmp_path)
+        listing = f"/api/organizations/{bws.organization}/secrets"
+        assert grows(lambda: bws.count(path=listing, status=200), 3)
+        bws.expire_bearers()
+        assert grows(lambda: bws.count(path=listing, status=200), 3)
+        assert bws.logins() == 2
+        assert bws.count(path=listing, status=401) == 1
+        assert bws.count(path=f"/api/secrets/{secret_id}") == 1
+        stderr = stop(process, canaries)
+        bws.assert_no_credentials(stderr)
+    assert seen.read_text().split() == [first]
+    assert not events(stderr, "watch.failed")
