@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import uuid
 
 import pytest
@@ -33,8 +34,9 @@ def watch(start_shim, env, seen, *extra):
 
 @pytest.fixture
 def start_watch(start_shim):
-    """`watch`, and a supervisor still running when the test ends (it failed) killed at once:
-    its double is gone, so waiting for it would only delay the report."""
+    """`watch`, and a supervisor still running when the test ends (it failed) stopped at once
+    with its program (SIGTERM: a SIGKILL would leave the program holding shim's output open),
+    rather than waited for with its double gone."""
     started = []
 
     def start(env, seen, *extra):
@@ -44,7 +46,11 @@ def start_watch(start_shim):
     yield start
     for process in started:
         if process.poll() is None:
-            process.kill()
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass        # start_shim's teardown kills it
 
 
 def stop(process, canaries) -> str:
@@ -165,3 +171,40 @@ def test_bitwarden_logs_in_again_when_the_carried_bearer_is_refused(tmp_path, st
         bws.assert_no_credentials(stderr)
     assert seen.read_text().split() == [first]
     assert not events(stderr, "watch.failed")
+
+
+# -- 1Password Connect: the item's version from the vault's item summaries --------------------------
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["by-title", "by-id"])
+def test_onepassword_reads_an_item_only_when_its_version_changes(tmp_path, start_watch, canaries,
+                                                                by_id):
+    """Every tick lists the vault's items (summaries with `version`, no fields; filtered by
+    title when the reference names the title); the item itself, which holds the values, is
+    read at the start and for the change only."""
+    first, second = canaries.new("v1"), canaries.new("v2")
+    with ConnectDouble(tmp_path) as connect:
+        item_id = connect.add_item("prod", "postgres", {"password": first})
+        other = connect.add_item("prod", "redis", {"password": canaries.new("other")})
+        vault_id = connect.vault_id("prod")
+        reference = (f"op://{vault_id}/{item_id}/password" if by_id
+                     else "op://prod/postgres/password")
+        seen = tmp_path / "seen"
+        process = start_watch({**connect.env(connect.token("prod")),
+                               "APP_PASSWORD": reference}, seen)
+
+        def reads() -> int:
+            return connect.count(path=f"/v1/vaults/{vault_id}/items/{item_id}")
+
+        assert grows(lambda: connect.count(path=f"/v1/vaults/{vault_id}/items"), 5)
+        assert reads() == 1
+        connect.update_item("prod", other, {"password": canaries.new("other-v2")})
+        assert grows(lambda: connect.count(path=f"/v1/vaults/{vault_id}/items"), 3)
+        assert reads() == 1       # another item's edit is not this item's change
+        connect.update_item("prod", item_id, {"password": second})
+        assert shows(seen, second)
+        assert grows(lambda: connect.count(path=f"/v1/vaults/{vault_id}/items"), 3)
+        assert reads() == 2
+        assert connect.count(path=f"/v1/vaults/{vault_id}/items/{other}") == 0
+        stderr = stop(process, canaries)
+        connect.assert_no_credentials(stderr)
+    assert seen.read_text().split() == [first, second]
