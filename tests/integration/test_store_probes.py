@@ -208,3 +208,26 @@ def test_onepassword_reads_an_item_only_when_its_version_changes(tmp_path, start
         stderr = stop(process, canaries)
         connect.assert_no_credentials(stderr)
     assert seen.read_text().split() == [first, second]
+
+
+# -- Infisical: no probe; read every tick, one login per token lifetime ----------------------------
+
+def test_infisical_is_read_every_tick_with_one_login(tmp_path, start_watch, canaries):
+    """No probe (docs/infisical.md says why): every tick lists the folder with its values,
+    using the universal-auth token carried from tick to tick (tests/unit/test_carried_logins.py
+    checks its expiry)."""
+    from tests.doubles.infisical import LOGIN, InfisicalDouble
+
+    with InfisicalDouble(tmp_path) as infisical:
+        value = canaries.new()
+        infisical.add_secret(infisical.project, "prod", "/", "ROTATING", value)
+        client_id, client_secret = infisical.machine_identity((infisical.project, "prod"))
+        seen = tmp_path / "seen"
+        process = start_watch({**infisical.env(client_id, client_secret),
+                               "APP_PASSWORD": f"ref+infisical://{infisical.project}/prod"
+                                               "#/ROTATING"}, seen)
+        assert grows(lambda: len(infisical.lists()), 5)
+        assert infisical.count(path=LOGIN) == 1
+        stderr = stop(process, canaries)
+        infisical.assert_no_credentials(stderr)
+    assert seen.read_text().split() == [value]
