@@ -69,6 +69,7 @@ class BitwardenDouble(HttpsDouble):
         self.tamper_values = False                 # values encrypted under another key
         self.expires_in = 3600                     # the bearer's lifetime, as the login says
         self.list_denied = False                   # the organization list is 404 (no access)
+        self.list_reply = None                     # a Reply the organization list answers instead
         self._issued: dict[str, float] = {}        # bearer -> when it expires (time.time())
 
     # -- set-up --------------------------------------------------------------------------------
@@ -137,6 +138,8 @@ class BitwardenDouble(HttpsDouble):
         if request.method == "GET" and match:
             if match.group(1) != self.organization or self.list_denied:
                 return Reply(404, NOT_FOUND)
+            if self.list_reply is not None:
+                return self.list_reply
             return self._listing(lambda entry: entry["project"] in readable)
         match = re.fullmatch(r"/api/secrets/([0-9a-f-]{36})", request.path)
         if request.method == "GET" and match:

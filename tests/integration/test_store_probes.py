@@ -231,3 +231,65 @@ def test_infisical_is_read_every_tick_with_one_login(tmp_path, start_watch, cana
         stderr = stop(process, canaries)
         infisical.assert_no_credentials(stderr)
     assert seen.read_text().split() == [value]
+
+
+# -- check -v ------------------------------------------------------------------------------------
+
+def test_check_v_says_which_watch_each_store_gets(tmp_path, run_shim, canaries):
+    """The WATCH column: the probe each store offers, and "read every tick" for Infisical.
+    `check` itself sends no probe."""
+    from tests.doubles.infisical import InfisicalDouble
+
+    project = str(uuid.uuid4())
+    with DopplerDouble(tmp_path / "d") as doppler, ConnectDouble(tmp_path / "o") as connect, \
+            BitwardenDouble(tmp_path / "b") as bws, InfisicalDouble(tmp_path / "i") as infisical:
+        doppler.add_config("billing", "prd", {"DB_PASSWORD": canaries.new()})
+        connect.add_item("prod", "postgres", {"password": canaries.new()})
+        secret_id = bws.add_secret("KEY", canaries.new(), project=project)
+        infisical.add_secret(infisical.project, "prod", "/", "KEY", canaries.new())
+        client_id, client_secret = infisical.machine_identity((infisical.project, "prod"))
+        env = {**doppler.env(doppler.service_token("billing", "prd")),
+               **connect.env(connect.token("prod")), **bws.env(bws.access_token(project)),
+               **infisical.env(client_id, client_secret)}
+        # One CA per double: trust them all through one bundle.
+        bundle = tmp_path / "ca.pem"
+        bundle.write_text("".join(double.ca_path.read_text()
+                                  for double in (doppler, connect, bws, infisical)))
+        env.update({"REQUESTS_CA_BUNDLE": str(bundle),
+                    "DOPPLER_VALUE": "ref+doppler://billing/prd#/DB_PASSWORD",
+                    "OP_VALUE": "op://prod/postgres/password",
+                    "BWS_VALUE": f"ref+bws://{secret_id}",
+                    "INFISICAL_VALUE": f"ref+infisical://{infisical.project}/prod#/KEY"})
+
+        result = run_shim(["check", "-v", "--json"], env, timeout=60)
+        table = run_shim(["check", "-v"], env, timeout=60)
+
+        assert result.returncode == 0, result.stderr
+        rows = {row["variable"]: row["watch"] for row in json.loads(result.stdout)["variables"]}
+        assert rows["DOPPLER_VALUE"] == ["probe: ETag (If-None-Match)"]
+        assert rows["OP_VALUE"] == ["probe: item version"]
+        assert rows["BWS_VALUE"] == ["probe: revision dates"]
+        assert rows["INFISICAL_VALUE"] == ["read every tick"]
+        assert table.returncode == 0 and table.stdout.splitlines()[0].split()[-1] == "WATCH"
+        assert bws.count(path=f"/api/organizations/{bws.organization}/secrets") == 0
+        assert doppler.count(path=DOWNLOAD) == 2      # one per check run: no probe
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(200, {"secrets": {"not": "a list"}}),
+    Reply(200, {"secrets": [{"id": 7, "revisionDate": ["x"]}, "junk"]}),
+    Reply(200, [1, 2]),
+], ids=["not-a-list", "junk-entries", "a-list"])
+def test_a_bitwarden_list_shim_cannot_read_falls_back_to_reading(tmp_path, start_watch, canaries,
+                                                                 reply):
+    """A proxy or a lying server answering the organization list: no probe answer, so the
+    secret is read on every tick, and a change is still seen; no tick fails."""
+    with BitwardenDouble(tmp_path) as bws:
+        bws.list_reply = reply
+        process, secret_id, first, second, seen = watch_bws(start_watch, bws, canaries, tmp_path)
+        assert grows(lambda: bws.count(path=f"/api/secrets/{secret_id}"), 3)
+        bws.update_secret(secret_id, second)
+        assert shows(seen, second)
+        stderr = stop(process, canaries)
+    assert seen.read_text().split() == [first, second]
+    assert not events(stderr, "watch.failed")
