@@ -9,7 +9,7 @@ first asks, per secret, the cheapest question that tells whether its value chang
 | Vault KV v2, latest version | `GET <mount>/metadata/<path>`: `current_version` | 1 |
 | Google Secret Manager, `latest` | `GET .../versions/latest` (no payload): its name's number | 1 |
 | Doppler config | the download with `If-None-Match: <its ETag>`: 304, no body, when unchanged | 1 per config |
-| 1Password Connect item | the vault's item list (summaries, no fields): the item's `version` | 1 per item |
+| 1Password Connect item | the vault's item list (summaries, no fields): the item's `version` | 1 per vault |
 | Bitwarden Secrets Manager | the organization's secret list (no values): each `revisionDate` | 1 per run |
 | `file:`, NAME_FILE, sops files | the file's content hash (local) | 0 |
 | a leased secret kept across ticks | none needed: it is renewed, not read | 0 |

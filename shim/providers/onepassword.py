@@ -12,9 +12,9 @@ reference or answer names another address, and no redirect is followed. A servic
 (OP_SERVICE_ACCOUNT_TOKEN) needs 1Password's SDK, which talks to 1Password.com and cannot be
 tested here: docs/onepassword.md says so.
 
---watch probe: the vault's item list (`GET /v1/vaults/ID/items`, filtered by title when the
-reference names the item by title): item summaries with their `version`, no fields, so no
-value; the item is read again only when its version changed. Connect has no permission that
+--watch probe: the vault's item list (`GET /v1/vaults/ID/items`, once per vault per tick for
+every reference into it): item summaries with their `version`, no fields, so no value; an item
+is read again only when its version changed. Connect has no permission that
 allows the read but not the list, so a failed probe is left to the read to explain.
 
 Plain REST over `requests` (shim/providers/rest.py); docs/onepassword.md says why. Messages quote
@@ -69,6 +69,7 @@ class OnePasswordConnectProvider:
         self._session = None
         self._vaults: dict[str, object] = {}     # vault name -> id, or the ShimError
         self._vault_lock = threading.Lock()
+        self._summaries: dict[str, list] = {}    # vault id -> its item summaries (probes)
 
     def fetch_all(self, references, deadline):
         if not references:
@@ -94,17 +95,21 @@ class OnePasswordConnectProvider:
         return "item-version"
 
     def probe(self, reference, deadline):
-        """"ID vN" of the item from the vault's item summaries; None when the list does not
-        name exactly one such item or is refused (the read says what is wrong)."""
+        """"ID vN" of the item from its vault's item summaries (one list per vault per tick,
+        shared by every reference into it); None when the list does not name exactly one such
+        item or is refused (the read says what is wrong)."""
         self._ready()
         vault, item = reference.locator.split("/", 1)
-        by_id = re.fullmatch(ID_PATTERN, item) is not None
         vault_id = self._vault_id(vault, deadline)
-        answer = self._get(f"/v1/vaults/{vault_id}/items",
-                           None if by_id else {"filter": f'title eq "{item}"'}, deadline, "probe")
-        listed = answer.body if answer.status == 200 and isinstance(answer.body, list) else []
-        matches = [entry for entry in listed if isinstance(entry, dict)
-                   and entry.get("id" if by_id else "title") == item]
+        with self._vault_lock:
+            if vault_id not in self._summaries:
+                answer = self._get(f"/v1/vaults/{vault_id}/items", None, deadline, "probe")
+                listed = answer.body if answer.status == 200 and isinstance(answer.body, list) \
+                    else []
+                self._summaries[vault_id] = [entry for entry in listed if isinstance(entry, dict)]
+            summaries = self._summaries[vault_id]
+        key = "id" if re.fullmatch(ID_PATTERN, item) else "title"
+        matches = [entry for entry in summaries if entry.get(key) == item]
         if len(matches) != 1:
             return None
         found, version = matches[0].get("id"), matches[0].get("version")

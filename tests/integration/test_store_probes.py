@@ -178,9 +178,8 @@ def test_bitwarden_logs_in_again_when_the_carried_bearer_is_refused(tmp_path, st
 @pytest.mark.parametrize("by_id", [False, True], ids=["by-title", "by-id"])
 def test_onepassword_reads_an_item_only_when_its_version_changes(tmp_path, start_watch, canaries,
                                                                 by_id):
-    """Every tick lists the vault's items (summaries with `version`, no fields; filtered by
-    title when the reference names the title); the item itself, which holds the values, is
-    read at the start and for the change only."""
+    """Every tick lists the vault's items once (summaries with `version`, no fields); the item
+    itself, which holds the values, is read at the start and for its own change only."""
     first, second = canaries.new("v1"), canaries.new("v2")
     with ConnectDouble(tmp_path) as connect:
         item_id = connect.add_item("prod", "postgres", {"password": first})
