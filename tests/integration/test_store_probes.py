@@ -292,3 +292,35 @@ def test_a_bitwarden_list_shim_cannot_read_falls_back_to_reading(tmp_path, start
         stderr = stop(process, canaries)
     assert seen.read_text().split() == [first, second]
     assert not events(stderr, "watch.failed")
+
+
+def test_a_bitwarden_project_is_read_when_one_of_its_secrets_is_revised(tmp_path, start_watch,
+                                                                      canaries):
+    """A project reference's probe answer is its secrets' ids and revision dates (from the same
+    organization list): revising, adding or removing one of them reads the project again;
+    ticks without a change read nothing."""
+    with BitwardenDouble(tmp_path) as bws:
+        project = str(uuid.uuid4())
+        first, second = canaries.new("v1"), canaries.new("v2")
+        secret_id = bws.add_secret("DB_PASSWORD", first, project=project)
+        bws.add_secret("UNRELATED", canaries.new("other"), project=str(uuid.uuid4()))
+        seen = tmp_path / "seen"
+        process = start_watch({**bws.env(bws.access_token(project)),
+                               "APP_PASSWORD": f"ref+bws://project/{project}#/DB_PASSWORD"},
+                              seen)
+        listing = f"/api/organizations/{bws.organization}/secrets"
+
+        def reads() -> int:
+            return bws.count(path="/api/secrets/get-by-ids")
+
+        assert grows(lambda: bws.count(path=listing), 4)
+        assert reads() == 1
+        bws.add_secret("ADDED", canaries.new("added"), project=project)
+        assert wait_for(lambda: reads() == 2, timeout=TICK_TIMEOUT)
+        bws.update_secret(secret_id, second)
+        assert shows(seen, second)
+        assert grows(lambda: bws.count(path=listing), 3)
+        assert reads() == 3
+        stderr = stop(process, canaries)
+        bws.assert_no_credentials(stderr)
+    assert seen.read_text().split() == [first, second]
