@@ -20,10 +20,12 @@ which references). When every secret has a probe and the digest is the one of th
 resolution, the helper answers "unchanged" and reads nothing; otherwise it resolves as before
 (and the supervisor's confirmation, jitter and --on-change follow unchanged). A Vault policy
 that denies the metadata path (a separate ACL from the data path) makes that secret fall back
-to reading; the supervisor logs it once and stops asking. A store offers its probes by two methods of its
-provider: `probe_kind(reference)` (a key of WATCH_KINDS, or None) and `probe(reference,
-deadline)` (the answer, DENIED, or None); a Doppler probe that finds the config changed keeps
-the download it got, so the read that follows costs no second request.
+to reading; the supervisor logs it once and stops asking.
+
+A store offers its probe by two methods of its provider: `probe_kind(reference)` (a key of
+WATCH_KINDS, or None) and `probe(reference, deadline)` (the answer, DENIED, or None); a
+Doppler probe that finds the config changed keeps the download it got, so the read that
+follows costs no second request.
 
 Digests carry hashes of file contents and version numbers, never a value, and stay in the
 supervisor's memory (which holds the program's values anyway).
