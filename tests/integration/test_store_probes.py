@@ -173,7 +173,7 @@ def test_bitwarden_logs_in_again_when_the_carried_bearer_is_refused(tmp_path, st
     assert not events(stderr, "watch.failed")
 
 
-# -- 1Password Connect: the item's version from the vault's item summaries --------------------------
+# -- 1Password Connect: the item's version from the vault's item summaries ------------------------
 
 @pytest.mark.parametrize("by_id", [False, True], ids=["by-title", "by-id"])
 def test_onepassword_reads_an_item_only_when_its_version_changes(tmp_path, start_watch, canaries,
