@@ -24,6 +24,11 @@ What travels between helpers through the supervisor:
   again nor looks the mounts up again; renewals return the new TTL the same way (or a new
   token, when the old one reached its max TTL: shim.providers.vault.auth). A token the environment gives
   (VAULT_TOKEN, VAULT_TOKEN_FILE) is read again by each helper, so a rotated file is seen.
+- the REST stores' sessions: Infisical's universal-auth token and Bitwarden's bearer (with the
+  login's encrypted payload: the organization key is opened again in each helper, never
+  carried), each with its expiry as a time.monotonic() (the machine's clock, shared by every
+  helper, so the time the supervisor held it counts), and the ETags of Doppler's last
+  downloads (its change probe).
 - leased secrets (Vault dynamic credentials) kept across ticks: sent to each resolution so
   they are not read (and minted) again, with their metadata (dates, bytes) intact.
 - --template: the helper renders the templates the supervisor loaded before the program

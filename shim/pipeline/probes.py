@@ -8,9 +8,12 @@ first asks, per secret, the cheapest question that tells whether its value chang
 |---|---|---|
 | Vault KV v2, latest version | `GET <mount>/metadata/<path>`: `current_version` | 1 |
 | Google Secret Manager, `latest` | `GET .../versions/latest` (no payload): its name's number | 1 |
+| Doppler config | the download with `If-None-Match: <its ETag>`: 304, no body, when unchanged | 1 per config |
+| 1Password Connect item | the vault's item list (summaries, no fields): the item's `version` | 1 per vault |
+| Bitwarden Secrets Manager | the organization's secret list (no values): each `revisionDate` | 1 per run |
 | `file:`, NAME_FILE, sops files | the file's content hash (local) | 0 |
 | a leased secret kept across ticks | none needed: it is renewed, not read | 0 |
-| anything else (KV v1, dynamic secrets, pinned versions, other stores) | none: read | - |
+| anything else (KV v1, dynamic secrets, pinned versions, Infisical, ...) | none: read | - |
 
 The answers are folded into one digest together with the plan's shape (which variables, from
 which references). When every secret has a probe and the digest is the one of the last full
@@ -18,6 +21,11 @@ resolution, the helper answers "unchanged" and reads nothing; otherwise it resol
 (and the supervisor's confirmation, jitter and --on-change follow unchanged). A Vault policy
 that denies the metadata path (a separate ACL from the data path) makes that secret fall back
 to reading; the supervisor logs it once and stops asking.
+
+A store offers its probe by two methods of its provider: `probe_kind(reference)` (a key of
+WATCH_KINDS, or None) and `probe(reference, deadline)` (the answer, DENIED, or None); a
+Doppler probe that finds the config changed keeps the download it got, so the read that
+follows costs no second request.
 
 Digests carry hashes of file contents and version numbers, never a value, and stay in the
 supervisor's memory (which holds the program's values anyway).
@@ -38,6 +46,9 @@ WATCH_KINDS = {
     "metadata": "probe: KV v2 metadata",
     "hash": "probe: content hash",
     "latest": "probe: versions/latest name",
+    "etag": "probe: ETag (If-None-Match)",
+    "item-version": "probe: item version",
+    "revision": "probe: revision dates",
     "lease": "lease renewal",
     "read": "read every tick",
 }
@@ -114,7 +125,7 @@ def _probe(reference, pool, deadline, result: ProbeResult) -> str | None:
     if kind == "hash":
         result.probes[reference.provider] = result.probes.get(reference.provider, 0) + 1
         return _content_hash(reference.locator)
-    if kind in ("metadata", "latest"):
+    if kind != "read":
         result.probes[reference.provider] = result.probes.get(reference.provider, 0) + 1
         try:
             return pool.get(reference.provider).probe(reference, deadline)
@@ -134,7 +145,8 @@ def _user_of(plan, fetch_key) -> str | None:
 
 
 def probe_kind(reference, pool, deadline) -> str:
-    """"metadata", "hash" or "read": the probe a reference gets (leases are the Watcher's)."""
+    """A key of WATCH_KINDS ("metadata", "hash", "read", ...): the probe a reference gets
+    (leases are the Watcher's); a store offers its own through its provider's `probe_kind`."""
     if reference.provider in ("file", "sops"):
         return "hash"
     if reference.provider == "gcpsecrets" and reference.version is None:
@@ -145,7 +157,14 @@ def probe_kind(reference, pool, deadline) -> str:
                 return "metadata"
         except ShimError:
             pass
-    return "read"
+        return "read"
+    try:
+        provider = pool.get(reference.provider)
+    except (ShimError, KeyError):
+        return "read"       # not a store (an env file), or one the read will say is unusable
+    offered = getattr(provider, "probe_kind", None)
+    kind = offered(reference) if offered is not None else None
+    return kind if kind in WATCH_KINDS and kind not in ("hash", "lease") else "read"
 
 
 def watch_kind(reference, meta, pool, deadline) -> str:

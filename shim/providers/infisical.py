@@ -75,18 +75,22 @@ class InfisicalProvider:
     # -- handing over between --watch helpers (shim.pipeline.helper) -------------------------------------
 
     def export_session(self) -> dict:
-        """The universal-auth access token and the seconds it has left (less a margin), so the
-        next tick does not log in again: one login per token lifetime, not per tick."""
+        """The universal-auth access token and when it expires, so the next tick does not log
+        in again: one login per token lifetime, not per tick. The expiry is a time.monotonic()
+        (CLOCK_MONOTONIC is the machine's, shared by every helper), not the seconds left: the
+        supervisor holds the session between ticks, and seconds counted at the hand-over
+        would be stale by a tick at each one, so the token would never be seen to expire."""
         if self._login_token is None:
             return {}
         token, expiry = self._login_token
-        left = expiry - time.monotonic() - TOKEN_RESERVE_SECONDS
-        return {"token": token, "seconds_left": left} if left > 0 else {}
+        if expiry - time.monotonic() - TOKEN_RESERVE_SECONDS <= 0:
+            return {}
+        return {"token": token, "expires": expiry}
 
     def resume_session(self, state) -> None:
-        if state.get("token") and state.get("seconds_left"):
-            self._login_token = (state["token"], time.monotonic() + state["seconds_left"]
-                                 + TOKEN_RESERVE_SECONDS)
+        token, expires = state.get("token"), state.get("expires")
+        if isinstance(token, str) and token and isinstance(expires, (int, float)):
+            self._login_token = (token, float(expires))
 
     def fetch_all(self, references, deadline):
         if self._session is None:

@@ -12,6 +12,11 @@ reference or answer names another address, and no redirect is followed. A servic
 (OP_SERVICE_ACCOUNT_TOKEN) needs 1Password's SDK, which talks to 1Password.com and cannot be
 tested here: docs/onepassword.md says so.
 
+--watch probe: the vault's item list (`GET /v1/vaults/ID/items`, once per vault per tick for
+every reference into it): item summaries with their `version`, no fields, so no value; an item
+is read again only when its version changed. Connect has no permission that
+allows the read but not the list, so a failed probe is left to the read to explain.
+
 Plain REST over `requests` (shim/providers/rest.py); docs/onepassword.md says why. Messages quote
 vault and item names, HTTP statuses and counts, never a field value or the token.
 """
@@ -64,21 +69,53 @@ class OnePasswordConnectProvider:
         self._session = None
         self._vaults: dict[str, object] = {}     # vault name -> id, or the ShimError
         self._vault_lock = threading.Lock()
+        self._summaries: dict[str, list] = {}    # vault id -> its item summaries (probes)
 
     def fetch_all(self, references, deadline):
         if not references:
             return {}
         try:
-            self._host = host_setting(self.context.environ)
-            self._token = self.context.environ.get(TOKEN_VARIABLE) or ""
-            if not self._token:
-                raise ConfigError(f"{TOKEN_VARIABLE} is not set",
-                                  hint="give the Connect server's access token")
+            self._ready()
         except ShimError as error:
             return {reference.fetch_key: error for reference in references}
+        return rest.read_each_locator(references, self._read_item, deadline, TITLE)
+
+    def _ready(self) -> None:
+        self._host = host_setting(self.context.environ)
+        self._token = self.context.environ.get(TOKEN_VARIABLE) or ""
+        if not self._token:
+            raise ConfigError(f"{TOKEN_VARIABLE} is not set",
+                              hint="give the Connect server's access token")
         if self._session is None:
             self._session = rest.new_session()
-        return rest.read_each_locator(references, self._read_item, deadline, TITLE)
+
+    # -- --watch change probes (shim.pipeline.probes) -------------------------------------------
+
+    def probe_kind(self, reference) -> str:
+        return "item-version"
+
+    def probe(self, reference, deadline):
+        """"ID vN" of the item from its vault's item summaries (one list per vault per tick,
+        shared by every reference into it); None when the list does not name exactly one such
+        item or is refused (the read says what is wrong)."""
+        self._ready()
+        vault, item = reference.locator.split("/", 1)
+        vault_id = self._vault_id(vault, deadline)
+        with self._vault_lock:
+            if vault_id not in self._summaries:
+                answer = self._get(f"/v1/vaults/{vault_id}/items", None, deadline, "probe")
+                listed = answer.body if answer.status == 200 and isinstance(answer.body, list) \
+                    else []
+                self._summaries[vault_id] = [entry for entry in listed if isinstance(entry, dict)]
+            summaries = self._summaries[vault_id]
+        key = "id" if re.fullmatch(ID_PATTERN, item) else "title"
+        matches = [entry for entry in summaries if entry.get(key) == item]
+        if len(matches) != 1:
+            return None
+        found, version = matches[0].get("id"), matches[0].get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or not isinstance(found, str):
+            return None
+        return f"{found} v{version}"
 
     def _get(self, path: str, params, deadline, operation: str):
         return retry(lambda: rest.call(self._session, "GET", self._host + path,

@@ -28,7 +28,14 @@ SecretsController and ProjectsController, and bitwarden/sdk's access-token login
   "creationDate", "revisionDate"}], "object": "SecretsWithProjectsList"}`;
   `POST /api/secrets/get-by-ids` with `{"ids": [...]}` answers `{"data": [secret...],
   "object": "list"}`, and 404 unless every id exists and is readable.
-- A bearer token the server did not issue is 401 with an empty body.
+- `GET /api/organizations/ID/secrets` (what `bws secret list` asks) answers the same
+  `SecretsWithProjectsList` for every secret of the organization the machine account may read,
+  each with `"projects": [{"id", "name"}]` (bitwarden/server's SecretWithProjectsListResponseModel);
+  an organization the caller has no Secrets Manager access to is 404. `revisionDate` changes
+  whenever the secret is edited. The organization is the bearer's `organization` claim, which
+  bitwarden/sdk's access-token login reads.
+- A bearer token the server did not issue (or one past its `expires_in`) is 401 with an empty
+  body.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import json
 import os
 import re
 import secrets
+import time
 import uuid
 from pathlib import Path
 
@@ -59,6 +67,10 @@ class BitwardenDouble(HttpsDouble):
         self._bearers: dict[str, str] = {}         # bearer -> client id
         self._token_texts: list[str] = []
         self.tamper_values = False                 # values encrypted under another key
+        self.expires_in = 3600                     # the bearer's lifetime, as the login says
+        self.list_denied = False                   # the organization list is 404 (no access)
+        self.list_reply = None                     # a Reply the organization list answers instead
+        self._issued: dict[str, float] = {}        # bearer -> when it expires (time.time())
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -70,8 +82,22 @@ class BitwardenDouble(HttpsDouble):
         secret_id = str(uuid.uuid4())
         raw = value.encode() if isinstance(value, str) else value
         with self.lock:
-            self._secrets[secret_id] = {"key": key, "value": raw, "project": project}
+            self._secrets[secret_id] = {"key": key, "value": raw, "project": project,
+                                        "revised": _now()}
         return secret_id
+
+    def update_secret(self, secret_id: str, value: str) -> None:
+        """An edit in the web app: a new value and a new revisionDate."""
+        with self.lock:
+            self._secrets[secret_id].update(value=value.encode(), revised=_now())
+
+    def logins(self) -> int:
+        return self.count(path="/identity/connect/token", status=200)
+
+    def expire_bearers(self) -> None:
+        """Every bearer issued so far is refused from now on (401), as after its expiry."""
+        with self.lock:
+            self._issued = {bearer: 0.0 for bearer in self._issued}
 
     def access_token(self, *projects: str) -> str:
         """A machine account's access token that may read `projects`."""
@@ -104,9 +130,17 @@ class BitwardenDouble(HttpsDouble):
             return self._token(request)
         with self.lock:
             client = self._clients.get(self._bearers.get(request.bearer(), ""))
-        if client is None:
+            expired = self._issued.get(request.bearer(), 0.0) <= time.time()
+        if client is None or expired:
             return Reply(401, "", "text/plain")
         readable = client[2]
+        match = re.fullmatch(r"/api/organizations/([0-9a-f-]{36})/secrets", request.path)
+        if request.method == "GET" and match:
+            if match.group(1) != self.organization or self.list_denied:
+                return Reply(404, NOT_FOUND)
+            if self.list_reply is not None:
+                return self.list_reply
+            return self._listing(lambda entry: entry["project"] in readable)
         match = re.fullmatch(r"/api/secrets/([0-9a-f-]{36})", request.path)
         if request.method == "GET" and match:
             return self._secret(match.group(1), readable) or Reply(404, NOT_FOUND)
@@ -114,14 +148,7 @@ class BitwardenDouble(HttpsDouble):
         if request.method == "GET" and match:
             if match.group(1) not in readable:
                 return Reply(404, NOT_FOUND)
-            with self.lock:
-                listed = [{"id": secret_id, "organizationId": self.organization,
-                           "key": self._encrypt(entry["key"].encode()),
-                           "creationDate": "2026-01-02T03:04:05.123Z",
-                           "revisionDate": "2026-01-02T03:04:05.123Z"}
-                          for secret_id, entry in self._secrets.items()
-                          if entry["project"] == match.group(1)]
-            return {"secrets": listed, "projects": [], "object": "SecretsWithProjectsList"}
+            return self._listing(lambda entry, project=match.group(1): entry["project"] == project)
         if request.method == "POST" and request.path == "/api/secrets/get-by-ids":
             ids = (request.json() or {}).get("ids") or []
             found = [self._secret(secret_id, readable) for secret_id in ids]
@@ -129,6 +156,18 @@ class BitwardenDouble(HttpsDouble):
                 return Reply(404, NOT_FOUND)
             return {"data": found, "object": "list"}
         return Reply(404, NOT_FOUND)
+
+    def _listing(self, chosen) -> dict:
+        with self.lock:
+            listed = [{"id": secret_id, "organizationId": self.organization,
+                       "key": self._encrypt(entry["key"].encode()),
+                       "creationDate": "2026-01-02T03:04:05.123Z",
+                       "revisionDate": entry["revised"],
+                       "projects": [{"id": entry["project"], "name": "project"}]}
+                      for secret_id, entry in self._secrets.items() if chosen(entry)]
+        projects = list({item["projects"][0]["id"]: item["projects"][0] for item in listed}
+                        .values())
+        return {"secrets": listed, "projects": projects, "object": "SecretsWithProjectsList"}
 
     def _token(self, request: Incoming):
         form = {key: values for key, values in _form(request.body).items()}
@@ -140,9 +179,10 @@ class BitwardenDouble(HttpsDouble):
         bearer = self._jwt(form["client_id"])
         with self.lock:
             self._bearers[bearer] = form["client_id"]
+            self._issued[bearer] = time.time() + self.expires_in
         payload = json.dumps({"encryptionKey": base64.b64encode(
             self.org_key.enc + self.org_key.mac).decode()}).encode()
-        return {"access_token": bearer, "expires_in": 3600, "token_type": "Bearer",
+        return {"access_token": bearer, "expires_in": self.expires_in, "token_type": "Bearer",
                 "scope": "api.secrets",
                 "encrypted_payload": bwscrypto.encrypt(payload, bwscrypto.shareable_key(client[1]),
                                                        os.urandom(16))}
@@ -151,13 +191,11 @@ class BitwardenDouble(HttpsDouble):
         """A bearer token shaped as the identity server's: a JWT whose claims name the machine
         account and its organization (Bitwarden's SDK reads them; nobody checks the signature
         but the server)."""
-        import time
-
         def part(data) -> str:
             return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
         claims = {"iss": self.endpoint + "/identity", "nbf": int(time.time()) - 5,
-                  "iat": int(time.time()) - 5, "exp": int(time.time()) + 3600,
+                  "iat": int(time.time()) - 5, "exp": int(time.time()) + self.expires_in,
                   "scope": ["api.secrets"], "client_id": client_id, "sub": client_id,
                   "organization": self.organization, "jti": secrets.token_hex(16)}
         return ".".join((part({"alg": "RS256", "kid": "double", "typ": "at+jwt"}), part(claims),
@@ -175,10 +213,17 @@ class BitwardenDouble(HttpsDouble):
                           else self._encrypt(entry["value"])),
                 "note": self._encrypt(b""),
                 "creationDate": "2026-01-02T03:04:05.123Z",
-                "revisionDate": "2026-01-02T03:04:05.123Z"}
+                "revisionDate": entry["revised"]}
 
     def _encrypt(self, plaintext: bytes) -> str:
         return bwscrypto.encrypt(plaintext, self.org_key, os.urandom(16))
+
+
+def _now() -> str:
+    """A revisionDate as the server writes it (UTC, with fractions of a second)."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _form(body: bytes) -> dict[str, str]:

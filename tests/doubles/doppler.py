@@ -21,12 +21,18 @@ https://docs.doppler.com/reference/config-secret-download):
 - Errors are `{"messages": ["…"], "success": false}` with the HTTP status: 401 `Invalid Auth
   token`, 403 `This token does not have access to requested config '…'`, 404 `Could not find
   requested project '…'` / `Could not find requested config '…'`, 429 with `Retry-After`, 5xx.
+- A download answers with an `ETag`; the same download sent with `If-None-Match: <that ETag>`
+  is 304 with no body while the config is unchanged. Doppler's own CLI relies on it for its
+  fallback file (https://github.com/DopplerHQ/cli, pkg/http/api.go: DownloadSecrets sends
+  If-None-Match with the ETag it kept).
 - Secret names are upper-case letters, digits and underscores, not starting with a digit
   (https://docs.doppler.com/docs/secrets); the double refuses anything else when a test adds it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
 from pathlib import Path
@@ -113,5 +119,9 @@ class DopplerDouble(HttpsDouble):
         if values is None:
             return self.error(404, f"Could not find requested config '{config}'")
         environment = config.split("_", 1)[0]
-        return {**values, "DOPPLER_PROJECT": project, "DOPPLER_CONFIG": config,
-                "DOPPLER_ENVIRONMENT": environment}
+        answer = {**values, "DOPPLER_PROJECT": project, "DOPPLER_CONFIG": config,
+                  "DOPPLER_ENVIRONMENT": environment}
+        etag = 'W/"' + hashlib.sha256(json.dumps(answer, sort_keys=True).encode()).hexdigest() + '"'
+        if request.headers.get("If-None-Match") == etag:
+            return Reply(304, b"", headers={"ETag": etag})
+        return Reply(200, answer, headers={"ETag": etag})

@@ -47,6 +47,7 @@ class InfisicalDouble(HttpsDouble):
         self._identities: dict[str, tuple] = {}    # client id -> (client secret, grants, reader)
         self._tokens: dict[str, str] = {}          # access token -> client id
         self.project = secrets.token_hex(12)       # Infisical project ids are opaque
+        self.expires_in = 7200                     # the access token's lifetime, in seconds
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ class InfisicalDouble(HttpsDouble):
         if identity is None or identity[0] != body.get("clientSecret"):
             return self.error(401, "Invalid credentials")
         token = self.access_token(body["clientId"])
-        return {"accessToken": token, "expiresIn": 7200, "accessTokenMaxTTL": 2592000,
+        return {"accessToken": token, "expiresIn": self.expires_in, "accessTokenMaxTTL": 2592000,
                 "tokenType": "Bearer"}
 
     def _list(self, request: Incoming) -> object:

@@ -19,6 +19,8 @@ https://developer.1password.com/docs/cli/secret-reference-syntax/):
 - `GET /v1/vaults/VAULT_ID/items/ITEM_ID` answers the full item: `{"id", "title", "vault":
   {"id"}, "category", "version", "sections": [{"id", "label"}], "fields": [{"id", "type",
   "purpose", "label", "value", "section": {"id"}}]}` (a field without `section` is in none).
+- An item's `version` grows by one at each edit (the item summaries of the list carry it too,
+  without fields: the Connect API reference's Item schema).
 - IDs are 26 lower-case letters and digits. `Authorization: Bearer TOKEN` on every request.
 - Errors are `{"status": N, "message": "..."}`: 401 `Invalid token signature`, 403
   `Authorization: Access denied` (a vault the token was not granted), 404 `vault not found` /
@@ -81,6 +83,16 @@ class ConnectDouble(HttpsDouble):
                 "id": item_id, "title": title, "vault": {"id": vault_id}, "category": "LOGIN",
                 "version": 1, "sections": item_sections, "fields": item_fields}
         return item_id
+
+    def update_item(self, vault: str, item_id: str, fields: dict) -> None:
+        """An edit: the named fields get new values and the item a new version."""
+        vault_id = self.vault_id(vault)
+        with self.lock:
+            item = self._vaults[vault_id]["items"][item_id]
+            for field in item["fields"]:
+                if field["label"] in fields:
+                    field["value"] = fields[field["label"]]
+            item["version"] += 1
 
     def token(self, *vaults: str) -> str:
         token = "eyJhbGciOiJFUzI1NiIs" + secrets.token_urlsafe(60)
