@@ -450,14 +450,18 @@ class SecretManagerProvider:
     # -- handing over between --watch helpers (shim.pipeline.helper) -----------------------------------
 
     def export_session(self) -> dict:
-        """The access token and the seconds it has left (less a margin), so the next helper
-        does not ask for another: one token per token lifetime, not per re-resolution."""
+        """The access token and when it stops being used (its expiry less a margin), so the next
+        helper does not ask for another: one token per token lifetime, not per re-resolution.
+        The moment is a time.monotonic() (CLOCK_MONOTONIC is the machine's, shared by every
+        helper), not the seconds left: the supervisor holds the session between ticks, and
+        seconds counted at each hand-over would push the expiry a tick later every time."""
         token, left = self._tokens.current()
-        return {"token": token, "seconds_left": left} if token else {}
+        return {"token": token, "expires": time.monotonic() + left} if token else {}
 
     def resume_session(self, state) -> None:
-        if state.get("token") and state.get("seconds_left"):
-            self._tokens.carried = (state["token"], time.monotonic() + state["seconds_left"])
+        token, expires = state.get("token"), state.get("expires")
+        if isinstance(token, str) and token and isinstance(expires, (int, float)):
+            self._tokens.carried = (token, float(expires))
 
     def _shared_session(self):
         if self._session is None:

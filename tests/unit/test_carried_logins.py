@@ -17,6 +17,7 @@ import pytest
 from shim.delivery.audit import Log
 from shim.providers.base import ProviderContext
 from shim.providers.bitwarden import TOKEN_RESERVE_SECONDS, SecretsManagerProvider
+from shim.providers.gcp import SecretManagerProvider
 from shim.providers.infisical import InfisicalProvider
 from shim.syntax.refs import parse_reference
 from shim.tools.deadline import Deadline
@@ -69,3 +70,17 @@ def test_a_carried_login_is_replaced_once_it_nears_its_expiry(store, tmp_path, c
         assert logins() < ticks
     finally:
         double.stop()
+
+
+def test_a_carried_google_token_keeps_its_expiry_however_long_the_supervisor_held_it():
+    # Handed on as "seconds left", each hand-over restarted the count: a token held for a tick
+    # between helpers came back a tick younger, and was used past its real expiry.
+    expires = time.monotonic() + 120
+    state = {"token": "carried-google-token", "expires": expires}
+    for _ in range(3):
+        provider = SecretManagerProvider(ProviderContext({}, Log(level="error")))
+        provider.resume_session(state)
+        time.sleep(BETWEEN_TICKS)
+        state = provider.export_session()
+        assert state["token"] == "carried-google-token"
+        assert state["expires"] == pytest.approx(expires, abs=0.05)

@@ -56,12 +56,12 @@ def test_once_expired_the_carried_token_is_not_handed_to_the_next_helper(gcp, tm
     """Otherwise every helper after the first hour receives the dead token (with negative time
     left) and asks for a new one: one token request per --watch tick."""
     provider = SecretManagerProvider(context(gcp, tmp_path))
-    provider.resume_session({"token": CARRIED, "seconds_left": 0.2})
+    provider.resume_session({"token": CARRIED, "expires": time.monotonic() + 0.2})
     time.sleep(0.3)
     fresh = provider._tokens.token()
     handed_on = provider.export_session()
     assert handed_on["token"] == fresh != CARRIED
-    assert handed_on["seconds_left"] > 0
+    assert handed_on["expires"] > time.monotonic()
     # The next helper uses what it was given: no second token request.
     following = SecretManagerProvider(context(gcp, tmp_path))
     following.resume_session(handed_on)
