@@ -56,8 +56,10 @@ class Redactor:
         self.patterns = patterns
         self.held = b""
 
-    def feed(self, data: bytes) -> bytes:
-        buffer = self.held + data
+    def feed(self, data: bytes | memoryview) -> bytes | memoryview:
+        """What may be written now. `data` may be a view of the caller's read buffer, and so
+        may the answer: write it before reading into that buffer again."""
+        buffer = self.held + data if self.held else data
         out, self.held = self.patterns.redact(buffer)
         return out
 
@@ -91,23 +93,32 @@ class Patterns:
         self.matcher = redactengines.fastest(ordered) if ordered else None
         self.longest = max((len(form) for form in ordered), default=0)
         self.prefixes = {form[:size] for form in ordered for size in range(1, len(form))}
+        self.form_bytes = bytes(sorted({byte for form in ordered for byte in form}))
 
-    def redact(self, buffer: bytes) -> tuple[bytes, bytes]:
-        """(what may be written now, the tail to hold back)."""
+    def redact(self, buffer: bytes | memoryview) -> tuple[bytes | memoryview, bytes]:
+        """(what may be written now, the tail to hold back). Output without a form, the usual
+        case, comes back as it went in, not copied."""
         if self.matcher is None:
             return buffer, b""
         pieces, position = [], 0
         for start, end in self.matcher(buffer):
             pieces.append(buffer[position:start])
-            pieces.append(self.replacements[buffer[start:end]])
+            pieces.append(self.replacements[bytes(buffer[start:end])])
             position = end
         rest = buffer[position:]
         hold = self._held_tail(rest)
-        pieces.append(rest[:len(rest) - hold])
-        return b"".join(pieces), rest[len(rest) - hold:]
+        kept, held = rest[:len(rest) - hold], bytes(rest[len(rest) - hold:])
+        if not pieces:
+            return kept, held
+        pieces.append(kept)
+        return b"".join(pieces), held
 
-    def _held_tail(self, rest: bytes) -> int:
-        for size in range(min(len(rest), self.longest - 1), 0, -1):
-            if rest[-size:] in self.prefixes:
+    def _held_tail(self, rest: bytes | memoryview) -> int:
+        tail = bytes(rest[-(self.longest - 1):]) if self.longest > 1 else b""
+        # Only a suffix made of bytes that occur in some form can begin one: rstrip finds the
+        # longest such suffix in C (none, most often: a line ends in a newline).
+        candidate = len(tail) - len(tail.rstrip(self.form_bytes))
+        for size in range(candidate, 0, -1):
+            if tail[-size:] in self.prefixes:
                 return size
         return 0

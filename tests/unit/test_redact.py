@@ -79,3 +79,21 @@ def test_short_values_are_named_not_redacted():
     patterns.add({"PORT": "8080", "KEY": "x" * MIN_LENGTH})
     assert patterns.too_short == ["PORT"]
     assert patterns.redact(b"8080 " + b"x" * MIN_LENGTH)[0] == b"8080 [redacted:KEY]"
+
+
+def test_a_tail_held_from_a_reused_read_buffer_survives_the_next_read():
+    # The redactor reads into one buffer again and again (shim/delivery/redactor.py): what it
+    # holds back must be its own copy, not a view the next read overwrites.
+    value = "canary-" + secrets.token_hex(8)
+    redactor = Redactor(Patterns())
+    redactor.patterns.add({"KEY": value})
+    buffer = bytearray(64)
+    view = memoryview(buffer)
+
+    def read(data: bytes) -> memoryview:
+        buffer[:len(data)] = data
+        return view[:len(data)]
+
+    assert bytes(redactor.feed(read(b"now " + value[:5].encode()))) == b"now "
+    assert bytes(redactor.feed(read(value[5:].encode() + b" end\n"))) == b"[redacted:KEY] end\n"
+    assert bytes(redactor.feed(read(b"clean line\n"))) == b"clean line\n"
