@@ -20,6 +20,7 @@ output: never in the supervisor, never in a log.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
 from urllib.parse import quote
 
@@ -69,12 +70,11 @@ class Redactor:
 
 
 class Patterns:
-    """Every form of every value, one regular expression; the prefixes that make a tail held."""
+    """Every form of every value, the engine that finds them, and what makes a tail held."""
 
     def __init__(self):
         self.replacements: dict[bytes, bytes] = {}
-        self.regex = None
-        self.prefixes: set[bytes] = set()
+        self.sorted_forms: list[bytes] = []
         self.longest = 0
         self.too_short: list[str] = []
 
@@ -92,7 +92,7 @@ class Patterns:
         self.ordered = ordered
         self.matcher = redactengines.fastest(ordered) if ordered else None
         self.longest = max((len(form) for form in ordered), default=0)
-        self.prefixes = {form[:size] for form in ordered for size in range(1, len(form))}
+        self.sorted_forms = sorted(ordered)   # a tail begins a form: bisect finds which
         self.form_bytes = bytes(sorted({byte for form in ordered for byte in form}))
 
     def redact(self, buffer: bytes | memoryview) -> tuple[bytes | memoryview, bytes]:
@@ -119,6 +119,12 @@ class Patterns:
         # longest such suffix in C (none, most often: a line ends in a newline).
         candidate = len(tail) - len(tail.rstrip(self.form_bytes))
         for size in range(candidate, 0, -1):
-            if tail[-size:] in self.prefixes:
+            if self._begins_a_form(tail[-size:]):
                 return size
         return 0
+
+    def _begins_a_form(self, text: bytes) -> bool:
+        """`text` is a proper beginning of some form: the first form above it in sorted order
+        starts with it if any does."""
+        index = bisect.bisect_right(self.sorted_forms, text)
+        return index < len(self.sorted_forms) and self.sorted_forms[index].startswith(text)

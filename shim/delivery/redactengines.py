@@ -36,7 +36,7 @@ def hyperscan_matcher(ordered: list[bytes]) -> Matcher:
 
     # Every byte as \\xHH: the binding reads a pure-literal pattern up to its first NUL byte,
     # a value may hold any byte, and the escaped expressions compile to the same literal scanner.
-    expressions = [b"".join(b"\\x%02x" % byte for byte in form) for form in ordered]
+    expressions = [("\\x" + form.hex(" ").replace(" ", "\\x")).encode() for form in ordered]
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     try:
         database.compile(expressions=expressions, ids=list(range(len(ordered))), flags=0)

@@ -97,3 +97,19 @@ def test_a_tail_held_from_a_reused_read_buffer_survives_the_next_read():
     assert bytes(redactor.feed(read(b"now " + value[:5].encode()))) == b"now "
     assert bytes(redactor.feed(read(value[5:].encode() + b" end\n"))) == b"[redacted:KEY] end\n"
     assert bytes(redactor.feed(read(b"clean line\n"))) == b"clean line\n"
+
+
+@settings(deadline=None)
+@given(pieces=st.lists(st.one_of(st.binary(max_size=6),
+                                 st.sampled_from(ALL_FORMS).map(lambda form: form[:len(form) // 2]),
+                                 st.sampled_from(ALL_FORMS)), min_size=1, max_size=6))
+def test_the_held_tail_is_the_longest_that_begins_a_form(pieces):
+    patterns = patterns_of("re")
+    _, held = patterns.redact(b"".join(pieces))
+    rest = b"".join(pieces)[-(patterns.longest - 1):]
+    expected = max((size for size in range(1, len(rest) + 1)
+                    if any(form.startswith(rest[-size:]) and form != rest[-size:]
+                           for form in ALL_FORMS)), default=0)
+    assert len(held) <= expected   # never more than a beginning of a form
+    if not any(form in b"".join(pieces) for form in ALL_FORMS):
+        assert len(held) == expected
