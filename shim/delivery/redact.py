@@ -60,7 +60,11 @@ class Redactor:
     def feed(self, data: bytes | memoryview) -> bytes | memoryview:
         """What may be written now. `data` may be a view of the caller's read buffer, and so
         may the answer: write it before reading into that buffer again."""
-        buffer = self.held + data if self.held else data
+        return self.feed_after_held(self.held + data if self.held else data)
+
+    def feed_after_held(self, buffer: bytes | memoryview) -> bytes | memoryview:
+        """feed(), for a caller that read the new data in right after a copy of `held` (the
+        redactor's loop does, so that a megabyte is not copied to put a few bytes before it)."""
         out, self.held = self.patterns.redact(buffer)
         return out
 
@@ -93,7 +97,7 @@ class Patterns:
         self.matcher = redactengines.fastest(ordered) if ordered else None
         self.longest = max((len(form) for form in ordered), default=0)
         self.sorted_forms = sorted(ordered)   # a tail begins a form: bisect finds which
-        self.form_bytes = bytes(sorted({byte for form in ordered for byte in form}))
+        self.form_bytes = bytes(sorted(set(b"".join(ordered))))
 
     def redact(self, buffer: bytes | memoryview) -> tuple[bytes | memoryview, bytes]:
         """(what may be written now, the tail to hold back). Output without a form, the usual

@@ -196,14 +196,14 @@ def _relay(sources: dict[int, int], control: int, values: dict[str, str], *, ter
                     else:
                         _write(master, chunk)
                     continue
-                chunk = output.read(source)
                 redactor = redactors[source]
-                if not chunk:   # every writer closed it: the program's output ended
+                chunk = output.read(source, after=redactor.held)
+                if chunk is None:   # every writer closed it: the program's output ended
                     _write(sources[source], redactor.flush())
                     del sources[source]
                     held_since.pop(source, None)
                     continue
-                _write(sources[source], redactor.feed(chunk))
+                _write(sources[source], redactor.feed_after_held(chunk))
                 if redactor.held:
                     held_since.setdefault(source, time.monotonic())
                 else:
@@ -222,19 +222,28 @@ def _relay(sources: dict[int, int], control: int, values: dict[str, str], *, ter
 class _OutputReader:
     """Reads the program's output into one buffer, used again for every read: a new megabyte
     for each read (os.read) costs its page faults, measured at three times the CPU time of
-    the reading itself. What a read returns is valid until the next one."""
+    the reading itself. A read lands right after a copy of the tail the stream's redactor
+    holds back, so the two are matched as one text without copying the new data. What a read
+    returns is valid until the next one."""
 
     def __init__(self):
         self.buffer = bytearray(_READ_SIZE)
         self.view = memoryview(self.buffer)
 
-    def read(self, descriptor: int) -> memoryview:
+    def read(self, descriptor: int, *, after: bytes = b"") -> memoryview | None:
+        """`after` and then what one read brought (up to the buffer's end); None at the end
+        of the output."""
+        if len(after) > len(self.buffer) // 2:   # the tail of a very long value: more room
+            self.buffer = bytearray(2 * len(after))
+            self.view = memoryview(self.buffer)
+        self.view[:len(after)] = after
         try:
-            return self.view[:os.readv(descriptor, [self.buffer])]
+            count = os.readv(descriptor, [self.view[len(after):]])
         except OSError as error:
             if error.errno == errno.EIO:   # a pseudo-terminal whose program side is all closed
-                return self.view[:0]
+                return None
             raise
+        return self.view[:len(after) + count] if count else None
 
 
 def _read(descriptor: int) -> bytes:

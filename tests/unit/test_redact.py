@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import secrets
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from shim.delivery import redactengines
 from shim.delivery.redact import MIN_LENGTH, Patterns, Redactor, forms
+from shim.delivery.redactor import _OutputReader
 from tests.conftest import unavailable
 
 
@@ -113,3 +115,21 @@ def test_the_held_tail_is_the_longest_that_begins_a_form(pieces):
     assert len(held) <= expected   # never more than a beginning of a form
     if not any(form in b"".join(pieces) for form in ALL_FORMS):
         assert len(held) == expected
+
+
+def test_the_redactor_reads_after_the_held_tail_whatever_its_length():
+    # shim/delivery/redactor.py reads the program's output right after a copy of the held
+    # tail; the tail of a long value (a key file's hex form) may be longer than half the buffer.
+    reader = _OutputReader()
+    read_end, write_end = os.pipe()
+    try:
+        for held in (b"", b"tail", b"t" * (700 * 1024), b"u" * (3 * 1024 * 1024)):
+            os.write(write_end, b"new data")
+            assert bytes(reader.read(read_end, after=held)) == held + b"new data"
+        os.close(write_end)
+        write_end = None
+        assert reader.read(read_end, after=b"tail") is None
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
