@@ -32,12 +32,13 @@ import tty
 from shim.delivery.redact import HOLD_SECONDS, Patterns, Redactor
 
 _POLL_SECONDS = 0.25
-# A read of at least _BULK_BYTES says the program is writing in bulk (a line, a prompt, a
-# screen of a full-screen program are less): the redactor then naps _GATHER_SECONDS, so that
-# the next read carries many of the program's writes, not one. Measured in docs/redact.md:
-# each pass of the loop costs ~20 us of Python, a program writing 8 KiB blocks made one pass
-# per block; the nap adds at most its length to the delay of output that comes in bulk.
-_BULK_BYTES = 4096
+# A read within _BULK_BYTES says the program is writing in bulk, in small pieces (a line, a
+# prompt, a screen of a full-screen program are less): the redactor then naps _GATHER_SECONDS,
+# so that the next read carries many of the program's writes, not one. Measured in
+# docs/redact.md: each pass of the loop costs ~20 us of Python, a program writing 8 KiB blocks
+# made one pass per block. Larger reads mean a program that fills the pipe faster than the nap
+# would let it drain: no nap. The nap adds at most its length to the delay of bulk output.
+_BULK_BYTES = (4096, 65536)
 _GATHER_SECONDS = 0.0005
 _READ_SIZE = 1 << 20   # measured in docs/redact.md: 64 KiB reads cost a third more time
 
@@ -212,7 +213,7 @@ def _relay(sources: dict[int, int], control: int, values: dict[str, str], *, ter
                     held_since.pop(source, None)
                     continue
                 _write(sources[source], redactor.feed_after_held(chunk))
-                bulk = bulk or len(chunk) >= _BULK_BYTES
+                bulk = bulk or _BULK_BYTES[0] <= len(chunk) < _BULK_BYTES[1]
                 if redactor.held:
                     held_since.setdefault(source, time.monotonic())
                 else:
