@@ -96,8 +96,8 @@ def wait_for(pids, timeout: float = 2.0) -> None:
                 done = pid
             if done:
                 left.discard(pid)
-        if left:
-            time.sleep(0.02)
+        if left:   # SIGCHLD is blocked (supervise): wait for the next one, not a fixed nap
+            signal.sigtimedwait({signal.SIGCHLD}, max(0.0, deadline - time.monotonic()))
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)

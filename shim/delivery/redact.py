@@ -20,9 +20,11 @@ output: never in the supervisor, never in a log.
 from __future__ import annotations
 
 import base64
+import bisect
 import json
-import re
 from urllib.parse import quote
+
+from shim.delivery import redactengines
 
 MIN_LENGTH = 8
 HOLD_SECONDS = 0.1
@@ -55,8 +57,14 @@ class Redactor:
         self.patterns = patterns
         self.held = b""
 
-    def feed(self, data: bytes) -> bytes:
-        buffer = self.held + data
+    def feed(self, data: bytes | memoryview) -> bytes | memoryview:
+        """What may be written now. `data` may be a view of the caller's read buffer, and so
+        may the answer: write it before reading into that buffer again."""
+        return self.feed_after_held(self.held + data if self.held else data)
+
+    def feed_after_held(self, buffer: bytes | memoryview) -> bytes | memoryview:
+        """feed(), for a caller that read the new data in right after a copy of `held` (the
+        redactor's loop does, so that a megabyte is not copied to put a few bytes before it)."""
         out, self.held = self.patterns.redact(buffer)
         return out
 
@@ -66,12 +74,11 @@ class Redactor:
 
 
 class Patterns:
-    """Every form of every value, one regular expression; the prefixes that make a tail held."""
+    """Every form of every value, the engine that finds them, and what makes a tail held."""
 
     def __init__(self):
         self.replacements: dict[bytes, bytes] = {}
-        self.regex = None
-        self.prefixes: set[bytes] = set()
+        self.sorted_forms: list[bytes] = []
         self.longest = 0
         self.too_short: list[str] = []
 
@@ -87,65 +94,41 @@ class Patterns:
                 self.replacements.setdefault(form, label)
         ordered = sorted(self.replacements, key=len, reverse=True)   # longest first wins
         self.ordered = ordered
-        self.matcher = _matcher(ordered) if ordered else None
+        self.matcher = redactengines.fastest(ordered) if ordered else None
         self.longest = max((len(form) for form in ordered), default=0)
-        self.prefixes = {form[:size] for form in ordered for size in range(1, len(form))}
+        self.sorted_forms = sorted(ordered)   # a tail begins a form: bisect finds which
+        self.form_bytes = bytes(sorted(set(b"".join(ordered))))
 
-    def redact(self, buffer: bytes) -> tuple[bytes, bytes]:
-        """(what may be written now, the tail to hold back)."""
+    def redact(self, buffer: bytes | memoryview) -> tuple[bytes | memoryview, bytes]:
+        """(what may be written now, the tail to hold back). Output without a form, the usual
+        case, comes back as it went in, not copied."""
         if self.matcher is None:
             return buffer, b""
         pieces, position = [], 0
         for start, end in self.matcher(buffer):
             pieces.append(buffer[position:start])
-            pieces.append(self.replacements[buffer[start:end]])
+            pieces.append(self.replacements[bytes(buffer[start:end])])
             position = end
         rest = buffer[position:]
         hold = self._held_tail(rest)
-        pieces.append(rest[:len(rest) - hold])
-        return b"".join(pieces), rest[len(rest) - hold:]
+        kept, held = rest[:len(rest) - hold], bytes(rest[len(rest) - hold:])
+        if not pieces:
+            return kept, held
+        pieces.append(kept)
+        return b"".join(pieces), held
 
-    def _held_tail(self, rest: bytes) -> int:
-        for size in range(min(len(rest), self.longest - 1), 0, -1):
-            if rest[-size:] in self.prefixes:
+    def _held_tail(self, rest: bytes | memoryview) -> int:
+        tail = bytes(rest[-(self.longest - 1):]) if self.longest > 1 else b""
+        # Only a suffix made of bytes that occur in some form can begin one: rstrip finds the
+        # longest such suffix in C (none, most often: a line ends in a newline).
+        candidate = len(tail) - len(tail.rstrip(self.form_bytes))
+        for size in range(candidate, 0, -1):
+            if self._begins_a_form(tail[-size:]):
                 return size
         return 0
 
-
-def _matcher(ordered: list[bytes]):
-    """A function: buffer -> [(start, end)] of the leftmost, longest non-overlapping forms.
-
-    Aho-Corasick (ahocorasick-rs, the [redact] extra) scans in one pass whatever the number of
-    forms, about three times the speed of the fallback: one regular expression of the forms
-    as a trie, so that each position costs a few byte comparisons, not one per form.
-    """
-    try:
-        import ahocorasick_rs  # lazy: the [redact] extra, only with --redact
-    except ImportError:
-        regex = re.compile(_trie_pattern(ordered))
-        return lambda buffer: [match.span() for match in regex.finditer(buffer)]
-    automaton = ahocorasick_rs.BytesAhoCorasick(ordered,
-                                                matchkind=ahocorasick_rs.MatchKind.LeftmostFirst)
-    return lambda buffer: [(start, end) for _, start, end in
-                           automaton.find_matches_as_indexes(buffer)]
-
-
-def _trie_pattern(words: list[bytes]) -> bytes:
-    trie: dict = {}
-    for word in words:
-        node = trie
-        for byte in word:
-            node = node.setdefault(byte, {})
-        node[None] = {}
-    return _node_pattern(trie)
-
-
-def _node_pattern(node: dict) -> bytes:
-    # Longer continuations first, so the regex prefers the longest form at a position.
-    branches = [re.escape(bytes([byte])) + _node_pattern(child)
-                for byte, child in sorted(node.items(), key=lambda item: (item[0] is None, item[0] or 0))
-                if byte is not None]
-    if not branches:
-        return b""
-    body = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
-    return b"(?:" + body + b")?" if None in node else body
+    def _begins_a_form(self, text: bytes) -> bool:
+        """`text` is a proper beginning of some form: the first form above it in sorted order
+        starts with it if any does."""
+        index = bisect.bisect_right(self.sorted_forms, text)
+        return index < len(self.sorted_forms) and self.sorted_forms[index].startswith(text)

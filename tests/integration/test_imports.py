@@ -37,7 +37,7 @@ NEVER_ON_THE_LOCAL_PATH = (
     "shim.tools.compose", "shim.pipeline.helper", "shim.pipeline.imports", "select", "shim.delivery.repeated_failures", "shim.delivery.metrics",
     "shim.pipeline.probes", "shim.providers.sops.decrypt", "shim.providers.sops", "pyrage", "gnupg", "re2", "shim.pipeline.fallback",
     "shim.delivery.templates", "jinja2", "markupsafe", "shim.delivery.atomic", "shim.delivery.redact", "shim.delivery.redactor",
-    "termios", "tty", "ahocorasick_rs",
+    "shim.delivery.redactengines", "termios", "tty", "ahocorasick_rs", "hyperscan",
     "ssl", "socket", "http", "email", "logging", "asyncio", "subprocess", "tempfile",
 )
 # Imported lazily by the code that needs them (each ~1-2 ms at every start otherwise):

@@ -55,3 +55,29 @@ def test_a_program_that_ended_before_the_loop_started_is_reaped():
     result = subprocess.run([sys.executable, "-c", _ENDED_BEFORE_THE_LOOP, LOOP],
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 5, result.stderr
+
+
+def run_loop_with_helper(helper: str, program: str = "sleep 0.3; exit 7"):
+    # As above, with a second child the loop is told to wait for (wait:PID, the --redact
+    # redactor, which writes the program's last lines after the program is gone). The program
+    # sleeps first so that it ends after sh became the loop (sh may reap a child before exec).
+    script = (f'sh -c "{program}" & program=$!; sh -c "{helper}" & helper=$!; '
+              'exec "$0" -I -S "$1" $program child wait:$helper')
+    return subprocess.run(["sh", "-c", script, sys.executable, LOOP], capture_output=True,
+                          text=True, timeout=15)
+
+
+def test_the_loop_waits_for_a_helper_that_outlives_the_program(tmp_path):
+    finished = tmp_path / "helper-finished"
+    result = run_loop_with_helper(f"sleep 1; touch {finished}")
+    assert result.returncode == 7, result.stderr
+    assert finished.exists()
+
+
+def test_the_loop_kills_a_helper_still_running_after_two_seconds(tmp_path):
+    pid_file = tmp_path / "helper-pid"
+    result = run_loop_with_helper(f"echo \\$\\$ > {pid_file}; exec sleep 60")
+    assert result.returncode == 7, result.stderr
+    helper = int(pid_file.read_text())
+    assert not Path(f"/proc/{helper}").exists() or \
+        Path(f"/proc/{helper}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

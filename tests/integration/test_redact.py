@@ -7,6 +7,7 @@ through `run_shim`/`start_shim`, whose leak check is the assertion that nothing 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -49,12 +50,33 @@ def printer(tmp_path):
     return [sys.executable, "-S", str(path)]
 
 
+# shim takes the fastest engine installed (shim/delivery/redactengines.py); a test runs with
+# another by making the faster ones fail to import, as they do where the extra is missing.
+FASTER_THAN = {"hyperscan": (), "ahocorasick-rs": ("hyperscan",),
+               "re": ("hyperscan", "ahocorasick_rs")}
+
+
+@pytest.fixture(params=sorted(FASTER_THAN))
+def engine_env(request, tmp_path) -> dict[str, str]:
+    """PYTHONPATH for shim such that it redacts with the engine of the parameter."""
+    module = {"hyperscan": "hyperscan", "ahocorasick-rs": "ahocorasick_rs"}.get(request.param)
+    if module is not None and importlib.util.find_spec(module) is None:
+        unavailable(f"the redaction engine {request.param} is not installed (the [redact] extra)")
+    blockers = tmp_path / "blocked-engines"
+    blockers.mkdir()
+    for blocked in FASTER_THAN[request.param]:
+        (blockers / f"{blocked}.py").write_text("raise ImportError('blocked by the test')\n")
+    return {"PYTHONPATH": str(blockers)}
+
+
 def test_every_form_of_a_value_is_replaced_and_the_streams_stay_apart(run_shim, canaries,
-                                                                       tmp_path, printer):
+                                                                       tmp_path, printer,
+                                                                       engine_env):
     secret = tmp_path / "api_key"
     secret.write_text(canaries.new("api"))
     result = run_shim(["exec", "--redact", "--allow-root", "--secrets-dir", str(tmp_path), "--",
-                       *printer], {"API_KEY_FILE": str(secret), "PORT": "80", "EXIT": "3"})
+                       *printer], {"API_KEY_FILE": str(secret), "PORT": "80", "EXIT": "3",
+                                   **engine_env})
     assert result.returncode == 3, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "raw [redacted:API_KEY]"
