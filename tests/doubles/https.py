@@ -128,7 +128,7 @@ class Faults:
     """What one service does wrong next."""
     latency: float = 0.0       # seconds before each answer
     slow_body: float = 0.0     # seconds between the bytes of each answer body
-    queued: deque = field(default_factory=deque)   # replies for the next requests, in order
+    queued: deque = field(default_factory=deque)   # [reply, how many more times], in order
     garbage: int = 0           # answers replaced by a 200 that is not JSON
     garbage_size: int = 0      # bytes of such an answer (0: a short HTML error page)
 
@@ -225,18 +225,17 @@ class HttpsDouble:
     def inject_failure(self, status: int, *, count: int = 1, retry_after: Optional[float] = None,
                        service: Optional[str] = None) -> None:
         """The next `count` requests get the vendor's error body with `status`."""
-        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
-        vendor = self._services[service or self._primary]
+        reply = self._services[service or self._primary].error(status, "injected failure")
+        if retry_after is not None:
+            reply.headers["Retry-After"] = f"{retry_after:g}"
         with self.lock:
-            for _ in range(count):
-                reply = vendor.error(status, "injected failure")
-                reply.headers.update(headers)
-                self._fault_controls(service).queued.append(reply)
+            # One reply answers `count` requests: a storm of 10,000 is one entry, not 10,000.
+            self._fault_controls(service).queued.append([reply, count])
 
     def inject_reply(self, reply: Reply, service: Optional[str] = None) -> None:
         """The next request gets exactly `reply` (a redirect, a lie, ...)."""
         with self.lock:
-            self._fault_controls(service).queued.append(reply)
+            self._fault_controls(service).queued.append([reply, 1])
 
     def inject_garbage(self, count: int = 1, service: Optional[str] = None, *, size: int = 0) -> None:
         """The next `count` answers are 200 with a body that is not JSON (`size` bytes of it)."""
@@ -293,7 +292,12 @@ class HttpsDouble:
         with self.lock:
             faults = self._faults[service]
             latency, slow = faults.latency, faults.slow_body
-            reply = faults.queued.popleft() if faults.queued else None
+            reply = None
+            if faults.queued:
+                reply = faults.queued[0][0]
+                faults.queued[0][1] -= 1
+                if faults.queued[0][1] <= 0:
+                    faults.queued.popleft()
             if reply is None and faults.garbage > 0:
                 faults.garbage -= 1
                 size = faults.garbage_size
