@@ -12,7 +12,8 @@ App Service itself. Nothing is mocked inside the SDK.
         client = SecretClient(credential=ManagedIdentityCredential(), **kv.secret_client_kwargs())
         client.get_secret("db-password").value == canary
 
-Three servers, one per real service, each on 127.0.0.1 with an ephemeral port:
+Three services on the shared base of the HTTPS doubles (tests/doubles/https.py), one per real
+host, each on 127.0.0.1 with an ephemeral port and its own faults:
 
 - `kv.url`        https  Key Vault data plane   (service name "vault" in the request log)
 - `kv.authority`  https  Entra ID / AAD         ("login"); give it to ClientSecretCredential
@@ -142,8 +143,8 @@ Entra ID client credentials (msal authority.py, oauth2cli/oauth2.py, application
   credential's own tenant: azure-identity refuses the challenge's tenant otherwise unless it is in
   `additionally_allowed_tenants`.
 
-The request log records, per request: service, method, path, query, whether an Authorization
-header was present (never its value), status, and when it arrived and was answered
+The request log (the base's) records, per request: service, method, path, query, whether an
+Authorization header was present (never its value), status, and when it arrived and was answered
 (`time.monotonic()`, so overlap shows concurrency without wall-clock assertions). No body is ever
 logged (a token POST carries the client secret). `issued_tokens()` lists the tokens handed out, for
 leak checks; `managed_identity_tenant_id` (default: the vault's tenant) set to another tenant
@@ -158,23 +159,18 @@ import hmac
 import json
 import re
 import secrets
-import ssl
-import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+from urllib.parse import unquote_plus
 
-from .tls import make_test_pki
+from .https import HttpsDouble, Incoming, Reply, Service
 
 VAULT_RESOURCE = "https://vault.azure.net"
 FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-SERVICES = ("vault", "login", "identity")
 MAX_PAGE_SIZE = 25
 _NAME_PATTERN = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _RETRYABLE_CODES = {
@@ -184,20 +180,6 @@ _RETRYABLE_CODES = {
     503: "ServiceUnavailable",
     504: "GatewayTimeout",
 }
-
-
-@dataclass(frozen=True)
-class LoggedRequest:
-    """One request as the double saw it. Never holds a token, a secret value or a body."""
-
-    service: str
-    method: str
-    path: str
-    query: dict[str, str]
-    authorized: bool
-    status: int
-    started: float = 0.0   # time.monotonic() when the request arrived (before any injected latency)
-    finished: float = 0.0  # time.monotonic() when the answer was ready
 
 
 @dataclass
@@ -224,33 +206,11 @@ class _IssuedToken:
 
 
 @dataclass
-class _Failure:
-    status: int
-    retry_after: Optional[float]
-
-
-@dataclass
 class _App:
     client_secret: Optional[str]
     tenant_id: str
     # Federated identity credentials: (issuer, subject) pairs whose assertions this app accepts.
     federated: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _Controls:
-    latency: float = 0.0
-    failures: deque = field(default_factory=deque)
-
-
-class _Reply(Exception):
-    """Raised inside a handler to answer with `status` and a JSON `payload`."""
-
-    def __init__(self, status: int, payload: Any, headers: Optional[dict[str, str]] = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.payload = payload
-        self.headers = headers or {}
 
 
 def _unix(value: Any) -> Optional[int]:
@@ -266,7 +226,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-class AzureKeyVaultDouble:
+class AzureKeyVaultDouble(HttpsDouble):
     """Key Vault secrets + App Service managed identity + Entra ID client credentials, in-process.
 
     Constructor arguments (all optional except `directory`, where the test CA is written):
@@ -291,7 +251,7 @@ class AzureKeyVaultDouble:
         recovery_level: str = "Recoverable+Purgeable",
         recoverable_days: int = 90,
     ) -> None:
-        self.directory = Path(directory)
+        super().__init__(directory, "azure")
         self.tenant_id = tenant_id or str(uuid.uuid4())
         self.vault_name = vault_name
         self.client_id = client_id or str(uuid.uuid4())
@@ -305,57 +265,29 @@ class AzureKeyVaultDouble:
         self.recovery_level = recovery_level
         self.recoverable_days = recoverable_days
 
-        self._lock = threading.Lock()
         self._signing_key = secrets.token_bytes(32)
         self._secrets: dict[str, list[SecretVersion]] = {}
         self._keys: dict[str, dict[str, Any]] = {}  # lower-case key name -> version -> RSA private key
         self._tokens: dict[str, _IssuedToken] = {}
         self._apps: dict[str, _App] = {self.client_id: _App(self.client_secret, self.tenant_id)}
         self._forbidden: dict[str, set[str]] = {}  # principal -> lower-case names; empty = whole vault
-        self._controls = {service: _Controls() for service in SERVICES}
-        self._log: list[LoggedRequest] = []
-        self._servers: dict[str, ThreadingHTTPServer] = {}
-        self._threads: list[threading.Thread] = []
-        self.ca_path: Optional[Path] = None
+
+    def services(self) -> list[Service]:
+        return [_Vault(self), _Login(self), _Identity(self)]
 
     # ----------------------------------------------------------------------------- lifecycle
 
     def start(self) -> "AzureKeyVaultDouble":
-        pki = make_test_pki(self.directory / "azure-double-pki")
-        self.ca_path = pki.ca_path
-        context = pki.server_context()
-        self._servers = {
-            "vault": _serve(_VaultHandler, self, context),
-            "login": _serve(_LoginHandler, self, context),
-            "identity": _serve(_IdentityHandler, self, None),
-        }
-        for server in self._servers.values():
-            # A short poll interval keeps stop() (shutdown waits for one poll) from costing seconds.
-            thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="azure-double", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        super().start()
         self._forget_cached_challenge()
         return self
 
     def stop(self) -> None:
         self._forget_cached_challenge()
-        for server in self._servers.values():
-            server.shutdown()
-            server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads.clear()
-
-    def __enter__(self) -> "AzureKeyVaultDouble":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+        super().stop()
 
     def _forget_cached_challenge(self) -> None:
-        if "vault" not in self._servers:
+        if not self._servers:
             return
         try:
             from azure.keyvault.secrets._shared import http_challenge_cache
@@ -365,18 +297,15 @@ class AzureKeyVaultDouble:
 
     # ---------------------------------------------------------------------------- addresses
 
-    def _port(self, service: str) -> int:
-        return self._servers[service].server_address[1]
-
     @property
     def url(self) -> str:
         """The vault URL, https://127.0.0.1:PORT (no trailing slash, as the SDK stores it)."""
-        return f"https://127.0.0.1:{self._port('vault')}"
+        return self.url_of("vault")
 
     @property
     def authority(self) -> str:
         """The Entra ID authority host for ClientSecretCredential(authority=...)."""
-        return f"https://127.0.0.1:{self._port('login')}"
+        return self.url_of("login")
 
     @property
     def token_endpoint(self) -> str:
@@ -385,7 +314,7 @@ class AzureKeyVaultDouble:
     @property
     def identity_endpoint(self) -> str:
         """The value for IDENTITY_ENDPOINT (plain http, like App Service's local endpoint)."""
-        return f"http://127.0.0.1:{self._port('identity')}/msi/token"
+        return f"{self.url_of('identity')}/msi/token"
 
     def app_service_env(self) -> dict[str, str]:
         return {"IDENTITY_ENDPOINT": self.identity_endpoint, "IDENTITY_HEADER": self.identity_header}
@@ -445,7 +374,7 @@ class AzureKeyVaultDouble:
             content_type=content_type,
             tags=dict(tags) if tags is not None else None,
         )
-        with self._lock:
+        with self.lock:
             history = self._secrets.setdefault(name.lower(), [])
             if history:
                 stored.name = history[0].name  # names are case-insensitive; the first spelling stays
@@ -457,26 +386,26 @@ class AzureKeyVaultDouble:
         from cryptography.hazmat.primitives.asymmetric import rsa
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         version = secrets.token_hex(16)
-        with self._lock:
+        with self.lock:
             self._keys.setdefault(name.lower(), {})[version] = private
         return version, private
 
     def set_enabled(self, name: str, version: Optional[str], enabled: bool) -> None:
         """Enable or disable one version (None = the latest)."""
-        with self._lock:
+        with self.lock:
             try:
                 self._find(name, version).enabled = enabled
-            except _Reply:
+            except Reply:
                 raise KeyError(f"{name}/{version or 'latest'}") from None
 
     def versions(self, name: str) -> list[SecretVersion]:
         """The stored versions of `name`, oldest first (copies)."""
-        with self._lock:
+        with self.lock:
             return [SecretVersion(**vars(v)) for v in self._secrets.get(name.lower(), [])]
 
     def register_app(self, client_id: str, client_secret: str, tenant_id: Optional[str] = None) -> None:
         """Register another app registration (service principal) with the login double."""
-        with self._lock:
+        with self.lock:
             self._apps[client_id] = _App(client_secret, tenant_id or self.tenant_id)
 
     def register_workload_identity(
@@ -494,7 +423,7 @@ class AzureKeyVaultDouble:
         signed with the double's key.
         """
         client_id = client_id or str(uuid.uuid4())
-        with self._lock:
+        with self.lock:
             self._apps[client_id] = _App(None, tenant_id or self.tenant_id, [(self.oidc_issuer, subject)])
         now = int(time.time())
         claims = {"iss": self.oidc_issuer, "sub": subject, "aud": [FEDERATED_AUDIENCE],
@@ -511,7 +440,7 @@ class AzureKeyVaultDouble:
 
         With names, only those secrets are denied; without, the whole vault.
         """
-        with self._lock:
+        with self.lock:
             self._forbidden[principal] = {n.lower() for n in names}
 
     def issue_token(
@@ -526,44 +455,19 @@ class AzureKeyVaultDouble:
 
     def issued_tokens(self) -> list[str]:
         """Every access token handed out so far (to assert that none leaks into output)."""
-        with self._lock:
+        with self.lock:
             return list(self._tokens)
 
-    def set_latency(self, seconds: float, service: str = "vault") -> None:
-        """Delay every following request to `service` by `seconds` before it is answered."""
-        with self._lock:
-            self._controls[service].latency = seconds
-
-    def inject_failure(
-        self, status: int, *, count: int = 1, retry_after: Optional[float] = None, service: str = "vault"
-    ) -> None:
-        """Queue `count` answers with `status` for the next requests to `service` (FIFO).
+    def inject_failure(self, status: int, **how: Any) -> None:
+        """Queue the service's error answer with `status` for the next requests (the base's
+        `inject_failure`: `count`, `retry_after`, `service`, default "vault").
 
         They are consumed in arrival order by any request, including the unauthenticated first
-        request of the challenge flow. `retry_after` adds a Retry-After header (seconds).
+        request of the challenge flow. Only the statuses Azure answers to be retried are offered.
         """
         if status not in _RETRYABLE_CODES:
             raise ValueError(f"inject one of {sorted(_RETRYABLE_CODES)}")
-        with self._lock:
-            self._controls[service].failures.extend(_Failure(status, retry_after) for _ in range(count))
-
-    def requests(self, service: Optional[str] = "vault", **match: Any) -> list[LoggedRequest]:
-        """Logged requests to `service` (None: all services) whose fields equal `match`."""
-        with self._lock:
-            log = list(self._log)
-        return [
-            entry
-            for entry in log
-            if (service is None or entry.service == service)
-            and all(getattr(entry, key) == wanted for key, wanted in match.items())
-        ]
-
-    def count(self, service: Optional[str] = "vault", **match: Any) -> int:
-        return len(self.requests(service, **match))
-
-    def clear_log(self) -> None:
-        with self._lock:
-            self._log.clear()
+        super().inject_failure(status, **how)
 
     # ------------------------------------------------------------------------------ internals
 
@@ -584,7 +488,7 @@ class AzureKeyVaultDouble:
             "jti": secrets.token_hex(8),
         }
         token = self._sign(claims)
-        with self._lock:
+        with self.lock:
             self._tokens[token] = _IssuedToken(principal, tenant_id, audience)
         return token
 
@@ -619,7 +523,7 @@ class AzureKeyVaultDouble:
                 if stored.version == version.lower():
                     return stored
         shown = f"{name}/{version}" if version else name
-        raise _Reply(
+        raise Reply(
             404,
             _error(
                 "SecretNotFound",
@@ -629,19 +533,6 @@ class AzureKeyVaultDouble:
                 "https://go.microsoft.com/fwlink/?linkid=2125182",
             ),
         )
-
-    def _before_answer(self, service: str) -> Optional[_Failure]:
-        with self._lock:
-            controls = self._controls[service]
-            latency = controls.latency
-            failure = controls.failures.popleft() if controls.failures else None
-        if latency:
-            time.sleep(latency)
-        return failure
-
-    def _record(self, entry: LoggedRequest) -> None:
-        with self._lock:
-            self._log.append(entry)
 
     def _attributes(self, stored: SecretVersion) -> dict[str, Any]:
         attributes: dict[str, Any] = {"enabled": stored.enabled}
@@ -674,24 +565,7 @@ class AzureKeyVaultDouble:
         return bundle
 
 
-# ---------------------------------------------------------------------------------- servers
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that drops the connection or rejects our certificate is not a double bug.
-        pass
-
-
-def _serve(handler: type, double: AzureKeyVaultDouble, context: Optional[ssl.SSLContext]) -> _Server:
-    server = _Server(("127.0.0.1", 0), handler)
-    server.double = double  # type: ignore[attr-defined]
-    if context is not None:
-        # The handshake runs in the handler thread (see _Handler.setup), not in accept().
-        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-    return server
+# --------------------------------------------------------------------------------- services
 
 
 def _error(code: str, message: str, inner: Optional[str] = None) -> dict[str, Any]:
@@ -701,98 +575,23 @@ def _error(code: str, message: str, inner: Optional[str] = None) -> dict[str, An
     return {"error": error}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as azure-core's requests session expects
-    timeout = 30
-    service = ""
+class _AzureService(Service):
+    content_type = "application/json; charset=utf-8"
+    double: AzureKeyVaultDouble
 
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()
+    def headers(self, request: Incoming) -> dict[str, str]:
+        return {"Cache-Control": "no-store, no-cache"}
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    @property
-    def double(self) -> AzureKeyVaultDouble:
-        return self.server.double  # type: ignore[attr-defined]
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        query = {key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        started = time.monotonic()
-        failure = self.double._before_answer(self.service)
-        try:
-            if failure is not None:
-                raise self._failure_reply(failure)
-            status, payload, headers = 200, self.route(method, path, query, body), {}
-        except _Reply as reply:
-            status, payload, headers = reply.status, reply.payload, reply.headers
-        self.double._record(
-            LoggedRequest(
-                service=self.service,
-                method=method,
-                path=path,
-                query=query,
-                authorized="Authorization" in self.headers,
-                status=status,
-                started=started,
-                finished=time.monotonic(),
-            )
-        )
-        self._answer(status, payload, headers)
-
-    def _answer(self, status: int, payload: Any, headers: dict[str, str]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        for name, value in {**self.standard_headers(), **headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def standard_headers(self) -> dict[str, str]:
-        return {"Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-store, no-cache"}
-
-    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
-        raise NotImplementedError
-
-    def _failure_reply(self, failure: _Failure) -> _Reply:
-        raise NotImplementedError
-
-    def _retry_after(self, failure: _Failure) -> dict[str, str]:
-        return {} if failure.retry_after is None else {"Retry-After": f"{failure.retry_after:g}"}
-
-    def _not_implemented(self, method: str, path: str) -> _Reply:
+    def _not_implemented(self, method: str, path: str) -> Reply:
         # Loud on purpose: a test that reaches an endpoint the double lacks must fail visibly.
-        return _Reply(501, _error("NotImplemented", f"the test double does not implement {method} {path}"))
+        return Reply(501, _error("NotImplemented", f"the test double does not implement {method} {path}"))
 
 
-class _VaultHandler(_Handler):
-    service = "vault"
+class _Vault(_AzureService):
+    name = "vault"
 
-    def standard_headers(self) -> dict[str, str]:
+    def headers(self, request: Incoming) -> dict[str, str]:
         headers = {
-            "Content-Type": "application/json; charset=utf-8",
             "Cache-Control": "no-cache",
             "Pragma": "no-cache",
             "Expires": "-1",
@@ -803,25 +602,25 @@ class _VaultHandler(_Handler):
             "X-Content-Type-Options": "nosniff",
             "Strict-Transport-Security": "max-age=31536000;includeSubDomains",
         }
-        request_id = self.headers.get("x-ms-client-request-id")
+        request_id = request.headers.get("x-ms-client-request-id")
         if request_id:
             headers["x-ms-client-request-id"] = request_id
         return headers
 
-    def _failure_reply(self, failure: _Failure) -> _Reply:
-        if failure.status == 429:
+    def error(self, status: int, message: str) -> Reply:
+        if status == 429:
             message = (
                 "Request was not processed because too many requests were received. "
                 "Reason: VaultRequestTypeLimitReached"
             )
         else:
             message = "The service encountered an internal error. Please retry the request."
-        code = _RETRYABLE_CODES[failure.status]
-        return _Reply(failure.status, _error(code, message), self._retry_after(failure))
+        return Reply(status, _error(_RETRYABLE_CODES[status], message))
 
-    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+    def route(self, request: Incoming) -> Any:
         double = self.double
-        principal = self._authenticate()
+        method, path, query, body = request.method, request.path, request.query, request.body
+        principal = self._authenticate(request)
         segments = path.split("/")[1:]  # "/secrets/db/" -> ["secrets", "db", ""]
         if segments and segments[0] == "keys":
             return self._key_route(principal, method, segments[1:], body)
@@ -835,10 +634,10 @@ class _VaultHandler(_Handler):
             return self._list_versions(name, query)
         if method == "GET":
             self._authorize(principal, name, "Microsoft.KeyVault/vaults/secrets/getSecret/action")
-            with double._lock:
+            with double.lock:
                 stored = double._find(name, rest or None)
                 if not stored.enabled:
-                    raise _Reply(
+                    raise Reply(
                         403,
                         _error(
                             "Forbidden", "Operation get is not allowed on a disabled secret.", "SecretDisabled"
@@ -860,10 +659,10 @@ class _VaultHandler(_Handler):
             raise self._not_implemented(method, "/keys/" + "/".join(segments))
         name = segments[0]
         version = segments[1] if len(segments) > 1 else None
-        with double._lock:
+        with double.lock:
             versions = double._keys.get(name.lower())
         if not versions or (version is not None and version.lower() not in versions):
-            raise _Reply(404, _error("KeyNotFound", f"A key with (name/id) {name} was not found in this key vault."))
+            raise Reply(404, _error("KeyNotFound", f"A key with (name/id) {name} was not found in this key vault."))
         version = version.lower() if version else list(versions)[-1]
         private = versions[version]
         kid = f"{double.url}/keys/{name}/{version}"
@@ -878,7 +677,7 @@ class _VaultHandler(_Handler):
             self._authorize(principal, name, "Microsoft.KeyVault/vaults/keys/decrypt/action")
             request = json.loads(body or b"{}")
             if request.get("alg") != "RSA-OAEP-256":
-                raise _Reply(400, _error("BadParameter", "Unsupported algorithm"))
+                raise Reply(400, _error("BadParameter", "Unsupported algorithm"))
             from cryptography.hazmat.primitives import hashes
             from cryptography.hazmat.primitives.asymmetric import padding
             value = str(request.get("value") or "")
@@ -887,24 +686,24 @@ class _VaultHandler(_Handler):
                 plaintext = private.decrypt(ciphertext, padding.OAEP(
                     mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
             except ValueError:
-                raise _Reply(400, _error("BadParameter", "Error decrypting the ciphertext.")) from None
+                raise Reply(400, _error("BadParameter", "Error decrypting the ciphertext.")) from None
             return {"kid": kid, "value": _b64url(plaintext)}
         raise self._not_implemented(method, "/keys/" + "/".join(segments))
 
-    def _challenge(self, message: str) -> _Reply:
+    def _challenge(self, message: str) -> Reply:
         header = (
             f'Bearer authorization="https://login.windows.net/{self.double.tenant_id}", '
             f'resource="{VAULT_RESOURCE}"'
         )
-        return _Reply(401, _error("Unauthorized", message), {"WWW-Authenticate": header})
+        return Reply(401, _error("Unauthorized", message), headers={"WWW-Authenticate": header})
 
-    def _authenticate(self) -> str:
-        authorization = self.headers.get("Authorization", "")
+    def _authenticate(self, request: Incoming) -> str:
+        authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise self._challenge("AKV10000: Request is missing a Bearer or PoP token.")
         double = self.double
-        with double._lock:
+        with double.lock:
             issued = double._tokens.get(token.strip())
         expected_issuer = f"https://sts.windows.net/{double.tenant_id}/"
         if issued is None:
@@ -924,7 +723,7 @@ class _VaultHandler(_Handler):
 
     def _authorize(self, principal: str, name: str, action: str) -> None:
         double = self.double
-        with double._lock:
+        with double.lock:
             denied = double._forbidden.get(principal)
         if denied is None or (denied and name.lower() not in denied):
             return
@@ -941,7 +740,7 @@ class _VaultHandler(_Handler):
             "DecisionReason: 'DeniedWithNoValidRBAC' \r\n"
             f"Vault: {double.vault_name};location=local\r\n"
         )
-        raise _Reply(403, _error("Forbidden", message, "ForbiddenByRbac"))
+        raise Reply(403, _error("Forbidden", message, "ForbiddenByRbac"))
 
     def _list_versions(self, name: str, query: dict[str, str]) -> dict[str, Any]:
         double = self.double
@@ -950,7 +749,7 @@ class _VaultHandler(_Handler):
         except ValueError:
             page_size = 0
         if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise _Reply(
+            raise Reply(
                 400,
                 _error("BadParameter", f"The value of maxresults must be between 1 and {MAX_PAGE_SIZE}."),
             )
@@ -958,7 +757,7 @@ class _VaultHandler(_Handler):
         if query.get("$skiptoken"):
             padded = query["$skiptoken"] + "=" * (-len(query["$skiptoken"]) % 4)
             offset = json.loads(base64.urlsafe_b64decode(padded))["NextMarker"]
-        with double._lock:
+        with double.lock:
             double._find(name, None)  # 404 for a secret that does not exist
             ordered = sorted(double._secrets[name.lower()], key=lambda stored: stored.version)
             page = [double._item(stored) for stored in ordered[offset : offset + page_size]]
@@ -975,7 +774,7 @@ class _VaultHandler(_Handler):
     def _set_secret(self, name: str, body: bytes) -> dict[str, Any]:
         double = self.double
         if not _NAME_PATTERN.match(name):
-            raise _Reply(
+            raise Reply(
                 400,
                 _error(
                     "BadParameter",
@@ -988,7 +787,7 @@ class _VaultHandler(_Handler):
         except ValueError:
             parameters = None
         if not isinstance(parameters, dict) or not isinstance(parameters.get("value"), str):
-            raise _Reply(400, _error("BadParameter", "Property 'value' is required and must be a string."))
+            raise Reply(400, _error("BadParameter", "Property 'value' is required and must be a string."))
         attributes = parameters.get("attributes") or {}
         version = double.add_secret(
             name,
@@ -999,37 +798,35 @@ class _VaultHandler(_Handler):
             content_type=parameters.get("contentType"),
             tags=parameters.get("tags"),
         )
-        with double._lock:
+        with double.lock:
             return double._bundle(double._find(name, version))
 
 
-class _IdentityHandler(_Handler):
-    service = "identity"
+class _Identity(_AzureService):
+    name = "identity"
+    tls = False     # App Service's local endpoint is plain HTTP
 
-    def _failure_reply(self, failure: _Failure) -> _Reply:
-        return _Reply(
-            failure.status,
-            {
-                "statusCode": failure.status,
-                "message": "The managed identity endpoint is temporarily unavailable.",
-            },
-            self._retry_after(failure),
+    def error(self, status: int, message: str) -> Reply:
+        return Reply(
+            status,
+            {"statusCode": status, "message": "The managed identity endpoint is temporarily unavailable."},
         )
 
-    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+    def route(self, request: Incoming) -> Any:
         double = self.double
+        method, path, query = request.method, request.path, request.query
         if method != "GET" or path.rstrip("/") != "/msi/token":
             raise self._not_implemented(method, path)
-        if self.headers.get("X-IDENTITY-HEADER") != double.identity_header:
-            raise _Reply(401, {"statusCode": 401, "message": "Invalid or missing X-IDENTITY-HEADER."})
+        if request.headers.get("X-IDENTITY-HEADER") != double.identity_header:
+            raise Reply(401, {"statusCode": 401, "message": "Invalid or missing X-IDENTITY-HEADER."})
         if query.get("api-version") != "2019-08-01":
-            raise _Reply(400, {"statusCode": 400, "message": "Unsupported or missing api-version."})
+            raise Reply(400, {"statusCode": 400, "message": "Unsupported or missing api-version."})
         resource = query.get("resource")
         if not resource:
-            raise _Reply(400, {"statusCode": 400, "message": "The resource parameter is required."})
+            raise Reply(400, {"statusCode": 400, "message": "The resource parameter is required."})
         for selector in ("client_id", "mi_res_id", "object_id"):
             if query.get(selector) and query[selector] != double.managed_identity_client_id:
-                raise _Reply(
+                raise Reply(
                     400,
                     {
                         "statusCode": 400,
@@ -1046,17 +843,16 @@ class _IdentityHandler(_Handler):
         }
 
 
-class _LoginHandler(_Handler):
-    service = "login"
+class _Login(_AzureService):
+    name = "login"
 
-    def _failure_reply(self, failure: _Failure) -> _Reply:
-        return _Reply(
-            failure.status,
+    def error(self, status: int, message: str) -> Reply:
+        return Reply(
+            status,
             self._aad_error(
-                "temporarily_unavailable", 50196 if failure.status == 429 else 90033,
+                "temporarily_unavailable", 50196 if status == 429 else 90033,
                 "The service is temporarily unavailable. Please retry.",
             ),
-            self._retry_after(failure),
         )
 
     def _aad_error(self, error: str, code: int, description: str) -> dict[str, Any]:
@@ -1075,18 +871,19 @@ class _LoginHandler(_Handler):
             "error_uri": f"{self.double.authority}/error?code={code}",
         }
 
-    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+    def route(self, request: Incoming) -> Any:
+        method, path = request.method, request.path
         segments = path.strip("/").split("/")
         tenant = segments[0] if segments else ""
         rest = "/".join(segments[1:])
-        with self.double._lock:
+        with self.double.lock:
             known_tenants = {app.tenant_id for app in self.double._apps.values()} | {self.double.tenant_id}
         if method == "GET" and rest == "v2.0/.well-known/openid-configuration":
             if tenant not in known_tenants:
-                raise _Reply(400, self._aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found."))
+                raise Reply(400, self._aad_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found."))
             return self._openid_configuration(tenant)
         if method == "POST" and rest == "oauth2/v2.0/token":
-            return self._token(tenant, known_tenants, body)
+            return self._token(request, tenant, known_tenants)
         raise self._not_implemented(method, path)
 
     def _check_federated_assertion(self, app: _App, assertion: str) -> None:
@@ -1095,7 +892,7 @@ class _LoginHandler(_Handler):
         issuer, subject = claims.get("iss"), claims.get("sub")
         if (issuer, subject) in app.federated and FEDERATED_AUDIENCE in audiences:
             return
-        raise _Reply(
+        raise Reply(
             401,
             self._aad_error(
                 "invalid_client",
@@ -1139,27 +936,27 @@ class _LoginHandler(_Handler):
             "rbac_url": "https://pas.windows.net",
         }
 
-    def _token(self, tenant: str, known_tenants: set[str], body: bytes) -> dict[str, Any]:
+    def _token(self, request: Incoming, tenant: str, known_tenants: set[str]) -> dict[str, Any]:
         double = self.double
         if tenant not in known_tenants:
-            raise _Reply(400, self._aad_error("invalid_request", 90002, f"Tenant '{tenant}' not found."))
-        form = {key: values[-1] for key, values in parse_qs(body.decode("utf-8")).items()}
+            raise Reply(400, self._aad_error("invalid_request", 90002, f"Tenant '{tenant}' not found."))
+        form = request.form()
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        scheme, _, credentials = self.headers.get("Authorization", "").partition(" ")
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic" and credentials:
             basic_id, _, basic_secret = base64.b64decode(credentials).decode().partition(":")
             client_id, client_secret = unquote_plus(basic_id), unquote_plus(basic_secret)
         if form.get("grant_type") != "client_credentials":
-            raise _Reply(
+            raise Reply(
                 400,
                 self._aad_error(
                     "unsupported_grant_type", 70003, "The app requested an unsupported grant type."
                 ),
             )
-        with double._lock:
+        with double.lock:
             app = double._apps.get(client_id or "")
         if app is None or app.tenant_id != tenant:
-            raise _Reply(
+            raise Reply(
                 400,
                 self._aad_error(
                     "unauthorized_client",
@@ -1170,7 +967,7 @@ class _LoginHandler(_Handler):
         if form.get("client_assertion_type") == JWT_BEARER:
             self._check_federated_assertion(app, form.get("client_assertion", ""))
         elif not client_secret or not app.client_secret or not hmac.compare_digest(client_secret, app.client_secret):
-            raise _Reply(
+            raise Reply(
                 401,
                 self._aad_error(
                     "invalid_client",
@@ -1182,7 +979,7 @@ class _LoginHandler(_Handler):
             )
         scope = form.get("scope", "")
         if not scope.endswith("/.default") or " " in scope:
-            raise _Reply(
+            raise Reply(
                 400,
                 self._aad_error(
                     "invalid_scope",

@@ -9,8 +9,9 @@ Real sockets; google-auth's own credential classes and `requests` talk to it unc
                          configuration's `token_url` (RFC 8693 token exchange)
 - `gcp.metadata_host` http  the metadata server ("metadata"); the value of GCE_METADATA_HOST
 
-HTTPS uses a CA made at test time (tests/doubles/tls.py); clients trust it through
-REQUESTS_CA_BUNDLE (`gcp.ca_path`).
+Built on the shared base of the HTTPS doubles (tests/doubles/https.py): one Service a Google
+host, each on its own port with its own faults; HTTPS uses the CA made at test time
+(tests/doubles/tls.py), which clients trust through REQUESTS_CA_BUNDLE (`gcp.ca_path`).
 
     with SecretManagerDouble(tmp_path) as gcp:
         gcp.add_version("db-password", canary)            # project gcp.project
@@ -61,25 +62,21 @@ Metadata server
   "scopes", "aliases"}`; `.../default/token[?scopes=...]` → `{"access_token", "expires_in",
   "token_type"}`; `/computeMetadata/v1/project/project-id` → text.
 
-The request log keeps service, method, path, whether a bearer token came along (never its value),
-status and monotonic arrival/answer times (overlap shows concurrency). No body is logged.
+The request log (the base's) keeps service, method, path, query, whether an Authorization header
+came along (never its value), status and monotonic arrival/answer times (overlap shows
+concurrency). No body is logged.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
-import ssl
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import parse_qs, unquote, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -87,7 +84,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from shim.providers.gcp import crc32c
 
-from .tls import make_test_pki
+from .https import HttpsDouble, Incoming, Reply, Service
 
 SERVICES = ("secretmanager", "oauth2", "sts", "metadata")
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -100,17 +97,6 @@ RPC_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_
               503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
-@dataclass(frozen=True)
-class LoggedRequest:
-    service: str
-    method: str
-    path: str
-    authorized: bool
-    status: int
-    started: float = 0.0
-    finished: float = 0.0
-
-
 @dataclass
 class Version:
     number: int
@@ -119,95 +105,42 @@ class Version:
     state: str = "ENABLED"
 
 
-@dataclass
-class _Controls:
-    latency: float = 0.0
-    failures: deque = field(default_factory=deque)   # (status, retry_after)
-    garbage: int = 0          # answers replaced by a 200 that is not JSON
-    slow_body: float = 0.0    # seconds between the bytes of each answer body
-    garbage_size: int = 0     # bytes of a garbage answer (0: a short HTML error page)
+def rpc_error(status: int, message: str, code: Optional[str] = None) -> Reply:
+    return Reply(status, {"error": {"code": status, "message": message,
+                                    "status": code or RPC_STATUS.get(status, "UNKNOWN")}})
 
 
-class _Reply(Exception):
-    def __init__(self, status: int, payload: Any, content_type: str = "application/json; charset=UTF-8"):
-        super().__init__(status)
-        self.status, self.payload, self.content_type = status, payload, content_type
-
-
-def rpc_error(status: int, message: str, code: Optional[str] = None) -> _Reply:
-    return _Reply(status, {"error": {"code": status, "message": message,
-                                     "status": code or RPC_STATUS.get(status, "UNKNOWN")}})
-
-
-class SecretManagerDouble:
+class SecretManagerDouble(HttpsDouble):
     def __init__(self, directory: Path, *, project: str = "shim-test", project_number: str = "123456789012"):
-        self.directory = Path(directory) / "gcp-double"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.pki = make_test_pki(self.directory / "pki")
+        super().__init__(directory, "gcp")
         self.project = project
         self.project_number = project_number
         self.service_account_email = f"shim@{project}.iam.gserviceaccount.com"
         self.allow_get = True
         self.corrupt_checksums = False
-        self._lock = threading.Lock()
         self._secrets: dict[tuple, list[Version]] = {}
         self._denied: set[tuple] = set()                 # (principal, secret)
         self._tokens: dict[str, str] = {}                # access token -> principal
         self._keys: dict[str, Any] = {}                  # client_email -> public key
         self._refresh_tokens: dict[str, tuple] = {}      # refresh token -> (client_id, secret, principal)
         self._subject_tokens: dict[str, tuple] = {}      # subject token -> (audience, principal)
-        self._controls = {service: _Controls() for service in SERVICES}
-        self._log: list[LoggedRequest] = []
-        self._servers: dict[str, ThreadingHTTPServer] = {}
 
-    # ------------------------------------------------------------------------------ lifecycle
+    def services(self) -> list[Service]:
+        return [_SecretManager(self), _OAuth(self), _Sts(self), _Metadata(self)]
 
-    def start(self) -> "SecretManagerDouble":
-        context = self.pki.server_context()
-        for service, handler in (("secretmanager", _SecretManagerHandler), ("oauth2", _OAuthHandler),
-                                 ("sts", _StsHandler), ("metadata", _MetadataHandler)):
-            server = _Server(("127.0.0.1", 0), handler)
-            server.double = self  # type: ignore[attr-defined]
-            if service != "metadata":
-                server.socket = context.wrap_socket(server.socket, server_side=True,
-                                                    do_handshake_on_connect=False)
-            threading.Thread(target=server.serve_forever, daemon=True, name=f"gcp-{service}").start()
-            self._servers[service] = server
-        return self
-
-    def stop(self) -> None:
-        for server in self._servers.values():
-            server.shutdown()
-            server.server_close()
-
-    def __enter__(self) -> "SecretManagerDouble":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    def _port(self, service: str) -> int:
-        return self._servers[service].server_address[1]
-
-    @property
-    def endpoint(self) -> str:
-        return f"https://127.0.0.1:{self._port('secretmanager')}"
+    # ------------------------------------------------------------------------------ addresses
 
     @property
     def oauth_url(self) -> str:
-        return f"https://127.0.0.1:{self._port('oauth2')}/token"
+        return f"{self.url_of('oauth2')}/token"
 
     @property
     def sts_url(self) -> str:
-        return f"https://127.0.0.1:{self._port('sts')}/v1/token"
+        return f"{self.url_of('sts')}/v1/token"
 
     @property
     def metadata_host(self) -> str:
-        return f"127.0.0.1:{self._port('metadata')}"
-
-    @property
-    def ca_path(self) -> Path:
-        return self.pki.ca_path
+        return f"127.0.0.1:{self.port('metadata')}"
 
     # ---------------------------------------------------------------------------- credentials
 
@@ -223,7 +156,7 @@ class SecretManagerDouble:
         """Write a service-account key file whose token_uri is this double."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         email = principal or self.service_account_email
-        with self._lock:
+        with self.lock:
             self._keys[email] = key.public_key()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
@@ -239,7 +172,7 @@ class SecretManagerDouble:
         refresh to Google whatever the file says, so this serves tests of the credential order)."""
         client_id, client_secret = f"{secrets.token_hex(8)}.apps.googleusercontent.com", secrets.token_hex(12)
         refresh_token = "1//" + secrets.token_urlsafe(30)
-        with self._lock:
+        with self.lock:
             self._refresh_tokens[refresh_token] = (client_id, client_secret, principal)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"type": "authorized_user", "client_id": client_id,
@@ -251,7 +184,7 @@ class SecretManagerDouble:
         audience = (f"//iam.googleapis.com/projects/{self.project_number}/locations/global/"
                     "workloadIdentityPools/shim-pool/providers/shim-provider")
         subject = "eyJhbGciOiJSUzI1NiJ9." + secrets.token_urlsafe(40) + "." + secrets.token_urlsafe(20)
-        with self._lock:
+        with self.lock:
             self._subject_tokens[subject] = (audience, principal)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "subject-token").write_text(subject)
@@ -264,18 +197,18 @@ class SecretManagerDouble:
         return config
 
     def issued_tokens(self) -> list[str]:
-        with self._lock:
+        with self.lock:
             return list(self._tokens)
 
     def credential_material(self) -> list[str]:
         """Every token and refresh token the double knows, for leak checks."""
-        with self._lock:
+        with self.lock:
             return [*self._tokens, *self._refresh_tokens, *self._subject_tokens,
                     *(value[1] for value in self._refresh_tokens.values())]
 
     def _issue(self, principal: str) -> dict[str, Any]:
         token = "ya29." + secrets.token_urlsafe(48)
-        with self._lock:
+        with self.lock:
             self._tokens[token] = principal
         return {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
 
@@ -287,85 +220,29 @@ class SecretManagerDouble:
         data = value.encode() if isinstance(value, str) else value
         moment = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
         stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}123Z"
-        with self._lock:
+        with self.lock:
             versions = self._secrets.setdefault((location, secret), [])
             versions.append(Version(len(versions) + 1, data, stamp))
             return len(versions)
 
     def set_state(self, secret: str, number: int, state: str, *, location: Optional[str] = None) -> None:
-        with self._lock:
+        with self.lock:
             self._secrets[(location, secret)][number - 1].state = state
 
     def deny(self, principal: str, secret: str) -> None:
-        with self._lock:
+        with self.lock:
             self._denied.add((principal, secret))
-
-    # --------------------------------------------------------------------------------- faults
-
-    def set_latency(self, seconds: float, service: str = "secretmanager") -> None:
-        with self._lock:
-            self._controls[service].latency = seconds
-
-    def inject_failure(self, status: int, *, count: int = 1, retry_after: Optional[float] = None,
-                       service: str = "secretmanager") -> None:
-        """The next `count` requests to `service` get `status` (google.rpc.Status body)."""
-        with self._lock:
-            self._controls[service].failures.extend([(status, retry_after)] * count)
-
-    def inject_garbage(self, count: int = 1, service: str = "secretmanager", *, size: int = 0) -> None:
-        """The next `count` answers are 200 with a body that is not JSON (`size` bytes of it)."""
-        with self._lock:
-            self._controls[service].garbage += count
-            self._controls[service].garbage_size = size
-
-    def set_slow_body(self, seconds_per_byte: float, service: str = "secretmanager") -> None:
-        with self._lock:
-            self._controls[service].slow_body = seconds_per_byte
-
-    # ------------------------------------------------------------------------------------ log
-
-    def requests(self, service: Optional[str] = "secretmanager", **match: Any) -> list[LoggedRequest]:
-        with self._lock:
-            log = list(self._log)
-        return [entry for entry in log if (service is None or entry.service == service)
-                and all(getattr(entry, key) == wanted for key, wanted in match.items())]
-
-    def count(self, service: Optional[str] = "secretmanager", **match: Any) -> int:
-        return len(self.requests(service, **match))
-
-    def clear_log(self) -> None:
-        with self._lock:
-            self._log.clear()
 
     # ------------------------------------------------------------------------------ internals
 
-    def _record(self, entry: LoggedRequest) -> None:
-        with self._lock:
-            self._log.append(entry)
-
-    def _before_answer(self, service: str) -> tuple[Optional[tuple], Any, float]:
-        """(failure, garbage body or None, slow_body) for the next answer, after the latency."""
-        with self._lock:
-            controls = self._controls[service]
-            latency, slow = controls.latency, controls.slow_body
-            failure = controls.failures.popleft() if controls.failures else None
-            garbage = None
-            if failure is None and controls.garbage > 0:
-                controls.garbage -= 1
-                size = controls.garbage_size
-                garbage = "x" * size if size else "<html>502 upstream connect error</html>"
-        if latency:
-            time.sleep(latency)
-        return failure, garbage, slow
-
     def _principal(self, token: Optional[str]) -> Optional[str]:
-        with self._lock:
+        with self.lock:
             return self._tokens.get(token or "")
 
     def _find(self, project: str, location: Optional[str], secret: str, version: str) -> Version:
         secret_name = (f"projects/{self.project_number}/locations/{location}/secrets/{secret}"
                        if location else f"projects/{self.project_number}/secrets/{secret}")
-        with self._lock:
+        with self.lock:
             versions = list(self._secrets.get((location, secret), ()))
         if project not in (self.project, self.project_number) or not versions:
             raise rpc_error(404, f"Secret [{secret_name}] not found or has no versions.")
@@ -376,117 +253,31 @@ class SecretManagerDouble:
         return versions[int(version) - 1]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default listen backlog is 5: shim opening 50 connections at once would see
-    # some SYNs dropped and retried a second later (Google's front ends never do that).
-    request_queue_size = 128
+class _GoogleService(Service):
+    content_type = "application/json; charset=UTF-8"
+    double: SecretManagerDouble
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that hangs up (abandoned at its deadline) is not a double bug
+    def error(self, status: int, message: str) -> Reply:
+        return rpc_error(status, message)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 30
-    service = ""
+class _SecretManager(_GoogleService):
+    name = "secretmanager"
 
-    def setup(self) -> None:
-        super().setup()
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.do_handshake()
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-    @property
-    def double(self) -> SecretManagerDouble:
-        return self.server.double  # type: ignore[attr-defined]
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def _dispatch(self, method: str) -> None:
-        split = urlsplit(self.path)
-        path = unquote(split.path)
-        query = {key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        started = time.monotonic()
-        failure, garbage, slow = self.double._before_answer(self.service)
-        try:
-            if failure is not None:
-                status, retry_after = failure
-                reply = self.failure(status)
-                if retry_after is not None:
-                    reply.retry_after = retry_after  # type: ignore[attr-defined]
-                raise reply
-            if garbage is not None:
-                raise _Reply(200, garbage, "text/html")
-            status, payload, content_type = 200, self.route(method, path, query, body), None
-            reply = _Reply(200, payload) if not isinstance(payload, _Reply) else payload
-        except _Reply as raised:
-            reply = raised
-        bearer = self.headers.get("Authorization", "")
-        self.double._record(LoggedRequest(self.service, method, path, bearer.startswith("Bearer "),
-                                          reply.status, started, time.monotonic()))
-        self._answer(reply, slow)
-
-    def _answer(self, reply: _Reply, slow: float) -> None:
-        payload = reply.payload
-        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(data)))
-        retry_after = getattr(reply, "retry_after", None)
-        if retry_after is not None:
-            self.send_header("Retry-After", f"{retry_after:g}")
-        for name, value in self.extra_headers().items():
-            self.send_header(name, value)
-        self.end_headers()
-        if not slow:
-            self.wfile.write(data)
-            return
-        for index in range(len(data)):
-            self.wfile.write(data[index:index + 1])
-            self.wfile.flush()
-            time.sleep(slow)
-
-    def extra_headers(self) -> dict[str, str]:
-        return {}
-
-    def failure(self, status: int) -> _Reply:
-        return rpc_error(status, "injected failure")
-
-    def route(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
-        raise NotImplementedError
-
-    def form(self, body: bytes) -> dict[str, str]:
-        return {key: values[-1] for key, values in parse_qs(body.decode(), keep_blank_values=True).items()}
-
-
-class _SecretManagerHandler(_Handler):
-    service = "secretmanager"
-
-    def route(self, method, path, query, body):
-        import re
-
+    def route(self, request: Incoming) -> Any:
+        method, path = request.method, request.path
         match = re.fullmatch(r"/v1/projects/([^/]+)(?:/locations/([^/]+))?/secrets/([^/]+)/versions/"
                              r"([^/:]+)(:access)?", path)
         if method != "GET" or not match:
             return rpc_error(404, f"the double does not implement {method} {path}")
         project, location, secret, version, access = match.groups()
-        token = self.headers.get("Authorization", "")[len("Bearer "):]
-        principal = self.double._principal(token)
+        principal = self.double._principal(request.bearer())
         if principal is None:
             return rpc_error(401, "Request had invalid authentication credentials. Expected OAuth 2 "
                                   "access token, login cookie or other valid authentication credential.")
         resource = path[len("/v1/"):].removesuffix(":access")
         permission = "secretmanager.versions.access" if access else "secretmanager.versions.get"
-        with self.double._lock:
+        with self.double.lock:
             denied = (principal, secret) in self.double._denied
         if denied or (not access and not self.double.allow_get):
             return rpc_error(403, f"Permission '{permission}' denied for resource '{resource}' "
@@ -511,80 +302,82 @@ class _SecretManagerHandler(_Handler):
         return answer
 
 
-class _OAuthHandler(_Handler):
-    service = "oauth2"
+class _TokenService(_GoogleService):
+    """An OAuth 2.0 token endpoint: form in, token or OAuth error out."""
 
-    def failure(self, status: int) -> _Reply:
-        return _Reply(status, {"error": "internal_failure", "error_description": "injected failure"})
+    def error(self, status: int, message: str) -> Reply:
+        return Reply(status, {"error": "internal_failure", "error_description": message})
 
-    def route(self, method, path, query, body):
-        if method != "POST" or path != "/token":
-            return _Reply(404, {"error": "not_found"})
-        form = self.form(body)
+
+class _OAuth(_TokenService):
+    name = "oauth2"
+
+    def route(self, request: Incoming) -> Any:
+        if request.method != "POST" or request.path != "/token":
+            return Reply(404, {"error": "not_found"})
+        form = request.form()
         if form.get("grant_type") == JWT_BEARER:
             return self._jwt_bearer(form.get("assertion", ""))
-        return _Reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type."})
+        return Reply(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type."})
 
     def _jwt_bearer(self, assertion: str) -> Any:
-        invalid = _Reply(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+        invalid = Reply(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
         try:
             header, claims, signature = assertion.split(".")
             payload = json.loads(_unb64(claims))
-            with self.double._lock:
+            with self.double.lock:
                 public_key = self.double._keys[payload["iss"]]
             public_key.verify(_unb64(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(),
                               hashes.SHA256())
         except (ValueError, KeyError, InvalidSignature):
             return invalid
         if payload.get("aud") != GOOGLE_TOKEN_AUDIENCE or SCOPE not in str(payload.get("scope", "")).split():
-            return _Reply(400, {"error": "invalid_scope", "error_description": "Invalid OAuth scope or ID token audience provided."})
+            return Reply(400, {"error": "invalid_scope", "error_description": "Invalid OAuth scope or ID token audience provided."})
         return self.double._issue(payload["iss"])
 
 
-class _StsHandler(_Handler):
-    service = "sts"
+class _Sts(_TokenService):
+    name = "sts"
 
-    def failure(self, status: int) -> _Reply:
-        return _Reply(status, {"error": "internal_failure", "error_description": "injected failure"})
-
-    def route(self, method, path, query, body):
-        if method != "POST" or path != "/v1/token":
-            return _Reply(404, {"error": "not_found"})
-        form = self.form(body)
+    def route(self, request: Incoming) -> Any:
+        if request.method != "POST" or request.path != "/v1/token":
+            return Reply(404, {"error": "not_found"})
+        form = request.form()
         if form.get("grant_type") != TOKEN_EXCHANGE or form.get("requested_token_type") != ACCESS_TOKEN_TYPE:
-            return _Reply(400, {"error": "invalid_request", "error_description": "Invalid grant_type or requested_token_type."})
-        with self.double._lock:
+            return Reply(400, {"error": "invalid_request", "error_description": "Invalid grant_type or requested_token_type."})
+        with self.double.lock:
             known = self.double._subject_tokens.get(form.get("subject_token", ""))
         if known is None or known[0] != form.get("audience"):
-            return _Reply(400, {"error": "invalid_grant", "error_description": "The audience in ID Token does not match the expected audience."})
+            return Reply(400, {"error": "invalid_grant", "error_description": "The audience in ID Token does not match the expected audience."})
         answer = self.double._issue(known[1])
         return {**answer, "issued_token_type": ACCESS_TOKEN_TYPE}
 
 
-class _MetadataHandler(_Handler):
-    service = "metadata"
+class _Metadata(_GoogleService):
+    name = "metadata"
+    tls = False     # the metadata server is plain HTTP on the instance's link-local address
 
-    def extra_headers(self) -> dict[str, str]:
+    def headers(self, request: Incoming) -> dict[str, str]:
         return {"Metadata-Flavor": "Google", "Server": "Metadata Server for VM"}
 
-    def failure(self, status: int) -> _Reply:
-        return _Reply(status, "injected failure", "text/html")
+    def error(self, status: int, message: str) -> Reply:
+        return Reply(status, message, "text/html")
 
-    def route(self, method, path, query, body):
-        if self.headers.get("Metadata-Flavor") != "Google":
-            return _Reply(403, "Missing Metadata-Flavor:Google header.", "text/html")
-        double = self.double
+    def route(self, request: Incoming) -> Any:
+        if request.headers.get("Metadata-Flavor") != "Google":
+            return Reply(403, "Missing Metadata-Flavor:Google header.", "text/html")
+        double, path = self.double, request.path
         if path in ("/", ""):
-            return _Reply(200, "computeMetadata/\n", "application/text")
+            return Reply(200, "computeMetadata/\n", "application/text")
         if path == "/computeMetadata/v1/project/project-id":
-            return _Reply(200, double.project, "application/text")
+            return Reply(200, double.project, "application/text")
         if path == "/computeMetadata/v1/project/numeric-project-id":
-            return _Reply(200, double.project_number, "application/text")
+            return Reply(200, double.project_number, "application/text")
         if path == "/computeMetadata/v1/instance/service-accounts/default/":
             return {"aliases": ["default"], "email": double.service_account_email, "scopes": [SCOPE]}
         if path == "/computeMetadata/v1/instance/service-accounts/default/token":
             return double._issue(double.service_account_email)
-        return _Reply(404, "Not Found", "text/html")
+        return Reply(404, "Not Found", "text/html")
 
 
 def _unb64(text: str) -> bytes:

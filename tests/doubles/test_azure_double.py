@@ -388,15 +388,20 @@ def test_wrong_client_secret_fails_authentication(canaries, kv):
     assert kv.count(authorized=True) == 0
 
 
+def workload_identity_credential(kv, tmp_path, client_id: str, assertion: str):
+    """azure-identity's AKS credential: the service-account token in a file, the double as Entra ID."""
+    token_file = tmp_path / "token"
+    token_file.write_text(assertion)
+    return WorkloadIdentityCredential(
+        tenant_id=kv.tenant_id, client_id=client_id, token_file_path=str(token_file),
+        authority=kv.authority, disable_instance_discovery=True, connection_verify=str(kv.ca_path))
+
+
 def test_workload_identity_federation(canaries, kv, tmp_path):
     value = canaries.new()
     kv.add_secret("aks", value)
     client_id, service_account_token = kv.register_workload_identity()
-    token_file = tmp_path / "token"
-    token_file.write_text(service_account_token)
-    credential = WorkloadIdentityCredential(
-        tenant_id=kv.tenant_id, client_id=client_id, token_file_path=str(token_file),
-        authority=kv.authority, disable_instance_discovery=True, connection_verify=str(kv.ca_path))
+    credential = workload_identity_credential(kv, tmp_path, client_id, service_account_token)
 
     with SecretClient(credential=credential, **kv.secret_client_kwargs()) as client:
         assert client.get_secret("aks").value == value
@@ -407,11 +412,7 @@ def test_workload_identity_with_a_foreign_assertion_fails(canaries, kv, tmp_path
     kv.add_secret("aks", canaries.new())
     client_id, _ = kv.register_workload_identity()
     _, other_token = kv.register_workload_identity(subject="system:serviceaccount:other:sa")
-    token_file = tmp_path / "token"
-    token_file.write_text(other_token)
-    credential = WorkloadIdentityCredential(
-        tenant_id=kv.tenant_id, client_id=client_id, token_file_path=str(token_file),
-        authority=kv.authority, disable_instance_discovery=True, connection_verify=str(kv.ca_path))
+    credential = workload_identity_credential(kv, tmp_path, client_id, other_token)
 
     with SecretClient(credential=credential, **kv.secret_client_kwargs()) as client:
         with pytest.raises(ClientAuthenticationError) as caught:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -115,10 +113,7 @@ def test_aws_answers(run_shim, probe, canaries, aws, body, status, reference):
 def azure(tmp_path_factory):
     directory = tmp_path_factory.mktemp("azure-fuzz")
     with AzureKeyVaultDouble(directory) as kv:
-        pki = Path(directory) / "azure-double-pki"
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki / "server.pem", pki / "server-key.pem")
-        yield kv, context
+        yield kv, kv.pki.server_context()   # the double's certificate, which shim trusts
 
 
 @FUZZ

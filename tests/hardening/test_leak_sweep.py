@@ -7,6 +7,8 @@ file, or the argv/environment of the supervisor seen in /proc.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import itertools
 import json
 import os
@@ -14,11 +16,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import BASE_ENV, finish_process
+from tests.doubles.https import Reply
 
 SCENARIOS = {
     # name: (env builder, expected exit code)
@@ -149,47 +153,140 @@ def test_supervisor_argv_and_environment_hold_no_secret(canaries, shared_dir, re
         finish_process(process, canaries)
 
 
-# --- a remote store: Google Cloud Secret Manager ----------------------------
+# --- the remote stores -------------------------------------------------------
 #
-# The same sweep against the Secret Manager double: a payload canary and the OAuth tokens the
-# double issued must reach only the child, never shim's output or the audit file, whether the
-# read succeeds, is refused or fails a check.
+# The same sweep against each store's HTTPS double: the store's canaries and every credential
+# its double issued or accepts must reach only the child (or nothing), never shim's output or
+# the audit file, whatever the outcome. Each store is one row of REMOTE_STORES: its outcomes
+# (scenario -> exit code) and how a case is arranged on its double (`arrange`, a context that
+# yields the environment and the credential material, and checks its control on the way out).
 
-REMOTE_SCENARIOS = {"ok": 0, "not_found": 66, "corrupt": 65, "denied": 77}
+
+@contextlib.contextmanager
+def gcp_case(double, canaries, tmp_path, name, scenario):
+    """A payload canary and the OAuth tokens the double issued, whether the read succeeds, is
+    refused or fails its checksum."""
+    double.add_version(name, canaries.new(scenario))
+    double.corrupt_checksums = scenario == "corrupt"
+    key = double.service_account_key(tmp_path / "key.json", principal=f"sa-{name}")
+    if scenario == "denied":
+        double.deny(f"sa-{name}", name)
+    secret = "absent" if scenario == "not_found" else name
+    env = {**double.base_env(), "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
+           "GOOGLE_APPLICATION_CREDENTIALS": str(key), "GOOD": f"sm://{double.project}/{secret}"}
+    try:
+        yield env, double.credential_material
+    finally:
+        double.corrupt_checksums = False
+    assert double.issued_tokens(), "the control: a token was issued"
+
+
+@contextlib.contextmanager
+def doppler_case(double, canaries, tmp_path, name, scenario):
+    """The config's canaries and the token, whether the download succeeds, names a config that
+    is not there, is refused, or answers more than the cap."""
+    canary = canaries.new(scenario)
+    double.add_config(name, "prd", {"GOOD": canary, "OTHER": canaries.new("other")})
+    token = double.account_token() if scenario == "denied" else \
+        double.account_token((name, "prd"), (name, "absent"))
+    config = "absent" if scenario == "not_found" else "prd"
+    if scenario == "too_large":
+        double.inject_reply(Reply(200, {"GOOD": canary * (4 * 1024 * 1024 // len(canary) + 1)}))
+    yield {**double.env(token), "GOOD": f"ref+doppler://{name}/{config}#/GOOD"}, \
+        double.credential_material
+    assert double.count(), "the control: the double was asked"
+
+
+@contextlib.contextmanager
+def infisical_case(double, canaries, tmp_path, name, scenario):
+    """The folder's canaries, the client secret and the access token, whether the read
+    succeeds, names a folder that is not there, or the login is refused."""
+    double.add_secret(double.project, name, "/app", "GOOD", canaries.new(scenario))
+    client_id, client_secret = double.machine_identity((double.project, name))
+    if scenario == "denied":
+        client_secret = client_secret[::-1]
+    folder = "absent" if scenario == "not_found" else "app"
+    yield ({**double.env(client_id, client_secret),
+            "GOOD": f"ref+infisical://{double.project}/{name}/{folder}#/GOOD"},
+           lambda: double.credential_material() + [client_secret])
+    assert double.count(), "the control: the double was asked"
+
+
+@contextlib.contextmanager
+def onepassword_case(double, canaries, tmp_path, name, scenario):
+    """Field canaries and the Connect token, whether the item is read, is not there, or the
+    token is refused."""
+    item = double.add_item(name, "app", {"password": canaries.new(scenario)},
+                           sections={"admin": {"password": canaries.new("admin")}})
+    token = double.token("elsewhere" if scenario == "denied" else name)
+    title = "absent" if scenario == "not_found" else "app"
+    # By ID when denied (a vault name the token may not read is answered as missing).
+    reference = (f"op://{double.vault_id(name)}/{item}/password" if scenario == "denied"
+                 else f"op://{name}/{title}/admin/password")
+    yield {**double.env(token), "GOOD": reference}, double.credential_material
+    assert double.count(), "the control: the double was asked"
+
+
+@contextlib.contextmanager
+def bitwarden_case(double, canaries, tmp_path, name, scenario):
+    """Decrypted values, the access token (and its key part) and the bearer tokens, whether the
+    read succeeds, names a secret that is not there, the login is refused, or the value does
+    not open."""
+    project = str(uuid.uuid4())
+    secret = double.add_secret("GOOD", canaries.new(scenario), project=project)
+    token = double.access_token(project)
+    if scenario == "denied":
+        double.revoke(token)
+    target = str(uuid.uuid4()) if scenario == "not_found" else secret
+    double.tamper_values = scenario == "tampered"
+    try:
+        yield {**double.env(token), "GOOD": f"ref+bws://{target}"}, double.credential_material
+    finally:
+        double.tamper_values = False
+    assert double.count(), "the control: the double was asked"
+
+
+REMOTE_STORES = {
+    # store: (its double, outcome -> exit code, how a case is arranged)
+    "gcp": ("tests.doubles.gcp:SecretManagerDouble",
+            {"ok": 0, "not_found": 66, "corrupt": 65, "denied": 77}, gcp_case),
+    "doppler": ("tests.doubles.doppler:DopplerDouble",
+                {"ok": 0, "not_found": 66, "denied": 77, "too_large": 65}, doppler_case),
+    "infisical": ("tests.doubles.infisical:InfisicalDouble",
+                  {"ok": 0, "not_found": 66, "denied": 77}, infisical_case),
+    "onepassword": ("tests.doubles.onepassword:ConnectDouble",
+                    {"ok": 0, "not_found": 66, "denied": 77}, onepassword_case),
+    "bitwarden": ("tests.doubles.bitwarden:BitwardenDouble",
+                  {"ok": 0, "not_found": 66, "denied": 77, "tampered": 65}, bitwarden_case),
+}
+REMOTE_CASES = [(store, command, log_format, scenario)
+                for store, (_, scenarios, _) in REMOTE_STORES.items()
+                for command, log_format, scenario in itertools.product(COMMANDS, FORMATS, scenarios)]
 
 
 @pytest.fixture(scope="module")
-def secret_manager(tmp_path_factory):
-    from tests.doubles.gcp import SecretManagerDouble
+def remote_double(tmp_path_factory):
+    """A store's double, started on first use and shared by the module's cases of that store."""
+    started = {}
+    with contextlib.ExitStack() as stack:
+        def double_of(store: str):
+            if store not in started:
+                module, name = REMOTE_STORES[store][0].split(":")
+                double = getattr(importlib.import_module(module), name)
+                started[store] = stack.enter_context(double(tmp_path_factory.mktemp(store)))
+            return started[store]
+        yield double_of
 
-    with SecretManagerDouble(tmp_path_factory.mktemp("gcp")) as double:
-        yield double
 
-
-REMOTE_CASES = list(itertools.product(COMMANDS, FORMATS, REMOTE_SCENARIOS))
-
-
-@pytest.mark.parametrize("command,log_format,scenario", REMOTE_CASES,
-                         ids=[f"{c}-{f}-{s}" for c, f, s in REMOTE_CASES])
-def test_no_gcp_canary_in_any_output(run_shim, canaries, tmp_path, secret_manager,
-                                     command, log_format, scenario):
-    canary = canaries.new(scenario)
-    secret = f"leak-{scenario}-{command}-{log_format}"
-    secret_manager.add_version(secret, canary)
-    secret_manager.corrupt_checksums = scenario == "corrupt"
-    key = secret_manager.service_account_key(tmp_path / "key.json", principal=f"sa-{secret}")
-    if scenario == "denied":
-        secret_manager.deny(f"sa-{secret}", secret)
-    name = "absent" if scenario == "not_found" else secret
-    env = {**secret_manager.base_env(), "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
-           "GOOGLE_APPLICATION_CREDENTIALS": str(key),
-           "GOOD": f"sm://{secret_manager.project}/{name}"}
-    try:
+@pytest.mark.parametrize("store,command,log_format,scenario", REMOTE_CASES,
+                         ids=["-".join(case) for case in REMOTE_CASES])
+def test_no_remote_canary_in_any_output(run_shim, canaries, tmp_path, remote_double,
+                                        store, command, log_format, scenario):
+    _, scenarios, arrange = REMOTE_STORES[store]
+    name = f"leak-{command}-{log_format}-{scenario}"
+    with arrange(remote_double(store), canaries, tmp_path, name, scenario) as (env, credentials):
         sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
-                     REMOTE_SCENARIOS[scenario], secret_manager.credential_material)
-    finally:
-        secret_manager.corrupt_checksums = False
-    assert secret_manager.issued_tokens(), "the control: a token was issued"
+                     scenarios[scenario], credentials)
 
 
 def sweep_remote(run_shim, canaries, tmp_path, command, log_format, env, expected, credentials):
@@ -206,161 +303,3 @@ def sweep_remote(run_shim, canaries, tmp_path, command, log_format, env, expecte
     written = result.stdout + result.stderr + audited
     for material in credentials():
         assert material not in written, "credential material leaked"
-
-
-# --- a remote store: Doppler ----------------------------------------------------
-#
-# The same sweep against the Doppler double: the config's canaries and the token must reach
-# only the child, whether the download succeeds, names a config that is not there, is refused,
-# or answers more than the cap.
-
-DOPPLER_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77, "too_large": 65}
-
-
-@pytest.fixture(scope="module")
-def doppler(tmp_path_factory):
-    from tests.doubles.doppler import DopplerDouble
-
-    with DopplerDouble(tmp_path_factory.mktemp("doppler")) as double:
-        yield double
-
-
-DOPPLER_CASES = list(itertools.product(COMMANDS, FORMATS, DOPPLER_SCENARIOS))
-
-
-@pytest.mark.parametrize("command,log_format,scenario", DOPPLER_CASES,
-                         ids=[f"{c}-{f}-{s}" for c, f, s in DOPPLER_CASES])
-def test_no_doppler_canary_in_any_output(run_shim, canaries, tmp_path, doppler,
-                                         command, log_format, scenario):
-    from tests.doubles.https import Reply
-
-    canary = canaries.new(scenario)
-    project = f"leak-{command}-{log_format}-{scenario}"
-    doppler.add_config(project, "prd", {"GOOD": canary, "OTHER": canaries.new("other")})
-    token = doppler.account_token() if scenario == "denied" else \
-        doppler.account_token((project, "prd"), (project, "absent"))
-    config = "absent" if scenario == "not_found" else "prd"
-    if scenario == "too_large":
-        doppler.inject_reply(Reply(200, {"GOOD": canary * (4 * 1024 * 1024 // len(canary) + 1)}))
-    env = {**doppler.env(token), "GOOD": f"ref+doppler://{project}/{config}#/GOOD"}
-    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
-                 DOPPLER_SCENARIOS[scenario], doppler.credential_material)
-    assert doppler.count(), "the control: the double was asked"
-
-
-# --- a remote store: Infisical --------------------------------------------------
-#
-# The folder's canaries, the client secret and the access token must reach only the child
-# (or nothing), whether the read succeeds, names a folder that is not there, or the login is
-# refused.
-
-INFISICAL_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77}
-
-
-@pytest.fixture(scope="module")
-def infisical(tmp_path_factory):
-    from tests.doubles.infisical import InfisicalDouble
-
-    with InfisicalDouble(tmp_path_factory.mktemp("infisical")) as double:
-        yield double
-
-
-INFISICAL_CASES = list(itertools.product(COMMANDS, FORMATS, INFISICAL_SCENARIOS))
-
-
-@pytest.mark.parametrize("command,log_format,scenario", INFISICAL_CASES,
-                         ids=[f"{c}-{f}-{s}" for c, f, s in INFISICAL_CASES])
-def test_no_infisical_canary_in_any_output(run_shim, canaries, tmp_path, infisical,
-                                           command, log_format, scenario):
-    canary = canaries.new(scenario)
-    environment = f"leak-{command}-{log_format}-{scenario}"
-    infisical.add_secret(infisical.project, environment, "/app", "GOOD", canary)
-    client_id, client_secret = infisical.machine_identity((infisical.project, environment))
-    if scenario == "denied":
-        client_secret = client_secret[::-1]
-    folder = "absent" if scenario == "not_found" else "app"
-    env = {**infisical.env(client_id, client_secret),
-           "GOOD": f"ref+infisical://{infisical.project}/{environment}/{folder}#/GOOD"}
-    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
-                 INFISICAL_SCENARIOS[scenario],
-                 lambda: infisical.credential_material() + [client_secret])
-    assert infisical.count(), "the control: the double was asked"
-
-
-# --- a remote store: 1Password Connect ------------------------------------------
-#
-# Field canaries and the Connect token reach only the child, whether the item is read, is not
-# there, or the token is refused.
-
-ONEPASSWORD_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77}
-
-
-@pytest.fixture(scope="module")
-def connect(tmp_path_factory):
-    from tests.doubles.onepassword import ConnectDouble
-
-    with ConnectDouble(tmp_path_factory.mktemp("onepassword")) as double:
-        yield double
-
-
-ONEPASSWORD_CASES = list(itertools.product(COMMANDS, FORMATS, ONEPASSWORD_SCENARIOS))
-
-
-@pytest.mark.parametrize("command,log_format,scenario", ONEPASSWORD_CASES,
-                         ids=[f"{c}-{f}-{s}" for c, f, s in ONEPASSWORD_CASES])
-def test_no_onepassword_canary_in_any_output(run_shim, canaries, tmp_path, connect,
-                                             command, log_format, scenario):
-    vault = f"leak-{command}-{log_format}-{scenario}"
-    item = connect.add_item(vault, "app", {"password": canaries.new(scenario)},
-                            sections={"admin": {"password": canaries.new("admin")}})
-    token = connect.token("elsewhere" if scenario == "denied" else vault)
-    title = "absent" if scenario == "not_found" else "app"
-    # By ID when denied (a vault name the token may not read is answered as missing).
-    reference = (f"op://{connect.vault_id(vault)}/{item}/password" if scenario == "denied"
-                 else f"op://{vault}/{title}/admin/password")
-    env = {**connect.env(token), "GOOD": reference}
-    sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
-                 ONEPASSWORD_SCENARIOS[scenario], connect.credential_material)
-    assert connect.count(), "the control: the double was asked"
-
-
-# --- a remote store: Bitwarden Secrets Manager ----------------------------------
-#
-# Decrypted values, the access token (and its key part) and the bearer tokens reach only the
-# child, whether the read succeeds, names a secret that is not there, the login is refused, or
-# the value does not open.
-
-BITWARDEN_SCENARIOS = {"ok": 0, "not_found": 66, "denied": 77, "tampered": 65}
-
-
-@pytest.fixture(scope="module")
-def bws(tmp_path_factory):
-    from tests.doubles.bitwarden import BitwardenDouble
-
-    with BitwardenDouble(tmp_path_factory.mktemp("bitwarden")) as double:
-        yield double
-
-
-BITWARDEN_CASES = list(itertools.product(COMMANDS, FORMATS, BITWARDEN_SCENARIOS))
-
-
-@pytest.mark.parametrize("command,log_format,scenario", BITWARDEN_CASES,
-                         ids=[f"{c}-{f}-{s}" for c, f, s in BITWARDEN_CASES])
-def test_no_bitwarden_canary_in_any_output(run_shim, canaries, tmp_path, bws,
-                                           command, log_format, scenario):
-    import uuid
-
-    project = str(uuid.uuid4())
-    secret = bws.add_secret("GOOD", canaries.new(scenario), project=project)
-    token = bws.access_token(project)
-    if scenario == "denied":
-        bws.revoke(token)
-    target = str(uuid.uuid4()) if scenario == "not_found" else secret
-    env = {**bws.env(token), "GOOD": f"ref+bws://{target}"}
-    bws.tamper_values = scenario == "tampered"
-    try:
-        sweep_remote(run_shim, canaries, tmp_path, command, log_format, env,
-                     BITWARDEN_SCENARIOS[scenario], bws.credential_material)
-    finally:
-        bws.tamper_values = False
-    assert bws.count(), "the control: the double was asked"

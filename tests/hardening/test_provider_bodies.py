@@ -11,9 +11,7 @@ wrapper that waits for shim (a memory bound, not a time bound: generous on purpo
 from __future__ import annotations
 
 import resource
-import ssl
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -95,10 +93,8 @@ def test_aws_answer_too_large(run_shim, probe, measured, size, reference):
 @pytest.mark.parametrize("size", [HUGE, None], ids=["300MB", "endless"])
 def test_azure_answer_too_large(run_shim, probe, measured, tmp_path, size):
     with AzureKeyVaultDouble(tmp_path) as kv:
-        pki = Path(tmp_path) / "azure-double-pki"
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pki / "server.pem", pki / "server-key.pem")
-        with FloodServer(size=size, context=context) as flood:
+        # The flood presents the double's own certificate, which shim trusts for the vault.
+        with FloodServer(size=size, context=kv.pki.server_context()) as flood:
             host = flood.url[len("https://"):]
             result, peak = _run(run_shim, probe, measured, {
                 **kv.app_service_env(), "SHIM_AZURE_CA_BUNDLE": str(kv.ca_path),

@@ -1,12 +1,16 @@
-"""The `| `you write` | `canonical form` |` rows of a store's docs, for the tests that check each
-row parses to its canonical form and round-trips (the docs are behaviour)."""
+"""The reference-syntax checks every store's unit tests share: the `| `you write` | `canonical
+form` |` rows of a store's docs, each of which must parse to its canonical form and round-trip
+(the docs are behaviour), and malformed references, refused without quoting them."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 from shim.syntax.refs import parse_reference
+from shim.tools.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,3 +33,15 @@ def assert_rows_round_trip(rows: list[tuple[str, str]]) -> None:
         assert reference.canonical == canonical, text
         again = parse_reference(canonical)
         assert again.canonical == canonical and again.fetch_key == reference.fetch_key, canonical
+
+
+def assert_malformed_quoting_nothing(text: str, *fragments: str, says: str = "") -> None:
+    """`text` is refused as a usage error (exit 64) that says `says` and holds none of
+    `fragments` (the parts of the reference a value could hide in)."""
+    with pytest.raises(UsageError) as raised:
+        parse_reference(text)
+    message = str(raised.value)
+    assert raised.value.exit_code == 64
+    assert says in message
+    for fragment in fragments:
+        assert fragment not in message

@@ -182,36 +182,6 @@ def test_missing_credentials_are_78_and_ask_nothing(infisical, run_shim, probe, 
     assert infisical.count() == 0
 
 
-def test_login_and_list_faults_are_retried(infisical, canaries, run_shim, probe):
-    project, value = infisical.project, canaries.new()
-    infisical.add_secret(project, "prod", "/", "KEY", value)
-    client_id, client_secret = infisical.machine_identity((project, "prod"))
-    infisical.inject_failure(503)              # the login
-    infisical.inject_failure(429, retry_after=0.1)
-    infisical.inject_garbage()
-    env = {**infisical.env(client_id, client_secret), "KEY": f"ref+infisical://{project}/prod#/KEY"}
-
-    result = exec_probe(run_shim, probe, env)
-
-    assert result.returncode == 0, result.stderr
-    assert probe.read()["env"]["KEY"] == value
-    assert [entry.status for entry in infisical.requests()] == [503, 429, 200, 200, 200]
-
-
-def test_a_storm_outlasting_the_deadline_is_69(infisical, canaries, run_shim, probe):
-    project = infisical.project
-    infisical.add_secret(project, "prod", "/", "KEY", canaries.new())
-    client_id, client_secret = infisical.machine_identity((project, "prod"))
-    infisical.inject_failure(503, count=10_000)
-    env = {**infisical.env(client_id, client_secret), "KEY": f"ref+infisical://{project}/prod#/KEY"}
-
-    result = run_shim(["exec", "--deadline", "2s", "--", *probe.argv], env, timeout=30)
-
-    assert result.returncode == 69, result.stderr
-    assert "Infisical: HTTP 503 on every attempt" in result.stderr
-    assert not probe.ran
-
-
 def test_an_answer_past_the_cap_is_65(infisical, canaries, run_shim, probe):
     project = infisical.project
     client_id, client_secret = infisical.machine_identity((project, "prod"))
@@ -224,23 +194,6 @@ def test_an_answer_past_the_cap_is_65(infisical, canaries, run_shim, probe):
 
     assert result.returncode == 65, result.stderr
     assert "more than 4 MiB" in result.stderr
-
-
-def test_a_redirect_of_the_login_does_not_carry_the_client_secret_on(infisical, tmp_path,
-                                                                     canaries, run_shim, probe):
-    project = infisical.project
-    infisical.add_secret(project, "prod", "/", "KEY", canaries.new())
-    client_id, client_secret = infisical.machine_identity((project, "prod"))
-    with InfisicalDouble(tmp_path / "elsewhere") as elsewhere:
-        infisical.inject_reply(Reply(307, "", "text/plain", {"Location": elsewhere.endpoint + LOGIN}))
-        env = {**infisical.env(client_id, client_secret),
-               "KEY": f"ref+infisical://{project}/prod#/KEY"}
-
-        result = exec_probe(run_shim, probe, env)
-
-        assert result.returncode == 78, result.stderr
-        assert "redirect" in result.stderr
-        assert elsewhere.count() == 0
 
 
 @pytest.mark.parametrize("variable", ["SHIM_INFISICAL_ENDPOINT", "INFISICAL_API_URL"])

@@ -11,7 +11,6 @@ import json
 
 import pytest
 
-from tests.doubles.https import Reply
 from tests.doubles.onepassword import ConnectDouble
 
 
@@ -164,36 +163,6 @@ def test_plain_http_to_a_loopback_sidecar_is_allowed(tmp_path, canaries, run_shi
 
     assert result.returncode == 0, result.stderr
     assert probe.read()["env"]["PW"] == value
-
-
-def test_faults_are_retried_and_a_storm_is_69(connect, canaries, run_shim, probe):
-    value = canaries.new()
-    connect.add_item("prod", "app", {"password": value})
-    env = {**connect.env(connect.token("prod")), "PW": "op://prod/app/password"}
-    connect.inject_failure(503)
-    connect.inject_garbage()
-
-    result = exec_probe(run_shim, probe, env)
-
-    assert result.returncode == 0, result.stderr
-    assert probe.read()["env"]["PW"] == value
-
-    connect.inject_failure(500, count=10_000)
-    result = run_shim(["exec", "--deadline", "2s", "--", *probe.argv], env, timeout=30)
-    assert result.returncode == 69, result.stderr
-    assert "1Password Connect: HTTP 500 on every attempt" in result.stderr
-
-
-def test_a_redirect_does_not_carry_the_token_on(connect, tmp_path, canaries, run_shim, probe):
-    connect.add_item("prod", "app", {"password": canaries.new()})
-    with ConnectDouble(tmp_path / "elsewhere") as elsewhere:
-        connect.inject_reply(Reply(302, "", "text/plain", {"Location": elsewhere.endpoint + "/v1/vaults"}))
-        env = {**connect.env(connect.token("prod")), "PW": "op://prod/app/password"}
-
-        result = exec_probe(run_shim, probe, env)
-
-        assert result.returncode == 78, result.stderr
-        assert elsewhere.count() == 0
 
 
 def test_a_whole_item_is_json_with_its_sections(connect, canaries, run_shim, probe):

@@ -9,7 +9,6 @@ by shim: when it expires, the failure names it as expired, not as a policy probl
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import time
@@ -21,6 +20,7 @@ from shim.tools.deadline import Deadline
 from shim.providers.vault.http import Connection, VaultHttp
 from tests.integration.test_supervise import finish, wait_for
 from tests.real.conftest import unique_path
+from tests.real.vault_tier import approle_mount, jwt_mount, new_secret_id, signed_jwt
 from tests.real.postgres import (
     RECORD_CREDENTIALS, DatabaseRole, credentials_keep_working, credentials_seen, events,
     postgres,  # noqa: F401 - the fixture
@@ -37,45 +37,23 @@ def policy_for(openbao, *paths: str) -> str:
 
 def approle_login(openbao, policy: str, canaries, *, token_ttl: str, token_max_ttl: str) -> dict:
     """An AppRole mount of the test's own; the variables shim logs in with."""
-    mount = unique_path("approle")
-    openbao.ok("POST", f"sys/auth/{mount}", {"type": "approle"})
-    openbao.ok("POST", f"auth/{mount}/role/app", {"token_policies": [policy],
-                                                  "token_ttl": token_ttl,
-                                                  "token_max_ttl": token_max_ttl})
-    role_id = openbao.ok("GET", f"auth/{mount}/role/app/role-id")["data"]["role_id"]
-    secret_id = openbao.ok("POST", f"auth/{mount}/role/app/secret-id", {})["data"]["secret_id"]
-    canaries.values.extend([role_id, secret_id])
-    return {"VAULT_ADDR": openbao.address, "VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID": secret_id,
-            "VAULT_PATH": mount}
+    mount, role_id = approle_mount(openbao, canaries, policy, token_ttl=token_ttl,
+                                   token_max_ttl=token_max_ttl)
+    return {"VAULT_ADDR": openbao.address, "VAULT_ROLE_ID": role_id,
+            "VAULT_SECRET_ID": new_secret_id(openbao, canaries, mount), "VAULT_PATH": mount}
 
 
 def jwt_login(openbao, policy: str, canaries, *, token_ttl: str, token_max_ttl: str) -> dict:
     """OpenBao's jwt method on a mount of the test's own, trusting a key made here; a JWT
     signed with it (RS256) in VAULT_JWT_FILE."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    mount = unique_path("jwt")
-    openbao.ok("POST", f"sys/auth/{mount}", {"type": "jwt"})
-    openbao.ok("POST", f"auth/{mount}/config", {"jwt_validation_pubkeys": [public.decode()]})
-    openbao.ok("POST", f"auth/{mount}/role/app", {
-        "role_type": "jwt", "user_claim": "sub", "bound_audiences": ["shim-test"],
-        "token_policies": [policy], "token_ttl": token_ttl, "token_max_ttl": token_max_ttl})
-
-    def part(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
+    mount, key = jwt_mount(openbao, policy, role="app", audience="shim-test",
+                           token_ttl=token_ttl, token_max_ttl=token_max_ttl)
     now = int(time.time())
-    signed = (part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()) + "." +
-              part(json.dumps({"sub": "app", "aud": "shim-test", "iat": now, "nbf": now - 5,
-                               "exp": now + 3600}).encode()))
-    signature = key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+    jwt = signed_jwt(key, {"sub": "app", "aud": "shim-test", "iat": now, "nbf": now - 5,
+                           "exp": now + 3600})
     token_file = openbao.directory / f"{mount}.jwt"
-    token_file.write_text(f"{signed}.{part(signature)}\n")
-    canaries.values.append(part(signature))
+    token_file.write_text(f"{jwt}\n")
+    canaries.values.append(jwt.rsplit(".", 1)[1])
     return {"VAULT_ADDR": openbao.address, "VAULT_AUTH_METHOD": "jwt", "VAULT_ROLE": "app",
             "VAULT_JWT_FILE": str(token_file), "VAULT_PATH": mount}
 
@@ -83,10 +61,8 @@ def jwt_login(openbao, policy: str, canaries, *, token_ttl: str, token_max_ttl: 
 def wrapped_approle_login(openbao, policy: str, canaries, **ttls) -> dict:
     """As approle_login, with the secret id response-wrapped (it can be unwrapped once)."""
     login = approle_login(openbao, policy, canaries, **ttls)
-    wrapping = openbao.cli("write", "-wrap-ttl=120s", "-field=wrapping_token", "-f",
-                           f"auth/{login['VAULT_PATH']}/role/app/secret-id").stdout.strip()
-    canaries.values.append(wrapping)
-    return {**login, "VAULT_SECRET_ID": wrapping}
+    return {**login, "VAULT_SECRET_ID": new_secret_id(openbao, canaries, login["VAULT_PATH"],
+                                                      wrap_ttl="120s")}
 
 
 @pytest.mark.parametrize("method", ["approle", "approle-wrapped", "jwt"])

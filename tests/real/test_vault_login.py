@@ -6,17 +6,15 @@ Each auth method is enabled at a path of the test's own (VAULT_PATH), on the ses
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.real.conftest import unique_path
 from tests.helpers.log_records import events
 from tests.real.vault_tier import (
-    credential, doc_example, enable_kv, error_line, exec_probe, put, shim_env,
+    approle_mount, credential, doc_example, enable_kv, error_line, exec_probe, jwt_mount,
+    new_secret_id, put, shim_env, signed_jwt,
 )
 
 
@@ -155,20 +153,10 @@ def test_openbao_variables_are_read_and_win_and_never_reach_the_program(
 
 # --- AppRole -----------------------------------------------------------------------------------
 
-def approle(openbao, canaries, policy: str) -> tuple[str, str]:
-    """AppRole enabled at a path of its own, a role with `policy`: (auth path, role id)."""
-    path = unique_path("approle")
-    openbao.ok("POST", f"sys/auth/{path}", {"type": "approle"})
-    openbao.ok("POST", f"auth/{path}/role/app", {"token_policies": [policy], "token_ttl": "10m"})
-    role_id = openbao.ok("GET", f"auth/{path}/role/app/role-id")["data"]["role_id"]
-    return path, credential(canaries, role_id)
-
-
 def test_approle_with_a_secret_id_from_a_file(openbao, run_shim, probe, canaries, tmp_path):
     reference, value, policy = readable_secret(openbao, canaries)
-    path, role_id = approle(openbao, canaries, policy)
-    secret_id = credential(canaries, openbao.ok(
-        "POST", f"auth/{path}/role/app/secret-id", {})["data"]["secret_id"])
+    path, role_id = approle_mount(openbao, canaries, policy, token_ttl="10m")
+    secret_id = new_secret_id(openbao, canaries, path)
     secret_file = tmp_path / "secret_id"
     secret_file.write_text(secret_id)
     env = {"VAULT_ADDR": openbao.address, "VAULT_ROLE_ID": role_id, "HOME": str(tmp_path),
@@ -187,11 +175,9 @@ def test_approle_with_a_secret_id_from_a_file(openbao, run_shim, probe, canaries
 
 def test_a_response_wrapped_secret_id_works_once(openbao, run_shim, probe, canaries, tmp_path):
     reference, value, policy = readable_secret(openbao, canaries)
-    path, role_id = approle(openbao, canaries, policy)
+    path, role_id = approle_mount(openbao, canaries, policy, token_ttl="10m")
     # The trusted orchestrator's hand-off: OpenBao wraps the secret id in an `s.` token.
-    wrapped = openbao.cli("write", "-wrap-ttl=60s", "-field=wrapping_token", "-f",
-                          f"auth/{path}/role/app/secret-id").stdout.strip()
-    credential(canaries, wrapped)
+    wrapped = new_secret_id(openbao, canaries, path, wrap_ttl="60s")
     assert wrapped.startswith("s.")
     env = {"VAULT_ADDR": openbao.address, "VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID": wrapped,
            "VAULT_PATH": path, "HOME": str(tmp_path), "P": reference}
@@ -207,28 +193,9 @@ def test_a_response_wrapped_secret_id_works_once(openbao, run_shim, probe, canar
 
 # --- JWT ---------------------------------------------------------------------------------------
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def signed_jwt(key, claims: dict) -> str:
-    header = _b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-    body = _b64url(json.dumps(claims).encode())
-    signature = key.sign(f"{header}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
-    return f"{header}.{body}.{_b64url(signature)}"
-
-
 def test_jwt_login_with_a_key_pair_made_here(openbao, run_shim, probe, canaries, tmp_path):
     reference, value, policy = readable_secret(openbao, canaries)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    path = unique_path("jwt")
-    openbao.ok("POST", f"sys/auth/{path}", {"type": "jwt"})
-    openbao.ok("POST", f"auth/{path}/config", {"jwt_validation_pubkeys": [public.decode()]})
-    openbao.ok("POST", f"auth/{path}/role/ci", {
-        "role_type": "jwt", "user_claim": "sub", "bound_audiences": ["shim-tier"],
-        "token_policies": [policy], "token_ttl": "10m"})
+    path, key = jwt_mount(openbao, policy, role="ci", audience="shim-tier", token_ttl="10m")
     now = int(time.time())
     claims = {"sub": "pipeline", "aud": "shim-tier", "iat": now, "nbf": now - 5, "exp": now + 600}
     token_file = tmp_path / "id_token"

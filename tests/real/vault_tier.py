@@ -68,6 +68,62 @@ def create_namespace(server: OpenBao, path: str) -> None:
     server.ok("POST", f"sys/namespaces/{name}", {}, namespace=parent or None)
 
 
+# --- logins: auth methods on mounts of the test's own ------------------------------------------
+
+def approle_mount(server: OpenBao, canaries, policy: str, **token_options: str) -> tuple[str, str]:
+    """AppRole enabled at a path of its own, with a role `app` that has `policy` and the given
+    token options (token_ttl, token_max_ttl...): (auth path, role id)."""
+    path = unique_path("approle")
+    server.ok("POST", f"sys/auth/{path}", {"type": "approle"})
+    server.ok("POST", f"auth/{path}/role/app", {"token_policies": [policy], **token_options})
+    role_id = server.ok("GET", f"auth/{path}/role/app/role-id")["data"]["role_id"]
+    return path, credential(canaries, role_id)
+
+
+def new_secret_id(server: OpenBao, canaries, path: str, *, wrap_ttl: str | None = None) -> str:
+    """A secret id of the role `app` at auth/`path`; with `wrap_ttl`, response-wrapped by the
+    real CLI (an `s.` token that can be unwrapped once), as a trusted orchestrator hands it over."""
+    if wrap_ttl is None:
+        answer = server.ok("POST", f"auth/{path}/role/app/secret-id", {})
+        return credential(canaries, answer["data"]["secret_id"])
+    return credential(canaries, server.cli("write", f"-wrap-ttl={wrap_ttl}", "-field=wrapping_token",
+                                           "-f", f"auth/{path}/role/app/secret-id").stdout.strip())
+
+
+def jwt_mount(server: OpenBao, policy: str, *, role: str, audience: str, **token_options: str):
+    """OpenBao's jwt method at a path of its own, trusting an RSA key made here, with a role that
+    binds `audience` and has `policy`: (auth path, the private key to sign JWTs with)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    path = unique_path("jwt")
+    server.ok("POST", f"sys/auth/{path}", {"type": "jwt"})
+    server.ok("POST", f"auth/{path}/config", {"jwt_validation_pubkeys": [public.decode()]})
+    server.ok("POST", f"auth/{path}/role/{role}", {
+        "role_type": "jwt", "user_claim": "sub", "bound_audiences": [audience],
+        "token_policies": [policy], **token_options})
+    return path, key
+
+
+def signed_jwt(key, claims: dict) -> str:
+    """A JWT of `claims`, RS256-signed with `key`."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signed = part(json.dumps({"alg": "RS256", "typ": "JWT"}).encode()) + "." + \
+        part(json.dumps(claims).encode())
+    return f"{signed}.{part(key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()))}"
+
+
 
 VAULT_MD = Path(__file__).resolve().parents[2] / "docs" / "vault.md"
 
