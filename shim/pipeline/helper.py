@@ -301,9 +301,10 @@ class RemotePool:
             if reference not in self._probe_denied:
                 self._probe_denied.add(reference)
                 self.log.event("watch.probe_denied", "info",
-                               f"{reference}: the store refused the change probe (for Vault, "
-                               f"the policy denies its metadata path); reading the value on "
-                               f"every tick instead", reference=reference)
+                               f"{reference}: the store refused the change probe (a policy "
+                               f"that allows the read but not the metadata call: "
+                               f"docs/long-running.md); reading the value on every tick "
+                               f"instead", reference=reference)
         if answer.get("unchanged") and self._last_output is not None:
             return dict(self._last_output), [], []
         resolution_errors = [decode_error(e) for e in answer.get("resolution_errors") or []]
