@@ -146,3 +146,20 @@ def test_a_describe_answer_shim_cannot_read_falls_back_to_reading(start_shim, ca
     assert seen_value(seen, second)
     stop(process, canaries)
     assert seen.read_text().split()[:2] == [first, second]
+
+
+def test_a_secret_scheduled_for_deletion_is_read_and_refused_each_tick(start_shim, canaries,
+                                                                        aws, tmp_path):
+    """DescribeSecret still answers for it, with the same version ids; the read refuses it.
+    So the probe says "read", and each tick fails as it did before probes (values kept)."""
+    value = canaries.new("v1")
+    aws.secret("app", value)
+    seen = tmp_path / "seen"
+    process = watch(start_shim, exec_env(aws, {"APP_PASSWORD": "ref+awssecrets://app"}), seen)
+    assert grows(aws, "DescribeSecret", 2)
+    aws.secrets.delete_secret(SecretId="app", RecoveryWindowInDays=7)
+    assert grows(aws, "GetSecretValue", 3)
+    stderr = stop(process, canaries)
+    assert seen.read_text().split() == [value]
+    assert any("scheduled for deletion" in event["message"]
+               for event in events(stderr, "watch.failed"))

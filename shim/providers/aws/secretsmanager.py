@@ -94,6 +94,8 @@ class SecretsManagerProvider(AwsProvider):
         except ODD_ANSWER:
             return {reference.fetch_key: None for reference in refs}    # read, as without probes
         stages = answer.get("VersionIdsToStages")
+        if answer.get("DeletedDate") is not None:
+            stages = None   # scheduled for deletion: the read refuses it, and says so each tick
         outcomes = {}
         for reference in refs:
             stage = reference.option("version_stage") or "AWSCURRENT"
