@@ -8,7 +8,7 @@ first asks, per secret, the cheapest question that tells whether its value chang
 |---|---|---|
 | Vault KV v2, latest version | `GET <mount>/metadata/<path>`: `current_version` | 1 |
 | Google Secret Manager, `latest` | `GET .../versions/latest` (no payload): its name's number | 1 |
-| AWS Secrets Manager, a stage (AWSCURRENT) | `DescribeSecret`: the version id holding the stage | 1 per secret |
+| Secrets Manager, a stage (AWSCURRENT) | `DescribeSecret`: the version id holding it | 1 a secret |
 | SSM Parameter Store, a name | `DescribeParameters` (Name filter): `Version` | 1 per 50 names |
 | Azure Key Vault | the secret's versions list (properties, no value) | 1 per 25 versions |
 | Secrets Manager `version_id`, SSM `name:N` | none needed: that version never changes | 0 |
@@ -22,13 +22,14 @@ resolution, the helper answers "unchanged" and reads nothing; otherwise it resol
 (and the supervisor's confirmation, jitter and --on-change follow unchanged). A Vault policy
 that denies the metadata path (a separate ACL from the data path), an IAM policy without
 secretsmanager:DescribeSecret or ssm:DescribeParameters, a Key Vault identity that may get but
-not list makes that secret fall back to reading; the supervisor logs it once and stops asking.
+not list: each makes that secret fall back to reading; the supervisor logs it once and stops
+asking.
 
 Stores whose probes batch (AWS, Azure: `BATCHED`) are asked once for all their references
 (`probe_all`), so Parameter Store's 50 names share a call as its reads share GetParameters.
 
-Digests carry hashes of file contents and version numbers, never a value, and stay in the
-supervisor's memory (which holds the program's values anyway).
+Digests carry hashes of file contents and version numbers or ids, never a value, and stay in
+the supervisor's memory (which holds the program's values anyway).
 """
 
 from __future__ import annotations
