@@ -69,3 +69,21 @@ def test_check_v_names_the_key_vault_watch_kind(run_shim, canaries, kv):
     rows = {row["variable"]: row["watch"] for row in json.loads(result.stdout)["variables"]}
     assert rows == {"LATEST": ["probe: Key Vault versions list"],
                     "PINNED": ["probe: Key Vault versions list"]}
+
+
+def test_a_secret_with_more_versions_than_four_pages_is_read_instead(start_shim, canaries, kv,
+                                                                      tmp_path):
+    """Listing 101 versions takes 5 requests, more than the read: after the 4th page the
+    probe gives up for good (logged once), and the value is read on each tick."""
+    for _ in range(100):
+        kv.add_secret("busy", canaries.new("old"))
+    value = canaries.new("current")
+    kv.add_secret("busy", value)
+    seen = tmp_path / "seen"
+    env = managed_identity_env(kv, APP_PASSWORD=f"ref+azurekeyvault://{host(kv)}/busy")
+    process = watch(start_shim, env, seen)
+    assert wait_for(lambda: reads(kv, "busy") >= 4, timeout=30)
+    stderr = stop(process, canaries)
+    assert seen.read_text().split() == [value]
+    assert lists(kv, "busy") == 4
+    assert len(events(stderr, "watch.probe_denied")) == 1
