@@ -163,3 +163,23 @@ def test_a_secret_scheduled_for_deletion_is_read_and_refused_each_tick(start_shi
     assert seen.read_text().split() == [value]
     assert any("scheduled for deletion" in event["message"]
                for event in events(stderr, "watch.failed"))
+
+
+def test_more_than_50_names_are_probed_in_filters_of_at_most_50(start_shim, canaries, aws,
+                                                                 tmp_path):
+    """DescribeParameters refuses a Name filter of more than 50 values (ValidationException,
+    which moto enforces as AWS does): 55 parameters are probed in two filters, every tick
+    answers, and nothing is read after the start."""
+    from tests.integration.test_metrics import free_port, scrape
+
+    variables = {}
+    for index in range(55):
+        aws.parameter(f"/many/p{index}", canaries.new(f"p{index}"))
+        variables[f"P{index}"] = f"ref+awsssm:///many/p{index}"
+    port = free_port()
+    process = watch(start_shim, exec_env(aws, variables), tmp_path / "seen",
+                    "--metrics", f"127.0.0.1:{port}")
+    probes = ("shim_store_probes_total", (("store", "awsssm"),))
+    assert wait_for(lambda: scrape(port).get(probes, 0) >= 30, timeout=60)
+    stop(process, canaries)
+    assert aws.proxy.count("GetParameters") == 6       # the start only: 10 names a call
