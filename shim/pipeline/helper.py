@@ -312,9 +312,10 @@ class RemotePool:
             if reference not in self._probe_denied:
                 self._probe_denied.add(reference)
                 self.log.event("watch.probe_denied", "info",
-                               f"{reference}: the store refused the change probe (for Vault, "
-                               f"the policy denies its metadata path); reading the value on "
-                               f"every tick instead", reference=reference)
+                               f"{reference}: no change probe (the policy allows the read "
+                               f"but not the metadata call, or the call would cost more than "
+                               f"the read: docs/long-running.md); reading the value on every "
+                               f"tick instead", reference=reference)
         if answer.get("unchanged") and self._last_output is not None:
             return self._last_output, [], []
         resolution_errors = [decode_error(e) for e in answer.get("resolution_errors") or []]

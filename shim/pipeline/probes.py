@@ -8,27 +8,35 @@ first asks, per secret, the cheapest question that tells whether its value chang
 |---|---|---|
 | Vault KV v2, latest version | `GET <mount>/metadata/<path>`: `current_version` | 1 |
 | Google Secret Manager, `latest` | `GET .../versions/latest` (no payload): its name's number | 1 |
+| Secrets Manager, a stage (AWSCURRENT) | `DescribeSecret`: the version id holding it | 1 a secret |
+| SSM Parameter Store, a name | `DescribeParameters` (Name filter): `Version` | 1 per 50 names |
+| Azure Key Vault | the secret's versions list (properties, no value) | 1 per 25 versions |
+| Secrets Manager `version_id`, SSM `name:N` | none needed: that version never changes | 0 |
 | Doppler config | the download with `If-None-Match: <its ETag>`: 304, no body, when unchanged | 1 per config |
 | 1Password Connect item | the vault's item list (summaries, no fields): the item's `version` | 1 per vault |
 | Bitwarden Secrets Manager | the organization's secret list (no values): each `revisionDate` | 1 per run |
 | `file:`, NAME_FILE, sops files | the file's content hash (local) | 0 |
 | a leased secret kept across ticks | none needed: it is renewed, not read | 0 |
-| anything else (KV v1, dynamic secrets, pinned versions, Infisical, ...) | none: read | - |
+| anything else (KV v1, dynamic secrets, other pinned versions, Infisical, ...) | none: read | - |
 
 The answers are folded into one digest together with the plan's shape (which variables, from
 which references). When every secret has a probe and the digest is the one of the last full
 resolution, the helper answers "unchanged" and reads nothing; otherwise it resolves as before
 (and the supervisor's confirmation, jitter and --on-change follow unchanged). A Vault policy
-that denies the metadata path (a separate ACL from the data path) makes that secret fall back
-to reading; the supervisor logs it once and stops asking.
+that denies the metadata path (a separate ACL from the data path), an IAM policy without
+secretsmanager:DescribeSecret or ssm:DescribeParameters, a Key Vault identity that may get but
+not list: each makes that secret fall back to reading; the supervisor logs it once and stops
+asking.
 
-A store offers its probe by two methods of its provider: `probe_kind(reference)` (a key of
+A store offers its probe by methods of its provider: `probe_kind(reference)` (a key of
 WATCH_KINDS, or None) and `probe(reference, deadline)` (the answer, DENIED, or None); a
 Doppler probe that finds the config changed keeps the download it got, so the read that
-follows costs no second request.
+follows costs no second request. Stores whose probes batch (AWS, Azure: `BATCHED`) are asked
+once for all their references (`probe_all`), so Parameter Store's 50 names share a call as its
+reads share GetParameters.
 
-Digests carry hashes of file contents and version numbers, never a value, and stay in the
-supervisor's memory (which holds the program's values anyway).
+Digests carry hashes of file contents and version numbers or ids, never a value, and stay in
+the supervisor's memory (which holds the program's values anyway).
 """
 
 from __future__ import annotations
@@ -40,6 +48,10 @@ from shim.tools.safe_read import read_with_stat
 
 DENIED = "denied"        # a probe the store's policy refuses: read instead, and stop asking
 FILE_PROBE_CAP = 16 * 1024 * 1024   # a sops file larger than this is read, not hashed
+PINNED = "pinned"       # a version that cannot change: no request, and never a reason to read
+# Stores that probe all their references at once: provider.probe_kind(reference) says which
+# kind each gets, provider.probe_all(references, deadline) -> ({fetch_key: answer}, requests).
+BATCHED = ("awssecrets", "awsssm", "azurekeyvault")
 
 # What `check -v` says each kind of reference gets under --watch (docs/long-running.md).
 WATCH_KINDS = {
@@ -49,6 +61,10 @@ WATCH_KINDS = {
     "etag": "probe: ETag (If-None-Match)",
     "item-version": "probe: item version",
     "revision": "probe: revision dates",
+    "stages": "probe: DescribeSecret version stages",
+    "parameters": "probe: DescribeParameters version",
+    "versions": "probe: Key Vault versions list",
+    "pinned": "none needed: pinned version",
     "lease": "lease renewal",
     "read": "read every tick",
 }
@@ -86,7 +102,13 @@ def probe_plan(plan, pool, deadline, reuse=None, denied=frozenset(), extra=()) -
     result = ProbeResult()
     if plan.errors or plan.imports or plan.env_file_entries:
         return result     # env files and --import maps are read with the values: no probe
-    for reference in plan.references() + list(extra):
+    references = plan.references() + list(extra)
+    try:
+        batched = _probe_batched(plan, references, pool, deadline, result, reuse or {}, denied)
+    except Unavailable as error:
+        result.error = error
+        return result
+    for reference in references:
         key = reference.fetch_key
         if key in result._answers or key in result._unanswered:
             continue
@@ -94,14 +116,15 @@ def probe_plan(plan, pool, deadline, reuse=None, denied=frozenset(), extra=()) -
             result._answers[key] = "kept"
             continue
         answer = None
-        if reference.shown not in denied:
+        if key in batched:
+            answer = batched[key]
+        elif reference.shown not in denied:
             try:
                 answer = _probe(reference, pool, deadline, result)
             except Unavailable as error:
                 # A store that cannot answer its cheapest question will not answer the read
                 # either: fail the tick now rather than wait out the deadline a second time.
-                result.error = type(error)(error.message, variable=_user_of(plan, key),
-                                           reference=reference.shown, hint=error.hint)
+                result.error = _named(error, plan, reference)
                 return result
         if answer == DENIED:
             result.denied.append(reference.shown)
@@ -136,6 +159,44 @@ def _probe(reference, pool, deadline, result: ProbeResult) -> str | None:
     return None
 
 
+def _probe_batched(plan, references, pool, deadline, result: ProbeResult, reuse,
+                   denied) -> dict:
+    """{fetch_key: answer} for the references of the BATCHED stores, each store asked once.
+    An unavailable store raises Unavailable, naming the first variable it failed."""
+    wanted: dict[str, list] = {}
+    answers: dict = {}
+    for reference in references:
+        if (reference.provider not in BATCHED or reference.fetch_key in reuse
+                or reference.shown in denied):
+            continue
+        kind = probe_kind(reference, pool, deadline)
+        if kind == PINNED:
+            answers[reference.fetch_key] = PINNED
+        elif kind != "read":
+            wanted.setdefault(reference.provider, []).append(reference)
+    for store, group in wanted.items():
+        try:
+            found, requests = pool.get(store).probe_all(group, deadline)
+        except Unavailable as error:
+            raise _named(error, plan, group[0]) from None
+        except ShimError:
+            found, requests = {}, 0     # the read will say what is wrong
+        result.probes[store] = result.probes.get(store, 0) + requests
+        for reference in group:
+            answer = found.get(reference.fetch_key)
+            if isinstance(answer, Unavailable):
+                raise _named(answer, plan, reference)
+            # Anything else that went wrong: the read will say it, with its own words.
+            answers[reference.fetch_key] = answer if isinstance(answer, str) else None
+    return answers
+
+
+def _named(error: Unavailable, plan, reference) -> Unavailable:
+    """The store's failure, naming the variable and reference it failed."""
+    return type(error)(error.message, variable=_user_of(plan, reference.fetch_key),
+                       reference=reference.shown, hint=error.hint)
+
+
 def _user_of(plan, fetch_key) -> str | None:
     """The first variable reading that secret, to name in the failure."""
     for name in sorted(plan.entries):
@@ -151,6 +212,11 @@ def probe_kind(reference, pool, deadline) -> str:
         return "hash"
     if reference.provider == "gcpsecrets" and reference.version is None:
         return "latest"
+    if reference.provider in BATCHED:
+        try:
+            return pool.get(reference.provider).probe_kind(reference)
+        except ShimError:
+            return "read"
     if reference.provider == "vault":
         try:
             if pool.get("vault").metadata_path(reference, deadline) is not None:

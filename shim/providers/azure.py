@@ -48,6 +48,7 @@ to one exit code and one safe message, which reads best next to the calls that r
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -79,6 +80,8 @@ from shim.providers.mechanism import call_within, run_concurrently
 
 # Reads in flight at once (across all vaults); Key Vault allows thousands of GETs per 10 s.
 MAX_CONCURRENT_READS = 16
+VERSIONS_PER_PAGE = 25      # the most a versions list page holds
+PROBE_PAGES = 4             # a secret with more versions than 4 pages is read on every tick
 # DefaultAzureCredential members that need a desktop session; not tried unless
 # AZURE_TOKEN_CREDENTIALS asks for them.
 _DESKTOP_ONLY = ("shared_token_cache", "visual_studio_code", "powershell", "developer_cli", "broker")
@@ -240,9 +243,19 @@ class KeyVaultProvider:
 
     def fetch_all(self, references, deadline):
         self._deadline = deadline
-        wanted = _distinct_secrets(references)
+        outcomes = {}
+        for item, result in self._per_vault(_distinct_secrets(references), self._read, deadline):
+            if isinstance(result, Fetched):
+                result = self._check_validity(item, result)
+            for reference in item.references:
+                outcomes[reference.fetch_key] = result
+        return outcomes
+
+    def _per_vault(self, wanted: list[_Wanted], work, deadline) -> list[tuple]:
+        """[(item, work(item, vault) or its ShimError)], concurrently, each vault's first
+        request going first (it learns the challenge)."""
         if not wanted:
-            return {}
+            return []
         credential = self._shared_credential()
         credential.failure = None  # a new run may ask again
         vaults: dict[str, _Vault] = {}
@@ -256,20 +269,14 @@ class KeyVaultProvider:
             leaders.append(item)
         # Leaders (each vault's first read) are queued first, so each gets a thread at once.
         ordered = leaders + followers
-        jobs = [self._job(item, vaults[item.vault_url], leader=index < len(leaders))
+        jobs = [self._job(item, vaults[item.vault_url], work, leader=index < len(leaders))
                 for index, item in enumerate(ordered)]
         results = run_concurrently(jobs, deadline, title="Key Vault",
                                    workers=MAX_CONCURRENT_READS)
         self._log_credential()
-        outcomes = {}
-        for item, result in zip(ordered, results):
-            if isinstance(result, Fetched):
-                result = self._check_validity(item, result)
-            for reference in item.references:
-                outcomes[reference.fetch_key] = result
-        return outcomes
+        return list(zip(ordered, results))
 
-    def _job(self, item: _Wanted, vault: _Vault, *, leader: bool):
+    def _job(self, item: _Wanted, vault: _Vault, work, *, leader: bool):
         """A leader reads at once; the others wait until it has the vault's challenge."""
 
         def run():
@@ -278,7 +285,7 @@ class KeyVaultProvider:
                 if vault.failure is not None:
                     return vault.failure
             try:
-                return self._read(item, vault)
+                return work(item, vault)
             except ShimError as error:
                 if leader and getattr(error, "vault_wide", False):
                     vault.failure = error
@@ -287,6 +294,62 @@ class KeyVaultProvider:
                 if leader:
                     vault.ready.set()
         return run
+
+    # --------------------------------------------- --watch change probes (shim.pipeline.probes)
+
+    def probe_kind(self, reference) -> str:
+        return "versions"
+
+    def probe_all(self, references, deadline) -> tuple[dict, int]:
+        """({fetch_key: a digest of the version(s) it reads}, requests made): each secret's
+        versions list (properties only: ids, dates, enabled; never a value), one request per
+        25 versions. Latest: the whole list, so a new version, a disabled or re-dated one, or
+        one expiring changes the answer; a pinned version: that version's entry. "denied"
+        where the identity may get but not list (an access policy without List; the RBAC role
+        Key Vault Secrets User has both), or the list is longer than PROBE_PAGES pages."""
+        self._deadline = deadline
+        secrets: dict[tuple, _Wanted] = {}
+        for item in _distinct_secrets(references):
+            whole = secrets.setdefault((item.vault_url.lower(), item.name.lower()),
+                                       _Wanted(item.vault_url, item.name, None))
+            whole.references.extend(item.references)
+        requests: list[int] = []
+        answers = {}
+        for item, listed in self._per_vault(list(secrets.values()),
+                                            lambda item, vault: self._versions(item, vault,
+                                                                               requests),
+                                            deadline):
+            for reference in item.references:
+                answers[reference.fetch_key] = (_versions_answer(listed, reference.version)
+                                                if isinstance(listed, list) else listed)
+        return answers, len(requests)
+
+    def _versions(self, item: _Wanted, vault: _Vault, requests: list):
+        """The properties of every version of `item` (a list of tuples), or "denied"."""
+        entries = []
+        try:
+            pages = vault.client.list_properties_of_secret_versions(
+                item.name, max_page_size=VERSIONS_PER_PAGE,
+                read_timeout=max(1.0, self._remaining())).by_page()
+            for _ in range(PROBE_PAGES):
+                requests.append(1)
+                page = next(pages, None)
+                if page is None:
+                    break
+                entries.extend(_version_entry(properties) for properties in page)
+                if not pages.continuation_token:
+                    break
+            else:
+                return "denied"     # longer than its read costs: read instead, stop asking
+        except HttpResponseError as error:
+            if error.status_code == 403:
+                return "denied"
+            raise _translate(error, item, self.context.environ) from None
+        except (KeyError, TypeError, AttributeError, ValueError):
+            return None     # an answer without Key Vault's shape: read, as without probes
+        except Exception as error:  # every SDK failure becomes one ShimError (or is a bug)
+            raise _translate(error, item, self.context.environ) from None
+        return entries
 
     def _read(self, item: _Wanted, vault: _Vault) -> Fetched:
         try:
@@ -419,6 +482,25 @@ class KeyVaultProvider:
             self.context.log.event("azure.credential", "debug",
                                    f"authenticated to Key Vault with {type(chosen).__name__}",
                                    provider=self.name, credential=type(chosen).__name__)
+
+
+def _version_entry(properties) -> tuple:
+    """What a version's properties say about what a read would return (or refuse)."""
+    now = datetime.now(timezone.utc)
+    expires, not_before = properties.expires_on, properties.not_before
+    valid = (expires is None or expires > now) and (not_before is None or not_before <= now)
+    return (str(properties.version or "").lower(), properties.enabled is not False,
+            _iso(properties.created_on), _iso(properties.updated_on), _iso(expires),
+            _iso(not_before), valid)
+
+
+def _versions_answer(entries: list, version: Optional[str]) -> Optional[str]:
+    """A digest of the entries the reference depends on: all for latest, one for a pin."""
+    if version is not None:
+        entries = [entry for entry in entries if entry[0] == version.lower()]
+        if len(entries) != 1:
+            return None     # not listed: the read says what is wrong
+    return hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()
 
 
 def _distinct_secrets(references) -> list[_Wanted]:

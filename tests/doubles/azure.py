@@ -271,6 +271,7 @@ class AzureKeyVaultDouble(HttpsDouble):
         self._tokens: dict[str, _IssuedToken] = {}
         self._apps: dict[str, _App] = {self.client_id: _App(self.client_secret, self.tenant_id)}
         self._forbidden: dict[str, set[str]] = {}  # principal -> lower-case names; empty = whole vault
+        self._forbidden_action: dict[str, Optional[str]] = {}  # principal -> the one action denied
 
     def services(self) -> list[Service]:
         return [_Vault(self), _Login(self), _Identity(self)]
@@ -435,13 +436,15 @@ class AzureKeyVaultDouble(HttpsDouble):
         """The issuer of service-account tokens in `register_workload_identity` (an AKS OIDC URL)."""
         return f"https://oidc.prod-aks.azure.com/{self.tenant_id}/shim-test-cluster/"
 
-    def forbid(self, principal: str, *names: str) -> None:
+    def forbid(self, principal: str, *names: str, action: Optional[str] = None) -> None:
         """Deny `principal` (an app's client id or `managed_identity_client_id`) by RBAC.
 
-        With names, only those secrets are denied; without, the whole vault.
+        With names, only those secrets are denied; without, the whole vault. With `action`
+        (e.g. "readMetadata": a role that may get but not list), only that data action.
         """
         with self.lock:
             self._forbidden[principal] = {n.lower() for n in names}
+            self._forbidden_action[principal] = action
 
     def issue_token(
         self,
@@ -725,7 +728,10 @@ class _Vault(_AzureService):
         double = self.double
         with double.lock:
             denied = double._forbidden.get(principal)
+            only = double._forbidden_action.get(principal)
         if denied is None or (denied and name.lower() not in denied):
+            return
+        if only is not None and f"/secrets/{only}/" not in action:
             return
         message = (
             "Caller is not authorized to perform action on resource.\r\n"

@@ -30,8 +30,11 @@ def vault():
         yield double
 
 
-def test_probes_read_values_only_on_the_change(fleet, vault, tmp_path):
-    result = fleet.simulate(vault, replicas=3, interval=0.5, ticks=10, directory=tmp_path)
+@pytest.mark.parametrize("jitter", [True, False], ids=["jitter", "no-jitter"])
+def test_probes_read_values_only_on_the_change(fleet, vault, tmp_path, jitter):
+    """Jitter moves requests in time, never changes how many: the same counts either way."""
+    result = fleet.simulate(vault, replicas=3, interval=0.5, ticks=10, jitter=jitter,
+                            directory=tmp_path)
 
     assert result["value_reads"] == [2, 2, 2]          # the start, and the one change
     assert result["value_reads_after_start"] == 3      # N x changes
@@ -42,6 +45,7 @@ def test_probes_read_values_only_on_the_change(fleet, vault, tmp_path):
         # SIGTERM before it asks.
         assert resolutions - 1 <= calls <= resolutions
         assert resolutions >= 4
+    assert 1 <= result["peak_requests_per_100ms_after_change"] <= result["requests"]
 
 
 def test_without_the_metadata_permission_every_tick_reads(fleet, vault, tmp_path):

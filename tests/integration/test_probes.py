@@ -59,6 +59,24 @@ def watch(start_shim, env, seen, *extra):
                        "sh", "-c", f'echo "$APP_PASSWORD" >> {seen}; exec sleep 60'], env)
 
 
+def watch_one_change(start_shim, canaries, tmp_path, env, every_tick, put) -> str:
+    """`put(value)` stores APP_PASSWORD's secret; exec --watch with `env` on a first canary:
+    5 ticks of `every_tick()` (a request count that grows each tick), then a second canary
+    put, the program restarted with it, 3 more ticks; SIGTERM. The supervisor's stderr."""
+    first, second = canaries.new("v1"), canaries.new("v2")
+    put(first)
+    seen = tmp_path / "seen"
+    process = watch(start_shim, env, seen)
+    assert wait_for(lambda: every_tick() >= 5, timeout=30)
+    put(second)
+    assert wait_for(lambda: second in (seen.read_text() if seen.exists() else ""), timeout=30)
+    target = every_tick() + 3
+    assert wait_for(lambda: every_tick() >= target, timeout=30)
+    stderr = stop(process, canaries)
+    assert seen.read_text().split() == [first, second]
+    return stderr
+
+
 def events(stderr: str, name: str) -> list[dict]:
     records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     return [record for record in records if record.get("event") == name]

@@ -54,7 +54,7 @@ from shim.providers.bodycap import AWS_BODY_CAP, cap_botocore_client
 from shim.providers.mechanism import by_fetch_key, retry, run_concurrently
 
 # What a malformed answer raises in botocore's parser or in shim's reading of it.
-_ODD_ANSWER = (RecursionError, KeyError, TypeError, AttributeError, ValueError)
+ODD_ANSWER = (RecursionError, KeyError, TypeError, AttributeError, ValueError)
 MAX_CONCURRENT_CALLS = 8
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 10.0
@@ -151,7 +151,7 @@ class AwsProvider:
             outcome = self.failure(error, refs[0])
         except BotoCoreError as error:
             outcome = self.client_failure(error)
-        except _ODD_ANSWER as error:
+        except ODD_ANSWER as error:
             outcome = self.odd_answer(error)
         except ShimError as error:
             outcome = error
@@ -173,7 +173,7 @@ class AwsProvider:
 
     def common_failure(self, code: str, status: int | None, message: str) -> ShimError | None:
         """Failures both services report alike; None when the service must decide."""
-        if code in DENIED_CODES or (status == 403 and code not in CREDENTIAL_CODES):
+        if _denial(code, status):
             if _mentions_kms(message):
                 return PermissionDenied(
                     f"{self.title}: {code} (KMS decryption denied)",
@@ -203,7 +203,7 @@ class AwsProvider:
             except BotoCoreError as error:
                 failure = self.client_failure(error)
                 return {key: failure for key in keys}
-            except _ODD_ANSWER as error:
+            except ODD_ANSWER as error:
                 failure = self.odd_answer(error)
                 return {key: failure for key in keys}
 
@@ -262,6 +262,15 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, ClientError):
         return error_code(error) or f"HTTP {error_status(error)}"
     return type(error).__name__
+
+
+def is_denial(error: ClientError) -> bool:
+    """The policy refuses this call (not the credentials: those refuse every call)."""
+    return _denial(error_code(error), error_status(error))
+
+
+def _denial(code: str, status: int | None) -> bool:
+    return code in DENIED_CODES or (status == 403 and code not in CREDENTIAL_CODES)
 
 
 def error_code(error: ClientError) -> str:

@@ -15,8 +15,8 @@ import re
 from botocore.exceptions import ClientError
 
 from shim.providers.aws.common import (
-    DENIED_CODES, THROTTLING_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES, AwsProvider, as_utc, bind,
-    error_code, error_message, error_status, fetch_keys, first_of_each,
+    DENIED_CODES, ODD_ANSWER, THROTTLING_CODES, TRANSIENT_CODES, UNSUPPORTED_CODES, AwsProvider,
+    as_utc, bind, error_code, error_message, error_status, fetch_keys, first_of_each, is_denial,
 )
 from shim.providers.base import Fetched, SecretMeta
 from shim.tools.errors import NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
@@ -62,6 +62,49 @@ class SecretsManagerProvider(AwsProvider):
             work = bind(self._single, region, secret_id, stage, version_id, refs, deadline)
             groups.append((fetch_keys({secret_id: refs}), work))
         return self.run_groups(groups, deadline)
+
+    # -- --watch change probes (shim.pipeline.probes) ----------------------------------------
+
+    def probe_kind(self, reference) -> str:
+        """A version id never changes; a stage moves, and DescribeSecret says where to."""
+        return "pinned" if reference.option("version_id") else "stages"
+
+    def probe_all(self, references, deadline) -> tuple[dict, int]:
+        """({fetch_key: the id of the version holding the reference's stage}, calls made):
+        one DescribeSecret per secret (no value, no KMS decryption), concurrently. "denied"
+        where the policy allows GetSecretValue but not DescribeSecret (the caller reads)."""
+        by_secret: dict[tuple, list] = {}
+        for reference in first_of_each(references):
+            by_secret.setdefault((self.region_of(reference), reference.locator),
+                                 []).append(reference)
+        groups = [(fetch_keys({secret_id: refs}),
+                   bind(self._describe, region, secret_id, refs, deadline))
+                  for (region, secret_id), refs in by_secret.items()]
+        return self.run_groups(groups, deadline), len(groups)
+
+    def _describe(self, region, secret_id, refs, deadline) -> dict:
+        client = self.client(region, deadline)
+        try:
+            answer = self.call(client, "DescribeSecret", {"SecretId": secret_id}, refs[0],
+                               deadline)
+        except ClientError as error:
+            if is_denial(error):
+                return {reference.fetch_key: "denied" for reference in refs}
+            raise
+        except ODD_ANSWER:
+            return {reference.fetch_key: None for reference in refs}    # read, as without probes
+        stages = answer.get("VersionIdsToStages")
+        if answer.get("DeletedDate") is not None:
+            stages = None   # scheduled for deletion: the read refuses it, and says so each tick
+        outcomes = {}
+        for reference in refs:
+            stage = reference.option("version_stage") or "AWSCURRENT"
+            holders = sorted(version for version, labels in stages.items()
+                             if isinstance(version, str) and isinstance(labels, list)
+                             and stage in labels) if isinstance(stages, dict) else []
+            # Exactly one version holds a stage; anything else is not an answer: read.
+            outcomes[reference.fetch_key] = holders[0] if len(holders) == 1 else None
+        return outcomes
 
     def _batch(self, region, by_id: dict[str, list], deadline) -> dict:
         ids = list(by_id)

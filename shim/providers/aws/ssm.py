@@ -15,13 +15,15 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from shim.providers.aws.common import (
-    DENIED_CODES, UNSUPPORTED_CODES, AwsProvider, as_utc, bind, error_code, error_message,
-    error_status, fetch_keys, first_of_each,
+    DENIED_CODES, ODD_ANSWER, UNSUPPORTED_CODES, AwsProvider, as_utc, bind, error_code,
+    error_message, error_status, fetch_keys, first_of_each, is_denial,
 )
 from shim.providers.base import Fetched, SecretMeta
 from shim.tools.errors import NotFound, PermissionDenied, ShimError, Unavailable, UnusableValue
 
 PARAMETERS_PER_BATCH = 10       # GetParameters' Names limit
+NAMES_PER_PROBE = 50            # DescribeParameters' filter Values limit (and MaxResults)
+PROBE_PAGES = 10                # pages of one DescribeParameters answer followed at most
 PASS_THROUGH_PREFIX = "/aws/reference/secretsmanager/"
 
 
@@ -60,6 +62,69 @@ class ParameterStoreProvider(AwsProvider):
             groups.append(([reference.fetch_key],
                            bind(self._path, self.region_of(reference), reference, deadline)))
         return self.run_groups(groups, deadline)
+
+    # -- --watch change probes (shim.pipeline.probes) ----------------------------------------
+
+    def probe_kind(self, reference) -> str:
+        """`name:3` never changes; a name's Version says when it did. A label can move to
+        another version without the parameter's Version changing, and a path or the Secrets
+        Manager pass-through has no single Version: those are read."""
+        if reference.version is not None:
+            return "pinned"
+        if (reference.option("label") or reference.locator.endswith("/")
+                or reference.locator.startswith(PASS_THROUGH_PREFIX)):
+            return "read"
+        return "parameters"
+
+    def probe_all(self, references, deadline) -> tuple[dict, int]:
+        """({fetch_key: "v<Version>"}, calls made): DescribeParameters with a Name filter of up
+        to 50 names per region, no value. "denied" where the policy lacks ssm:DescribeParameters
+        (an action on every resource, unlike the reads: the caller reads instead)."""
+        by_region: dict[str | None, dict[str, list]] = {}
+        for reference in first_of_each(references):
+            by_region.setdefault(self.region_of(reference), {}).setdefault(
+                reference.locator, []).append(reference)
+        calls: list[int] = []
+        groups = []
+        for region, by_name in by_region.items():
+            names = list(by_name)
+            for start in range(0, len(names), NAMES_PER_PROBE):
+                chunk = {name: by_name[name] for name in names[start:start + NAMES_PER_PROBE]}
+                groups.append((fetch_keys(chunk), bind(self._describe, region, chunk, calls,
+                                                       deadline)))
+        return self.run_groups(groups, deadline), len(calls)
+
+    def _describe(self, region, by_name: dict[str, list], calls: list, deadline) -> dict:
+        client = self.client(region, deadline)
+        first = next(iter(by_name.values()))[0]
+        params = {"ParameterFilters": [{"Key": "Name", "Option": "Equals",
+                                        "Values": list(by_name)}],
+                  "MaxResults": NAMES_PER_PROBE}
+        versions: dict[str, str] = {}
+        try:
+            for _ in range(PROBE_PAGES):
+                calls.append(1)
+                page = self.call(client, "DescribeParameters", params, first, deadline,
+                                 batch=len(by_name))
+                for parameter in page.get("Parameters") or []:
+                    version = parameter.get("Version") if isinstance(parameter, dict) else None
+                    if isinstance(version, int) and not isinstance(version, bool):
+                        versions[_base_name(str(parameter.get("Name", "")))] = f"v{version}"
+                token = page.get("NextToken")
+                if not token:
+                    break
+                params = dict(params, NextToken=token)
+            else:
+                versions = {}   # an answer that never ends is no answer: read
+        except ClientError as error:
+            if is_denial(error):
+                return {key: "denied" for key in fetch_keys(by_name)}
+            raise
+        except ODD_ANSWER:
+            versions = {}   # no answer: read, as without probes
+        # A name missing from the answer (deleted, another account's) gets no answer: read.
+        return {reference.fetch_key: versions.get(_base_name(name))
+                for name, refs in by_name.items() for reference in refs}
 
     def _path(self, region, reference, deadline) -> dict:
         """Every parameter under a path, one map of relative name -> value (all pages)."""
