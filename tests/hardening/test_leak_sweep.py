@@ -171,9 +171,10 @@ def gcp_case(double, canaries, tmp_path, name, scenario):
     key = double.service_account_key(tmp_path / "key.json", principal=f"sa-{name}")
     if scenario == "denied":
         double.deny(f"sa-{name}", name)
-    secret = "absent" if scenario == "not_found" else name
+    asked_name = "absent" if scenario == "not_found" else name
     env = {**double.base_env(), "CLOUDSDK_CONFIG": str(tmp_path / "no-gcloud"),
-           "GOOGLE_APPLICATION_CREDENTIALS": str(key), "GOOD": f"sm://{double.project}/{secret}"}
+           "GOOGLE_APPLICATION_CREDENTIALS": str(key),
+           "GOOD": f"sm://{double.project}/{asked_name}"}
     try:
         yield env, double.credential_material
     finally:
