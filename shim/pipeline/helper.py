@@ -72,7 +72,8 @@ from shim.providers.base import Fetched, SecretMeta
 RESOLUTION_OPTIONS = ("env_files", "secrets_dirs", "file_vars", "skip", "imports", "placeholder_source",
                       "allow_placeholders", "keep_file_vars", "passthrough", "deadline",
                       "max_age", "enforce_max_age", "audit_file", "log_format", "log_level",
-                      "fallback_cache", "fallback_key_file", "fallback_max_age")
+                      "fallback_cache", "fallback_key_file", "fallback_max_age",
+                      "metrics")    # only to know that ages are read (the server is the supervisor's)
 # Time allowed on top of --deadline for the helper's SDK imports.
 START_ALLOWANCE_SECONDS = 5.0
 EXIT_GRACE_SECONDS = 2.0     # from its answer to its exit

@@ -76,9 +76,11 @@ class Pipeline:
         binary_ok = self.as_files.delivers if self.as_files else None  # files may hold bytes
         rotation_policy = bool(self.options.max_age) or any(
             ref.option("max_age") for ref in plan.references() + list(plan.imports))
-        # What reads a secret's dates: check's ages, a rotation policy, record_resolution below.
+        # What reads a secret's dates: check's ages, a rotation policy, record_resolution below,
+        # --metrics' shim_secret_age_seconds.
         self.pool.context.wants_dates = (self.options.command == "check" or rotation_policy
-                                         or self.log.wants("info"))
+                                         or self.log.wants("info")
+                                         or self.options.metrics is not None)
         fallback = self.prepare_fallback()
         templates = self.prepare_templates()
         extra = tuple(templates.references()) if templates else ()
