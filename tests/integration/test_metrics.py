@@ -228,3 +228,21 @@ def test_the_program_does_not_inherit_the_listening_socket(start_shim, canaries,
     assert get(port, "/healthz") == (200, "ok\n")
     process.send_signal(signal.SIGTERM)
     assert finish_process(process, canaries)[0] == 143
+
+
+def test_a_file_secret_s_age_is_served_though_a_plain_start_reads_no_dates(start_shim, canaries,
+                                                                         tmp_path):
+    # A plain exec leaves a file's mtime unread (no `datetime` on the start-up path); --metrics
+    # reads ages, so the --watch helpers must be told to read them.
+    secret = tmp_path / "password"
+    secret.write_text(canaries.new("file"))
+    port = free_port()
+    process = start_shim(["exec", "--watch", "1s", "--metrics", f"127.0.0.1:{port}",
+                          "--file-vars", "APP_PASSWORD", "--", "sleep", "60"],
+                         {"APP_PASSWORD_FILE": str(secret), "HOME": str(tmp_path)})
+    age = ("shim_secret_age_seconds", (("variable", "APP_PASSWORD"),))
+    assert wait_for(lambda: age in scrape(port), timeout=30)
+    assert 0 <= scrape(port)[age] < 3600
+    assert scrape(port)[("shim_store_reads_total", (("store", "file"),))] == 1
+    process.send_signal(signal.SIGTERM)
+    assert finish_process(process, canaries)[0] == 143
